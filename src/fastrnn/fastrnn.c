@@ -1,0 +1,223 @@
+/* fastrnn public entry points: validation, kernel-variant dispatch, thread planning. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include "internal.h"
+
+/* ---- instruction-set dispatch ---- */
+
+static int cpu_has_avx2_fma(void)
+{
+#if defined(FR_HAVE_AVX2_BUILD) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+/* -1 = not chosen yet. Written once per process (or by fr_set_isa); plain int is enough
+ * because every writer stores the same value for the same environment. */
+static volatile int g_isa = -1;
+
+int fr_isa_available(fr_isa isa)
+{
+    if (isa == FR_ISA_BASELINE) return 1;
+    if (isa == FR_ISA_AVX2) return cpu_has_avx2_fma();
+    return 0;
+}
+
+fr_isa fr_get_isa(void)
+{
+    int isa = g_isa;
+    if (isa < 0) {
+        const char *env = getenv("FASTRNN_ISA");
+        if (env && strcmp(env, "baseline") == 0) isa = FR_ISA_BASELINE;
+        else if (fr_isa_available(FR_ISA_AVX2)) isa = FR_ISA_AVX2;
+        else isa = FR_ISA_BASELINE;
+        g_isa = isa;
+    }
+    return (fr_isa)isa;
+}
+
+int fr_set_isa(fr_isa isa)
+{
+    if (!fr_isa_available(isa)) return FR_EUNSUPPORTED;
+    g_isa = (int)isa;
+    return FR_OK;
+}
+
+const char *fr_isa_name(fr_isa isa)
+{
+    switch (isa) {
+    case FR_ISA_BASELINE: return "baseline";
+    case FR_ISA_AVX2: return "avx2";
+    }
+    return "unknown";
+}
+
+int fr_openmp_enabled(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+static fr_dir_fn dir_kernel(fr_dtype dtype)
+{
+#ifdef FR_HAVE_AVX2_BUILD
+    if (fr_get_isa() == FR_ISA_AVX2)
+        return dtype == FR_FLOAT32 ? fr_dir_forward_f32_avx2 : fr_dir_forward_f64_avx2;
+#endif
+    return dtype == FR_FLOAT32 ? fr_dir_forward_f32_baseline : fr_dir_forward_f64_baseline;
+}
+
+/* ---- layout helpers ---- */
+
+static size_t elem_size(fr_dtype dtype) { return dtype == FR_FLOAT64 ? 8 : 4; }
+
+int fr_num_gates(fr_cell cell) { return cell == FR_LSTM ? 4 : 3; }
+
+int fr_gate_stride(fr_dtype dtype, int hidden_size)
+{
+    int nr = (int)(FR_PANEL_BYTES / elem_size(dtype));
+    return (hidden_size + nr - 1) / nr * nr;
+}
+
+ptrdiff_t fr_recommended_ld(fr_cell cell, fr_dtype dtype, int hidden_size)
+{
+    size_t e = elem_size(dtype);
+    ptrdiff_t ld = (ptrdiff_t)fr_num_gates(cell) * fr_gate_stride(dtype, hidden_size);
+    /* An odd number of cache lines per row makes the rows of a column panel fall into
+     * different cache sets instead of fighting over one. */
+    size_t line = 64 / e;
+    if ((ld / line) % 2 == 0) ld += line;
+    return ld;
+}
+
+int fr_pack_weights(fr_cell cell, fr_dtype dtype, int hidden_size, int rows, const void *src,
+                    void *dst, ptrdiff_t ld)
+{
+    int G = fr_num_gates(cell), Hp = fr_gate_stride(dtype, hidden_size);
+    size_t e = elem_size(dtype);
+    if (!src || !dst || hidden_size < 1 || rows < 1 || ld < (ptrdiff_t)G * Hp) return FR_EINVAL;
+    for (int r = 0; r < rows; r++) {
+        char *d = (char *)dst + (size_t)r * ld * e;
+        memset(d, 0, (size_t)ld * e);
+        for (int g = 0; g < G; g++)
+            memcpy(d + (size_t)g * Hp * e,
+                   (const char *)src + ((size_t)r * G * hidden_size + (size_t)g * hidden_size) * e,
+                   (size_t)hidden_size * e);
+    }
+    return FR_OK;
+}
+
+/* ---- thread planning ---- */
+
+/* Work below this many multiply-adds per step and thread is not worth a barrier (~1 us). */
+#define FR_MIN_MACS_PER_THREAD 32768
+
+static int plan_threads(const fr_layer_desc *d, int B, int requested, fr_split *split)
+{
+    int G = fr_num_gates(d->cell), H = d->hidden_size;
+    int nblocks = fr_gate_stride(d->dtype, H) / (int)(FR_PANEL_BYTES / elem_size(d->dtype));
+    double macs = (double)B * G * H * ((double)H + d->input_size);
+    int nt = requested < 1 ? 1 : requested;
+#ifndef _OPENMP
+    nt = 1;
+#endif
+    *split = FR_SPLIT_ROWS;
+    if (nt == 1) return 1;
+    while (nt > 1 && macs / nt < FR_MIN_MACS_PER_THREAD) nt--;
+    if (nt == 1) return 1;
+    if (B >= 4 * nt) return nt;           /* enough rows: each thread owns a row block */
+    *split = FR_SPLIT_HIDDEN;
+    if (nt > nblocks) nt = nblocks;
+    return nt < 1 ? 1 : nt;
+}
+
+/* ---- validation and the layer entry point ---- */
+
+static int check_desc(const fr_layer_desc *d)
+{
+    if (!d) return FR_EINVAL;
+    if (d->cell != FR_LSTM && d->cell != FR_GRU) return FR_EINVAL;
+    if (d->dtype != FR_FLOAT32 && d->dtype != FR_FLOAT64) return FR_EINVAL;
+    if (d->input_size < 1 || d->hidden_size < 1) return FR_EINVAL;
+    if (d->num_directions != 1 && d->num_directions != 2) return FR_EINVAL;
+    if (d->reverse && d->num_directions != 1) return FR_EINVAL;
+    if (d->masked_output != FR_MASKED_ZERO && d->masked_output != FR_MASKED_CARRY)
+        return FR_EINVAL;
+    return FR_OK;
+}
+
+size_t fr_workspace_size(const fr_layer_desc *d, int batch, int time, int num_threads)
+{
+    if (check_desc(d) != FR_OK || batch < 1 || time < 1) return 0;
+    int nt = num_threads < 1 ? 1 : num_threads;
+    size_t e = elem_size(d->dtype);
+    return FR_ALIGN + fr_dir_workspace_bytes(e, fr_num_gates(d->cell), batch, time,
+                                             fr_gate_stride(d->dtype, d->hidden_size), nt);
+}
+
+int fr_layer_forward(const fr_layer_desc *d, const fr_weights *w, const fr_io *io,
+                     void *workspace, size_t workspace_size, int num_threads)
+{
+    int rc = check_desc(d);
+    if (rc != FR_OK) return rc;
+    if (!w || !io || !io->x || !io->y || io->batch < 1 || io->time < 1) return FR_EINVAL;
+    const int G = fr_num_gates(d->cell), H = d->hidden_size;
+    const int Hp = fr_gate_stride(d->dtype, H);
+    for (int dir = 0; dir < d->num_directions; dir++)
+        if (!w[dir].kernel || !w[dir].recurrent || w[dir].ld < (ptrdiff_t)G * Hp)
+            return FR_EINVAL;
+    int nt = num_threads < 1 ? 1 : num_threads;
+    size_t need = fr_workspace_size(d, io->batch, io->time, nt);
+    if (!workspace || workspace_size < need) return FR_EWORKSPACE;
+
+    fr_split split;
+    int threads = plan_threads(d, io->batch, nt, &split);
+    const size_t e = elem_size(d->dtype);
+    const size_t state = (size_t)io->batch * H * e;
+    fr_dir_fn kernel = dir_kernel(d->dtype);
+
+    for (int dir = 0; dir < d->num_directions; dir++) {
+        fr_dir_args a;
+        memset(&a, 0, sizeof a);
+        a.cell = d->cell;
+        a.reset_after = d->reset_after;
+        a.B = io->batch;
+        a.T = io->time;
+        a.I = d->input_size;
+        a.H = H;
+        a.Hp = Hp;
+        a.G = G;
+        a.backward = dir == 1 || d->reverse;
+        a.masked_output = d->masked_output;
+        a.Wx = w[dir].kernel;
+        a.Wh = w[dir].recurrent;
+        a.ld = w[dir].ld;
+        a.bias = w[dir].bias;
+        a.rbias = d->cell == FR_GRU ? w[dir].recurrent_bias : NULL;
+        a.x = io->x;
+        a.mask = io->mask;
+        a.h0 = io->h0 ? (const char *)io->h0 + dir * state : NULL;
+        a.c0 = io->c0 ? (const char *)io->c0 + dir * state : NULL;
+        a.y = io->y;
+        a.y_ld = (ptrdiff_t)d->num_directions * H;
+        a.y_off = (ptrdiff_t)dir * H;
+        a.h_n = io->h_n ? (char *)io->h_n + dir * state : NULL;
+        a.c_n = io->c_n ? (char *)io->c_n + dir * state : NULL;
+        a.gates = NULL;
+        a.ws = (void *)(((uintptr_t)workspace + FR_ALIGN - 1) & ~(uintptr_t)(FR_ALIGN - 1));
+        a.num_threads = threads;
+        a.split = split;
+        kernel(&a);
+    }
+    return FR_OK;
+}

@@ -1,0 +1,137 @@
+/* fastrnn: masked LSTM / GRU kernels for CPUs. Public C API (C99, no Python).
+ *
+ * Conventions
+ * -----------
+ * Row-vector form, one layer and one direction at a time:
+ *
+ *   LSTM (gates input, forget, cell, output; i, f, o sigmoid, g tanh):
+ *     pre_g = x_t @ kernel_g + h_{t-1} @ recurrent_g + bias_g
+ *     c_t = f * c_{t-1} + i * g          h_t = o * tanh(c_t)
+ *   GRU (gates update z, reset r, candidate n):
+ *     z, r = sigmoid(x_t @ kernel_g + h_{t-1} @ recurrent_g + bias_g + recurrent_bias_g)
+ *     reset_after = 1: n = tanh(x_t @ kernel_n + bias_n + r * (h_{t-1} @ recurrent_n + recurrent_bias_n))
+ *     reset_after = 0: n = tanh(x_t @ kernel_n + bias_n + recurrent_bias_n + (r * h_{t-1}) @ recurrent_n)
+ *     h_t = z * h_{t-1} + (1 - z) * n
+ *
+ * Weight layout ("padded canonical")
+ * ----------------------------------
+ * kernel (input_size rows) and recurrent (hidden_size rows) are row-major matrices whose
+ * columns hold the gates side by side in the canonical order above. Gate g, unit u sits in
+ * column g * gate_stride + u, where gate_stride = fr_gate_stride(dtype, hidden_size) rounds
+ * hidden_size up to a whole SIMD panel (16 float32 / 8 float64). Rows are `ld` elements apart,
+ * ld >= num_gates * gate_stride; fr_recommended_ld() also avoids cache-set aliasing. Padding
+ * columns are never read into results (their content does not matter). bias and
+ * recurrent_bias are vectors of num_gates * gate_stride elements in the same column order.
+ * fr_pack_weights() copies plain (rows, num_gates * hidden_size) matrices into this layout.
+ *
+ * Masks
+ * -----
+ * mask (batch, time), nonzero = valid step, or NULL = every step valid. At a masked step
+ * the state (h and c) is carried unchanged and the output is 0 (FR_MASKED_ZERO) or a copy of
+ * the output of the step processed just before (FR_MASKED_CARRY; 0 before the first processed
+ * valid step). The backward direction (and reverse = 1) processes t = time-1 .. 0, i.e. each
+ * row's valid steps from last to first; outputs stay in original time order.
+ *
+ * Ownership and threads
+ * ---------------------
+ * The library allocates nothing in fr_layer_forward: the caller passes a workspace of at least
+ * fr_workspace_size() bytes (any alignment; it is aligned internally). All functions are
+ * reentrant: concurrent calls are safe as long as each uses its own workspace and outputs.
+ * num_threads > 1 runs an OpenMP parallel region inside the call (when built with OpenMP).
+ * Results are bitwise identical for any num_threads: every output element is computed with
+ * the same operations in the same order whatever the work split.
+ */
+#ifndef FASTRNN_H
+#define FASTRNN_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FR_VERSION "0.1.0"
+
+typedef enum { FR_LSTM = 0, FR_GRU = 1 } fr_cell;
+typedef enum { FR_FLOAT32 = 0, FR_FLOAT64 = 1 } fr_dtype;
+typedef enum { FR_MASKED_ZERO = 0, FR_MASKED_CARRY = 1 } fr_masked_output;
+
+/* Kernel variants (instruction sets). */
+typedef enum { FR_ISA_BASELINE = 0, FR_ISA_AVX2 = 1 } fr_isa;
+
+/* Status codes. */
+enum {
+    FR_OK = 0,
+    FR_EINVAL = -1,      /* a descriptor field or pointer is invalid */
+    FR_EWORKSPACE = -2,  /* workspace missing or smaller than fr_workspace_size() */
+    FR_EUNSUPPORTED = -3 /* ISA not available on this CPU / in this build */
+};
+
+typedef struct fr_layer_desc {
+    fr_cell cell;
+    fr_dtype dtype;
+    int reset_after;      /* GRU only: 1 = reset applied after the recurrent matmul */
+    int input_size;       /* I >= 1 */
+    int hidden_size;      /* H >= 1 */
+    int num_directions;   /* 1 or 2 (bidirectional: forward then backward) */
+    int reverse;          /* num_directions == 1 only: process valid steps last to first */
+    fr_masked_output masked_output;
+} fr_layer_desc;
+
+/* One direction's weights in the padded canonical layout (see above). */
+typedef struct fr_weights {
+    const void *kernel;         /* (input_size, ld) */
+    const void *recurrent;      /* (hidden_size, ld) */
+    const void *bias;           /* (num_gates * gate_stride) or NULL = zeros */
+    const void *recurrent_bias; /* (num_gates * gate_stride) or NULL = zeros; GRU only */
+    ptrdiff_t ld;               /* row stride of kernel and recurrent, in elements */
+} fr_weights;
+
+/* One call's data. All arrays are C-contiguous in the layer's dtype. */
+typedef struct fr_io {
+    int batch;                  /* B >= 1 */
+    int time;                   /* T >= 1 */
+    const void *x;              /* (B, T, input_size) */
+    const unsigned char *mask;  /* (B, T), nonzero = valid; NULL = all valid */
+    const void *h0;             /* (num_directions, B, H) or NULL = zeros */
+    const void *c0;             /* LSTM: (num_directions, B, H) or NULL = zeros */
+    void *y;                    /* out (B, T, num_directions * H) */
+    void *h_n;                  /* out (num_directions, B, H) or NULL */
+    void *c_n;                  /* out LSTM: (num_directions, B, H) or NULL */
+} fr_io;
+
+/* Number of gates: 4 (LSTM) or 3 (GRU). */
+int fr_num_gates(fr_cell cell);
+/* Column distance between gates: hidden_size rounded up to the SIMD panel width. */
+int fr_gate_stride(fr_dtype dtype, int hidden_size);
+/* A row stride >= num_gates * gate_stride that avoids power-of-two cache aliasing. */
+ptrdiff_t fr_recommended_ld(fr_cell cell, fr_dtype dtype, int hidden_size);
+
+/* Copy plain row-major (rows, num_gates * hidden_size) matrices / (num_gates * hidden_size)
+ * vectors into the padded layout; dst has rows * ld (matrix) or num_gates * gate_stride
+ * (vector, pass rows = 1 and ld = num_gates * gate_stride) elements. Padding is zeroed. */
+int fr_pack_weights(fr_cell cell, fr_dtype dtype, int hidden_size, int rows,
+                    const void *src, void *dst, ptrdiff_t ld);
+
+/* Bytes of workspace fr_layer_forward needs for this shape and thread count. */
+size_t fr_workspace_size(const fr_layer_desc *desc, int batch, int time, int num_threads);
+
+/* Run one layer (all its directions) over a batch of sequences.
+ * w: num_directions entries (forward first). Returns FR_OK or a negative status. */
+int fr_layer_forward(const fr_layer_desc *desc, const fr_weights *w, const fr_io *io,
+                     void *workspace, size_t workspace_size, int num_threads);
+
+/* Kernel variant selection. The default is the best the CPU supports, unless the environment
+ * variable FASTRNN_ISA=baseline forces the portable build. fr_set_isa is process-wide and
+ * must not be called while another thread is inside fr_layer_forward. */
+fr_isa fr_get_isa(void);
+int fr_set_isa(fr_isa isa);
+int fr_isa_available(fr_isa isa);
+const char *fr_isa_name(fr_isa isa);
+/* 1 if the library was compiled with OpenMP. */
+int fr_openmp_enabled(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FASTRNN_H */

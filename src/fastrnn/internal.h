@@ -1,0 +1,74 @@
+/* fastrnn internals shared by the dispatcher and the per-ISA kernel objects. Not installed. */
+#ifndef FASTRNN_INTERNAL_H
+#define FASTRNN_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "fastrnn.h"
+
+/* SIMD panel: every micro-kernel works on 32-byte vectors, two per panel. */
+#define FR_VEC_BYTES 32
+#define FR_PANEL_BYTES (2 * FR_VEC_BYTES)
+#define FR_MR 6             /* rows per micro-tile */
+#define FR_ALIGN 64
+
+/* How one direction's work is split across threads. */
+typedef enum {
+    FR_SPLIT_ROWS = 0,   /* each thread owns a block of batch rows for every step: no barriers */
+    FR_SPLIT_HIDDEN = 1  /* each thread owns a block of hidden units: one barrier per step */
+} fr_split;
+
+typedef struct fr_dir_args {
+    fr_cell cell;
+    int reset_after;
+    int B, T, I, H;
+    int Hp;                      /* gate stride (padded H) */
+    int G;                       /* gates */
+    int backward;                /* process t = T-1 .. 0 */
+    fr_masked_output masked_output;
+    const void *Wx, *Wh;         /* padded canonical, row stride ld */
+    ptrdiff_t ld;
+    const void *bias, *rbias;    /* G * Hp or NULL */
+    const void *x;               /* (B, T, I) */
+    const unsigned char *mask;   /* (B, T) or NULL */
+    const void *h0, *c0;         /* (B, H) or NULL */
+    void *y;                     /* element (b, t, u) at y[(b*T + t) * y_ld + y_off + u] */
+    ptrdiff_t y_ld, y_off;
+    void *h_n, *c_n;             /* (B, H) or NULL */
+    void *gates;                 /* training record (B, T, G * Hp) activated gates, or NULL */
+    void *ws;                    /* FR_ALIGN-aligned workspace of dir_workspace_bytes() */
+    int num_threads;             /* threads to use (already planned) */
+    fr_split split;
+} fr_dir_args;
+
+typedef void (*fr_dir_fn)(const fr_dir_args *a);
+
+/* Workspace of one direction, in order: xproj (B*T*G*Hp), bias_eff (G*Hp), rbias_n (Hp),
+ * h double buffer (2*B*Hp), c (B*Hp), z (B*Hp), r*h (B*Hp), per-thread tile scratch
+ * (threads * FR_MR * G * panel). Each part starts on an FR_ALIGN boundary. */
+static inline size_t fr_round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+static inline size_t fr_dir_workspace_bytes(size_t elem, int G, int B, int T, int Hp,
+                                            int threads)
+{
+    size_t panel = FR_PANEL_BYTES / elem;
+    size_t n = 0;
+    n += fr_round_up((size_t)B * T * G * Hp * elem, FR_ALIGN);
+    n += fr_round_up((size_t)G * Hp * elem, FR_ALIGN);
+    n += fr_round_up((size_t)Hp * elem, FR_ALIGN);
+    n += fr_round_up((size_t)2 * B * Hp * elem, FR_ALIGN);
+    n += 3 * fr_round_up((size_t)B * Hp * elem, FR_ALIGN);
+    n += (size_t)threads * fr_round_up((size_t)FR_MR * G * panel * elem, FR_ALIGN);
+    return n;
+}
+
+/* Per-ISA, per-dtype direction kernels (defined in kernels_<isa>.c). */
+void fr_dir_forward_f32_baseline(const fr_dir_args *a);
+void fr_dir_forward_f64_baseline(const fr_dir_args *a);
+#if defined(__x86_64__) || defined(_M_X64)
+#define FR_HAVE_AVX2_BUILD 1
+void fr_dir_forward_f32_avx2(const fr_dir_args *a);
+void fr_dir_forward_f64_avx2(const fr_dir_args *a);
+#endif
+
+#endif /* FASTRNN_INTERNAL_H */
