@@ -1,0 +1,19 @@
+"""fastrnn: fast, faithful masked LSTM and GRU kernels for CPUs.
+
+    >>> import numpy as np, fastrnn
+    >>> lstm = fastrnn.LSTM(8, 16, seed=0)
+    >>> out, (h, c) = lstm(np.ones((2, 5, 8)), lengths=[5, 3])
+    >>> out.shape, h.shape
+    ((2, 5, 16), (1, 2, 16))
+"""
+__version__ = "0.1.0"
+
+from ._config import get_num_threads, set_num_threads, show_config
+from ._phase import get_learning_phase, learning_phase, set_learning_phase
+from .layers import GRU, LSTM
+from .masks import mask_from_ids, mask_from_values
+
+__all__ = [
+    "LSTM", "GRU", "mask_from_values", "mask_from_ids", "set_num_threads", "get_num_threads",
+    "show_config", "set_learning_phase", "get_learning_phase", "learning_phase", "__version__",
+]

@@ -1,0 +1,60 @@
+# The C ABI of src/fastrnn/fastrnn.h as seen from Cython.
+cdef extern from "fastrnn.h" nogil:
+    ctypedef enum fr_cell:
+        FR_LSTM
+        FR_GRU
+    ctypedef enum fr_dtype:
+        FR_FLOAT32
+        FR_FLOAT64
+    ctypedef enum fr_masked_output:
+        FR_MASKED_ZERO
+        FR_MASKED_CARRY
+    ctypedef enum fr_isa:
+        FR_ISA_BASELINE
+        FR_ISA_AVX2
+    enum:
+        FR_OK
+        FR_EINVAL
+        FR_EWORKSPACE
+        FR_EUNSUPPORTED
+    const char *FR_VERSION
+
+    ctypedef struct fr_layer_desc:
+        fr_cell cell
+        fr_dtype dtype
+        int reset_after
+        int input_size
+        int hidden_size
+        int num_directions
+        int reverse
+        fr_masked_output masked_output
+
+    ctypedef struct fr_weights:
+        const void *kernel
+        const void *recurrent
+        const void *bias
+        const void *recurrent_bias
+        Py_ssize_t ld
+
+    ctypedef struct fr_io:
+        int batch
+        int time
+        const void *x
+        const unsigned char *mask
+        const void *h0
+        const void *c0
+        void *y
+        void *h_n
+        void *c_n
+
+    int fr_num_gates(fr_cell cell)
+    int fr_gate_stride(fr_dtype dtype, int hidden_size)
+    Py_ssize_t fr_recommended_ld(fr_cell cell, fr_dtype dtype, int hidden_size)
+    size_t fr_workspace_size(const fr_layer_desc *desc, int batch, int time, int num_threads)
+    int fr_layer_forward(const fr_layer_desc *desc, const fr_weights *w, const fr_io *io,
+                         void *workspace, size_t workspace_size, int num_threads)
+    fr_isa fr_get_isa()
+    int fr_set_isa(fr_isa isa)
+    int fr_isa_available(fr_isa isa)
+    const char *fr_isa_name(fr_isa isa)
+    int fr_openmp_enabled()

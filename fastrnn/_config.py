@@ -1,0 +1,64 @@
+"""Threads and build configuration."""
+import os
+import sys
+import threading
+
+from . import _core
+
+_lock = threading.Lock()
+_num_threads = None  # None: not resolved yet
+
+
+def _default_threads():
+    # omp_get_max_threads() already honours OMP_NUM_THREADS; never exceed the usable cores.
+    n = _core.openmp_max_threads()
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    if "OMP_NUM_THREADS" not in os.environ:
+        n = min(n, cores)
+    return max(1, n)
+
+
+def set_num_threads(n):
+    """Set the number of threads fastrnn kernels may use (process-wide).
+
+    Calls already running keep the count they started with; it is safe to call at any time.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"num_threads must be a positive int, got {n!r}")
+    global _num_threads
+    with _lock:
+        _num_threads = n if _core.openmp_enabled() else 1
+
+
+def get_num_threads():
+    """Threads fastrnn kernels use: set_num_threads(), else OMP_NUM_THREADS, else the cores."""
+    global _num_threads
+    n = _num_threads
+    if n is None:
+        with _lock:
+            if _num_threads is None:
+                _num_threads = _default_threads()
+            n = _num_threads
+    return n
+
+
+def show_config(file=None):
+    """Print version, compiler, OpenMP, kernel variant and thread settings."""
+    from . import __version__
+
+    omp = _core.openmp_enabled()
+    lines = [
+        f"fastrnn {__version__} (C core {_core.c_version()})",
+        f"  python:          {sys.version.split()[0]}",
+        f"  compiler:        {_core.compiler()}",
+        f"  openmp:          {'yes' if omp else 'no'}"
+        + (f" (version {_core.openmp_version()})" if omp else " (single-threaded build)"),
+        f"  kernel variant:  {_core.get_isa()} (available: {', '.join(_core.available_isas())})",
+        f"  threads:         {get_num_threads()}"
+        f" (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})",
+        f"  FASTRNN_ISA:     {os.environ.get('FASTRNN_ISA', 'unset')}",
+    ]
+    print("\n".join(lines), file=file)

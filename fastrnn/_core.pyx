@@ -1,0 +1,194 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Bindings to the fastrnn C core: check buffers, release the GIL, call the kernels.
+
+The Python layer (layers.py) owns every array and does the user-facing validation; this module
+re-checks what the C core relies on (dtype, contiguity, sizes) so that no Python-level mistake
+can make the core read or write out of bounds.
+"""
+cimport numpy as cnp
+from libc.stdint cimport uintptr_t
+from ._capi cimport *
+
+import numpy as np
+
+cnp.import_array()
+
+__all__ = ["LayerEngine", "gate_stride", "recommended_ld", "workspace_size", "get_isa",
+           "set_isa", "available_isas", "openmp_enabled", "openmp_max_threads", "openmp_version",
+           "compiler", "c_version"]
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int fr_py_omp_max_threads(void) { return omp_get_max_threads(); }
+    static int fr_py_openmp_version(void) { return _OPENMP; }
+    #else
+    static int fr_py_omp_max_threads(void) { return 1; }
+    static int fr_py_openmp_version(void) { return 0; }
+    #endif
+    #if defined(__clang__)
+    static const char *fr_py_compiler = "clang " __clang_version__;
+    #elif defined(__GNUC__)
+    static const char *fr_py_compiler = "gcc " __VERSION__;
+    #elif defined(_MSC_VER)
+    static const char *fr_py_compiler = "msvc";
+    #else
+    static const char *fr_py_compiler = "unknown";
+    #endif
+    """
+    int fr_py_omp_max_threads() nogil
+    int fr_py_openmp_version() nogil
+    const char *fr_py_compiler
+
+_ISA_BY_NAME = {"baseline": FR_ISA_BASELINE, "avx2": FR_ISA_AVX2}
+
+
+cdef fr_dtype _dtype_code(object dtype) except *:
+    dtype = np.dtype(dtype)
+    if dtype == np.float32:
+        return FR_FLOAT32
+    if dtype == np.float64:
+        return FR_FLOAT64
+    raise TypeError(f"unsupported dtype {dtype}: fastrnn computes in float32 or float64")
+
+
+def gate_stride(dtype, int hidden_size):
+    """Column distance between gates in the padded weight layout."""
+    return fr_gate_stride(_dtype_code(dtype), hidden_size)
+
+
+def recommended_ld(str cell, dtype, int hidden_size):
+    """Row stride of kernel / recurrent matrices in the padded weight layout."""
+    return fr_recommended_ld(FR_LSTM if cell == "lstm" else FR_GRU, _dtype_code(dtype),
+                             hidden_size)
+
+
+def get_isa():
+    """Name of the kernel variant in use ("baseline" or "avx2")."""
+    return fr_isa_name(fr_get_isa()).decode()
+
+
+def set_isa(str name):
+    """Select the kernel variant for the whole process (tests and benchmarks)."""
+    if name not in _ISA_BY_NAME:
+        raise ValueError(f"unknown kernel variant {name!r}; known: {sorted(_ISA_BY_NAME)}")
+    if fr_set_isa(_ISA_BY_NAME[name]) != FR_OK:
+        raise ValueError(f"kernel variant {name!r} is not supported by this CPU or build")
+
+
+def available_isas():
+    """Kernel variants this CPU and build can run."""
+    return [n for n, code in _ISA_BY_NAME.items() if fr_isa_available(code)]
+
+
+def openmp_enabled():
+    return bool(fr_openmp_enabled())
+
+
+def openmp_max_threads():
+    return fr_py_omp_max_threads()
+
+
+def openmp_version():
+    """The _OPENMP date macro (e.g. 201511 for OpenMP 4.5), 0 without OpenMP."""
+    return fr_py_openmp_version()
+
+
+def compiler():
+    return fr_py_compiler.decode()
+
+
+def c_version():
+    return FR_VERSION.decode()
+
+
+cdef inline void* _data(cnp.ndarray a, int typenum, Py_ssize_t size, str what) except NULL:
+    if cnp.PyArray_TYPE(a) != typenum:
+        raise TypeError(f"{what}: expected dtype {np.dtype(cnp.PyArray_DescrFromType(typenum))}, "
+                        f"got {a.dtype}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        raise ValueError(f"{what}: array must be C-contiguous")
+    if cnp.PyArray_SIZE(a) != size:
+        raise ValueError(f"{what}: expected {size} elements, got {cnp.PyArray_SIZE(a)}")
+    if size == 0:
+        return <void*>1  # never dereferenced (sizes are >= 1 where it matters)
+    return cnp.PyArray_DATA(a)
+
+
+cdef class LayerEngine:
+    """One layer (all directions) bound to weight arrays in the padded canonical layout.
+
+    The engine keeps references to the weight arrays, so writes into them (through
+    `Layer.gate(...)` views) are seen by the next call without any repacking.
+    """
+    cdef fr_layer_desc desc
+    cdef fr_weights w[2]
+    cdef int typenum
+    cdef int G, Hp
+    cdef object weights  # keeps the arrays alive
+
+    def __init__(self, str cell, dtype, bint reset_after, int input_size, int hidden_size,
+                 int num_directions, bint reverse, str masked_output, list weights):
+        self.desc.cell = FR_LSTM if cell == "lstm" else FR_GRU
+        self.desc.dtype = _dtype_code(dtype)
+        self.desc.reset_after = reset_after
+        self.desc.input_size = input_size
+        self.desc.hidden_size = hidden_size
+        self.desc.num_directions = num_directions
+        self.desc.reverse = reverse
+        self.desc.masked_output = FR_MASKED_CARRY if masked_output == "carry" else FR_MASKED_ZERO
+        self.typenum = cnp.NPY_FLOAT32 if self.desc.dtype == FR_FLOAT32 else cnp.NPY_FLOAT64
+        self.G = fr_num_gates(self.desc.cell)
+        self.Hp = fr_gate_stride(self.desc.dtype, hidden_size)
+        if len(weights) != num_directions:
+            raise ValueError("one weight tuple per direction is required")
+        cdef cnp.ndarray wx, wh, b, rb
+        cdef Py_ssize_t ld
+        for d in range(num_directions):
+            wx, wh, b, rb = weights[d]
+            ld = wx.shape[1]
+            if ld < self.G * self.Hp or wh.shape[1] != ld:
+                raise ValueError("weight row stride too small")
+            self.w[d].kernel = _data(wx, self.typenum, input_size * ld, "kernel")
+            self.w[d].recurrent = _data(wh, self.typenum, hidden_size * ld, "recurrent")
+            self.w[d].bias = _data(b, self.typenum, self.G * self.Hp, "bias")
+            self.w[d].recurrent_bias = (
+                _data(rb, self.typenum, self.G * self.Hp, "recurrent_bias")
+                if rb is not None else NULL)
+            self.w[d].ld = ld
+        self.weights = weights
+
+    def workspace_size(self, int batch, int time, int num_threads):
+        return fr_workspace_size(&self.desc, batch, time, num_threads)
+
+    def forward(self, cnp.ndarray x, object mask, object h0, object c0, cnp.ndarray y,
+                object h_n, object c_n, cnp.ndarray workspace, int num_threads):
+        """Run the layer. x (B, T, I); mask (B, T) uint8 or None; h0, c0, h_n, c_n
+        (D, B, H) or None; y (B, T, D*H); workspace uint8 of workspace_size() bytes."""
+        cdef fr_io io
+        cdef int B = x.shape[0] if x.ndim == 3 else 0
+        cdef int T = x.shape[1] if x.ndim == 3 else 0
+        cdef Py_ssize_t H = self.desc.hidden_size, D = self.desc.num_directions
+        if B < 1 or T < 1:
+            raise ValueError("x must have shape (batch >= 1, time >= 1, input_size)")
+        io.batch = B
+        io.time = T
+        io.x = _data(x, self.typenum, B * T * self.desc.input_size, "x")
+        io.mask = <const unsigned char*>(
+            _data(mask, cnp.NPY_UINT8, B * T, "mask") if mask is not None else NULL)
+        io.h0 = _data(h0, self.typenum, D * B * H, "h0") if h0 is not None else NULL
+        io.c0 = _data(c0, self.typenum, D * B * H, "c0") if c0 is not None else NULL
+        io.y = _data(y, self.typenum, B * T * D * H, "y")
+        io.h_n = _data(h_n, self.typenum, D * B * H, "h_n") if h_n is not None else NULL
+        io.c_n = _data(c_n, self.typenum, D * B * H, "c_n") if c_n is not None else NULL
+        cdef size_t need = fr_workspace_size(&self.desc, B, T, num_threads)
+        if workspace.dtype != np.uint8 or <size_t>workspace.nbytes < need:
+            raise ValueError("workspace too small")
+        cdef void *ws = cnp.PyArray_DATA(workspace)
+        cdef size_t ws_size = workspace.nbytes
+        cdef int rc
+        with nogil:
+            rc = fr_layer_forward(&self.desc, self.w, &io, ws, ws_size, num_threads)
+        if rc != FR_OK:
+            raise RuntimeError(f"fastrnn core rejected the call (status {rc})")

@@ -1,0 +1,385 @@
+"""LSTM and GRU layers: canonical gate-named weights over the C kernels.
+
+Weights live in numpy arrays in the kernels' padded canonical layout (see src/fastrnn/fastrnn.h):
+one (rows, ld) matrix per kernel / recurrent weight with the gates side by side, each gate
+`gate_stride` columns wide. `gate()` hands out writable views into these arrays and the kernels
+read them directly, so an edit is seen by the next call with no repacking.
+"""
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+
+from . import _core
+from ._config import get_num_threads
+from ._phase import resolve_training
+
+_DIRECTIONS = ("forward", "backward")
+_MASKED_OUTPUT = ("zero", "carry")
+_INITS = ("keras", "torch")
+
+
+def _positive_int(value, what):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{what} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _layer_dtype(dtype):
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from exc
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _numeric(a, what):
+    a = np.asarray(a)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{what} must hold real numbers, got dtype {a.dtype}")
+    return a
+
+
+def _orthogonal(rng, rows, cols):
+    """Keras Orthogonal initializer for a (rows, cols) matrix (gain 1)."""
+    big, small = max(rows, cols), min(rows, cols)
+    a = rng.normal(0.0, 1.0, size=(big, small))
+    q, r = np.linalg.qr(a)
+    q *= np.sign(np.diag(r))
+    return q if rows >= cols else q.T
+
+
+class _Recurrent:
+    """Shared machinery of LSTM and GRU; see api.md for the contract."""
+
+    _cell = None
+    _gates = ()
+
+    def __init__(self, input_size, hidden_size, *, num_layers=1, bidirectional=False,
+                 use_bias=True, reverse=False, dropout=0.0, recurrent_dropout=0.0,
+                 masked_output="zero", dtype="float32", init="keras", seed=None, name=None):
+        self.input_size = _positive_int(input_size, "input_size")
+        self.hidden_size = _positive_int(hidden_size, "hidden_size")
+        self.num_layers = _positive_int(num_layers, "num_layers")
+        self.bidirectional = bool(bidirectional)
+        self.use_bias = bool(use_bias)
+        self.reverse = bool(reverse)
+        if self.reverse and self.bidirectional:
+            raise ValueError("reverse=True applies to unidirectional layers only")
+        for what, p in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
+            if not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+                raise ValueError(f"{what} must be in [0, 1), got {p!r}")
+        self.dropout = float(dropout)
+        self.recurrent_dropout = float(recurrent_dropout)
+        if masked_output not in _MASKED_OUTPUT:
+            raise ValueError(f"masked_output must be one of {_MASKED_OUTPUT}, got {masked_output!r}")
+        self.masked_output = masked_output
+        self.dtype = _layer_dtype(dtype)
+        if init not in _INITS:
+            raise ValueError(f"init must be one of {_INITS}, got {init!r}")
+        self.name = name
+        self.trainable = True
+        self._local = threading.local()  # per-thread workspace: concurrent calls never share
+        self._allocate()
+        self._initialize(init, seed)
+
+    # ---- geometry ----
+    @property
+    def num_directions(self):
+        return 2 if self.bidirectional else 1
+
+    @property
+    def _num_gates(self):
+        return len(self._gates)
+
+    def _layer_input_size(self, layer):
+        return self.input_size if layer == 0 else self.num_directions * self.hidden_size
+
+    def _allocate(self):
+        H, G, dt = self.hidden_size, self._num_gates, self.dtype
+        self._stride = _core.gate_stride(dt, H)
+        ld = _core.recommended_ld(self._cell, dt, H)
+        self._w = []  # [layer][direction] -> dict(kernel, recurrent, bias, recurrent_bias)
+        self._engines = []
+        for layer in range(self.num_layers):
+            I = self._layer_input_size(layer)
+            dirs = []
+            for _ in range(self.num_directions):
+                dirs.append({
+                    "kernel": np.zeros((I, ld), dt),
+                    "recurrent": np.zeros((H, ld), dt),
+                    "bias": np.zeros(G * self._stride, dt),
+                    "recurrent_bias": np.zeros(G * self._stride, dt) if self._cell == "gru" else None,
+                })
+            self._w.append(dirs)
+            self._engines.append(_core.LayerEngine(
+                self._cell, dt, getattr(self, "reset_after", True), I, H, self.num_directions,
+                self.reverse, self.masked_output,
+                [(d["kernel"], d["recurrent"], d["bias"], d["recurrent_bias"]) for d in dirs]))
+
+    def _view(self, layer, direction, gate_index, part):
+        a = self._w[layer][direction][part]
+        if a is None:
+            return None
+        lo = gate_index * self._stride
+        return a[..., lo:lo + self.hidden_size]
+
+    def _parts(self):
+        parts = ["kernel", "recurrent"]
+        if self.use_bias:
+            parts.append("bias")
+            if self._cell == "gru":
+                parts.append("recurrent_bias")
+        return parts
+
+    # ---- initialisation ----
+    def _initialize(self, init, seed):
+        rng = np.random.default_rng(seed)
+        H, G = self.hidden_size, self._num_gates
+        for layer in range(self.num_layers):
+            I = self._layer_input_size(layer)
+            for d in range(self.num_directions):
+                if init == "keras":
+                    limit = np.sqrt(6.0 / (I + G * H))
+                    kernel = rng.uniform(-limit, limit, size=(I, G * H))
+                    recurrent = _orthogonal(rng, H, G * H)
+                    bias = np.zeros(G * H)
+                    if self._cell == "lstm":
+                        bias[H:2 * H] = 1.0  # unit_forget_bias
+                    rbias = np.zeros(G * H)
+                else:  # torch: every parameter U(-1/sqrt(H), 1/sqrt(H))
+                    k = 1.0 / np.sqrt(H)
+                    kernel = rng.uniform(-k, k, size=(G * H, I)).T
+                    recurrent = rng.uniform(-k, k, size=(G * H, H)).T
+                    b_ih = rng.uniform(-k, k, size=G * H)
+                    b_hh = rng.uniform(-k, k, size=G * H)
+                    # LSTM's two torch biases always act as their sum; GRU keeps both.
+                    bias, rbias = (b_ih + b_hh, None) if self._cell == "lstm" else (b_ih, b_hh)
+                for g in range(G):
+                    cols = slice(g * H, (g + 1) * H)
+                    self._view(layer, d, g, "kernel")[...] = kernel[:, cols]
+                    self._view(layer, d, g, "recurrent")[...] = recurrent[:, cols]
+                    if self.use_bias:
+                        self._view(layer, d, g, "bias")[...] = bias[cols]
+                        if self._cell == "gru":
+                            self._view(layer, d, g, "recurrent_bias")[...] = rbias[cols]
+
+    # ---- weights by gate name ----
+    def state_dict(self):
+        """Flat dict "layer{k}.{forward|backward}.{gate}.{part}" -> numpy array (copies)."""
+        out = {}
+        for layer in range(self.num_layers):
+            for d in range(self.num_directions):
+                for g, gate in enumerate(self._gates):
+                    for part in self._parts():
+                        key = f"layer{layer}.{_DIRECTIONS[d]}.{gate}.{part}"
+                        out[key] = self._view(layer, d, g, part).copy()
+        return out
+
+    def load_state_dict(self, state):
+        """Copy weights in, checking every key and shape first (nothing changes on error)."""
+        if not hasattr(state, "keys"):
+            raise TypeError(f"state must be a mapping, got {type(state).__name__}")
+        expected = self.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise ValueError(f"state_dict mismatch for {self!r}: missing keys {missing}, "
+                             f"unexpected keys {unexpected}")
+        arrays = {}
+        for key, ref in expected.items():
+            a = _numeric(state[key], f"state_dict[{key!r}]")
+            if a.shape != ref.shape:
+                raise ValueError(f"state_dict[{key!r}] has shape {a.shape}, expected {ref.shape}")
+            arrays[key] = a
+        for key, a in arrays.items():
+            layer, direction, gate, part = key.split(".")
+            self._view(int(layer[5:]), _DIRECTIONS.index(direction),
+                       self._gates.index(gate), part)[...] = a
+
+    def gate(self, name, layer=0, direction="forward"):
+        """Writable views of one gate's weights: kernel, recurrent, bias, recurrent_bias."""
+        if name not in self._gates:
+            raise ValueError(f"unknown gate {name!r} for {self._cell.upper()}; gates: {self._gates}")
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) \
+                or not 0 <= layer < self.num_layers:
+            raise ValueError(f"layer must be in [0, {self.num_layers}), got {layer!r}")
+        dirs = _DIRECTIONS[:self.num_directions]
+        if direction not in dirs:
+            raise ValueError(f"direction must be one of {dirs}, got {direction!r}")
+        d, g = dirs.index(direction), self._gates.index(name)
+        bias = self._view(layer, d, g, "bias") if self.use_bias else None
+        rbias = self._view(layer, d, g, "recurrent_bias") if self.use_bias else None
+        return SimpleNamespace(kernel=self._view(layer, d, g, "kernel"),
+                               recurrent=self._view(layer, d, g, "recurrent"),
+                               bias=bias, recurrent_bias=rbias)
+
+    # ---- input checking ----
+    def _as_input(self, x, rank=3):
+        x = _numeric(x, "x")
+        shape = "(batch, time, input_size)" if rank == 3 else "(batch, input_size)"
+        if x.ndim != rank:
+            raise ValueError(f"x must have shape {shape}, got {x.shape}")
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"x has {x.shape[-1]} features, {self!r} expects "
+                             f"input_size={self.input_size}")
+        return np.ascontiguousarray(x, dtype=self.dtype)
+
+    @staticmethod
+    def _mask(mask, lengths, B, T):
+        """uint8 (B, T) mask, or None when every step is valid."""
+        if mask is not None and lengths is not None:
+            raise ValueError("give either mask or lengths, not both")
+        if lengths is not None:
+            lengths = np.asarray(lengths)
+            if lengths.dtype.kind not in "iu":
+                raise TypeError(f"lengths must be integers, got dtype {lengths.dtype}")
+            if lengths.shape != (B,):
+                raise ValueError(f"lengths must have shape ({B},), got {lengths.shape}")
+            if lengths.size and (lengths.min() < 0 or lengths.max() > T):
+                raise ValueError(f"lengths must lie in [0, {T}], got min {lengths.min()}, "
+                                 f"max {lengths.max()}")
+            if lengths.size and lengths.min() == T:
+                return None
+            return (np.arange(T)[None, :] < lengths[:, None]).view(np.uint8)
+        if mask is None:
+            return None
+        mask = np.asarray(mask)
+        if mask.dtype.kind not in "biu":
+            raise TypeError(f"mask must be bool or 0/1 integers, got dtype {mask.dtype}")
+        if mask.shape != (B, T):
+            raise ValueError(f"mask must have shape ({B}, {T}), got {mask.shape}")
+        if mask.dtype.kind != "b":
+            if mask.size and (mask.min() < 0 or mask.max() > 1):
+                raise ValueError("integer mask values must be 0 or 1")
+        m = np.ascontiguousarray(mask, dtype=np.uint8) if mask.dtype != np.uint8 else \
+            np.ascontiguousarray(mask)
+        if m.dtype.kind == "b":
+            m = m.view(np.uint8)
+        return None if m.all() else m
+
+    def _state(self, state, B, what="initial_state"):
+        """(h, c) for LSTM, h for GRU: contiguous (L*D, B, H) arrays in the layer dtype."""
+        n = self._n_state
+        shape = (self.num_layers * self.num_directions, B, self.hidden_size)
+        if state is None:
+            return (None,) * n
+        if self._cell == "gru" and not isinstance(state, (tuple, list)):
+            state = (state,)
+        if not isinstance(state, (tuple, list)) or len(state) != n:
+            form = "(h0, c0)" if n == 2 else "h0 or (h0,)"
+            raise ValueError(f"{what} for {self._cell.upper()} must be {form}")
+        out = []
+        for i, s in enumerate(state):
+            s = _numeric(s, f"{what}[{i}]")
+            if s.shape != shape:
+                raise ValueError(f"{what}[{i}] must have shape {shape} "
+                                 f"(num_layers*num_directions, batch, hidden), got {s.shape}")
+            out.append(np.ascontiguousarray(s, dtype=self.dtype))
+        return tuple(out)
+
+    def _workspace(self, nbytes):
+        ws = getattr(self._local, "ws", None)
+        if ws is None or ws.nbytes < nbytes:
+            ws = np.empty(nbytes, np.uint8)
+            self._local.ws = ws
+        return ws
+
+    def _pack_state(self, h, c):
+        return (h, c) if self._n_state == 2 else h
+
+    # ---- running ----
+    def __call__(self, x, *, mask=None, lengths=None, initial_state=None, training=None):
+        training = resolve_training(training)
+        if training and (self.dropout or self.recurrent_dropout):
+            raise NotImplementedError("training-mode dropout is not implemented yet; call with "
+                                      "training=False or build the layer without dropout")
+        x = self._as_input(x)
+        B, T = x.shape[0], x.shape[1]
+        m = self._mask(mask, lengths, B, T)
+        h0, *rest = self._state(initial_state, B)
+        c0 = rest[0] if rest else None
+        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        h_n = np.zeros((L * D, B, H), self.dtype) if h0 is None else h0.copy()
+        c_n = None
+        if self._n_state == 2:
+            c_n = np.zeros((L * D, B, H), self.dtype) if c0 is None else c0.copy()
+        if B == 0 or T == 0:
+            return np.zeros((B, T, D * H), self.dtype), self._pack_state(h_n, c_n)
+        nt = get_num_threads()
+        inp = x
+        for layer, engine in enumerate(self._engines):
+            s = slice(layer * D, (layer + 1) * D)
+            y = np.empty((B, T, D * H), self.dtype)
+            ws = self._workspace(engine.workspace_size(B, T, nt))
+            engine.forward(inp, m, None if h0 is None else h0[s], None if c0 is None else c0[s],
+                           y, h_n[s], None if c_n is None else c_n[s], ws, nt)
+            inp = y
+        return inp, self._pack_state(h_n, c_n)
+
+    def step(self, x_t, state=None):
+        """One time step for streaming: x_t (batch, input_size) -> (y_t, new state)."""
+        if self.bidirectional or self.reverse:
+            raise ValueError("step() needs a unidirectional, forward layer")
+        x = self._as_input(x_t, rank=2)
+        B = x.shape[0]
+        h0, *rest = self._state(state, B, what="state")
+        c0 = rest[0] if rest else None
+        L, H = self.num_layers, self.hidden_size
+        h_n = np.empty((L, B, H), self.dtype)
+        c_n = np.empty((L, B, H), self.dtype) if self._n_state == 2 else None
+        if B == 0:
+            h_n[...] = 0 if h0 is None else h0
+            if c_n is not None:
+                c_n[...] = 0 if c0 is None else c0
+            return np.zeros((0, H), self.dtype), self._pack_state(h_n, c_n)
+        nt = get_num_threads()
+        inp = x.reshape(B, 1, self.input_size)
+        y = None
+        for layer, engine in enumerate(self._engines):
+            y = np.empty((B, 1, H), self.dtype)
+            ws = self._workspace(engine.workspace_size(B, 1, nt))
+            engine.forward(inp, None, None if h0 is None else h0[layer:layer + 1],
+                           None if c0 is None else c0[layer:layer + 1], y,
+                           h_n[layer:layer + 1], None if c_n is None else c_n[layer:layer + 1],
+                           ws, nt)
+            inp = y
+        return y.reshape(B, H), self._pack_state(h_n, c_n)
+
+    def __repr__(self):
+        extra = "".join([
+            f", num_layers={self.num_layers}" if self.num_layers != 1 else "",
+            ", bidirectional=True" if self.bidirectional else "",
+            ", reverse=True" if self.reverse else "",
+            ", use_bias=False" if not self.use_bias else "",
+            f", reset_after={self.reset_after}" if self._cell == "gru" else "",
+            f", masked_output={self.masked_output!r}" if self.masked_output != "zero" else "",
+            f", dtype={self.dtype.name!r}",
+            f", name={self.name!r}" if self.name else "",
+        ])
+        return f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra})"
+
+
+class LSTM(_Recurrent):
+    """Long short-term memory layer (gates input, forget, cell, output)."""
+
+    _cell = "lstm"
+    _gates = ("input", "forget", "cell", "output")
+    _n_state = 2
+
+
+class GRU(_Recurrent):
+    """Gated recurrent unit layer (gates update, reset, candidate).
+
+    reset_after=True applies the reset gate after the recurrent matmul (PyTorch, cuDNN and
+    Keras' default); reset_after=False before it (Keras reset_after=False, TF1 GRUCell)."""
+
+    _cell = "gru"
+    _gates = ("update", "reset", "candidate")
+    _n_state = 1
+
+    def __init__(self, input_size, hidden_size, *, reset_after=True, **kwargs):
+        self.reset_after = bool(reset_after)
+        super().__init__(input_size, hidden_size, **kwargs)

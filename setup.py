@@ -1,0 +1,110 @@
+"""Build of fastrnn: the C core (src/) plus the Cython bindings (fastrnn/_core.pyx).
+
+- OpenMP is probed by compiling, linking and running a small program; without it the build
+  warns and produces a single-threaded (still correct) extension. FASTRNN_NO_OPENMP=1 opts out.
+- Portable by default: the core is compiled for the platform's baseline ISA, and on x86-64 the
+  hot kernels are compiled a second time with -mavx2 -mfma and chosen at run time from CPUID
+  (FASTRNN_ISA=baseline forces the portable kernels). No -march=native, no -ffast-math;
+  FASTRNN_NATIVE=1 opts into -march=native for a local build.
+"""
+import os
+import platform
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import textwrap
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CORE = os.path.join("src", "fastrnn")
+BASE_FLAGS = ["-O3", "-std=gnu11", "-fno-trapping-math", "-fno-math-errno", "-Wno-psabi"]
+AVX2_FLAGS = ["-mavx2", "-mfma"]
+OPENMP_TEST = textwrap.dedent("""
+    #include <omp.h>
+    #include <stdio.h>
+    int main(void) {
+        int n = 0;
+        #pragma omp parallel reduction(+:n)
+        n += 1;
+        printf("%d\\n", n > 0 && omp_get_max_threads() > 0);
+        return 0;
+    }
+""")
+
+
+def _is_x86_64():
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
+def _probe_openmp(compiler):
+    """Compile, link and run an OpenMP program; return the flags that worked or None."""
+    if os.environ.get("FASTRNN_NO_OPENMP") == "1":
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "omp_probe.c")
+        with open(src, "w") as f:
+            f.write(OPENMP_TEST)
+        for flags in (["-fopenmp"], ["-Xpreprocessor", "-fopenmp", "-lomp"]):
+            try:
+                objs = compiler.compile([src], output_dir=tmp, extra_postargs=flags)
+                exe = os.path.join(tmp, "omp_probe")
+                compiler.link_executable(objs, exe, extra_postargs=flags)
+                out = subprocess.run([exe], capture_output=True, text=True, timeout=60)
+                if out.returncode == 0 and out.stdout.strip() == "1":
+                    return flags
+            except Exception:  # noqa: BLE001 - any failure means "no OpenMP with these flags"
+                continue
+    return None
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        native = os.environ.get("FASTRNN_NATIVE") == "1"
+        omp = _probe_openmp(self.compiler)
+        if omp is None:
+            bar = "*" * 72
+            print(f"\n{bar}\n* fastrnn: OpenMP not found: building a SINGLE-THREADED extension."
+                  f"\n* Results are identical; install libgomp/libomp for threads.\n{bar}\n",
+                  file=sys.stderr)
+        for ext in self.extensions:
+            flags = BASE_FLAGS + (["-march=native"] if native else [])
+            ext.extra_compile_args = flags + (["-fopenmp"] if omp else [])
+            ext.extra_link_args = [f for f in (omp or []) if f != "-Xpreprocessor"]
+            if _is_x86_64():
+                # The AVX2+FMA kernels are one more object of the same source, compiled with
+                # their own flags (setuptools has no per-file flags), linked in as extra_objects.
+                objs = self.compiler.compile(
+                    [os.path.join(CORE, "kernels_avx2.c")],
+                    output_dir=self.build_temp,
+                    include_dirs=[CORE],
+                    extra_postargs=ext.extra_compile_args + AVX2_FLAGS,
+                )
+                ext.extra_objects = list(objs)
+        self.openmp_flags = omp
+        super().build_extensions()
+
+
+extensions = [
+    Extension(
+        "fastrnn._core",
+        sources=[
+            "fastrnn/_core.pyx",
+            os.path.join(CORE, "fastrnn.c"),
+            os.path.join(CORE, "kernels_baseline.c"),
+        ],
+        include_dirs=[CORE, np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        depends=[os.path.join(CORE, f) for f in os.listdir(os.path.join(HERE, CORE))],
+    )
+]
+
+setup(
+    ext_modules=cythonize(extensions, language_level=3,
+                          compiler_directives={"freethreading_compatible": True}),
+    cmdclass={"build_ext": BuildExt},
+)
