@@ -192,3 +192,24 @@ cdef class LayerEngine:
             rc = fr_layer_forward(&self.desc, self.w, &io, ws, ws_size, num_threads)
         if rc != FR_OK:
             raise RuntimeError(f"fastrnn core rejected the call (status {rc})")
+
+
+cdef extern from "activations.h" nogil:
+    float fr_tanh_f32(float x)
+    float fr_sigmoid_f32(float x)
+
+
+def eval_activation_f32(str name, x):
+    """The float32 activation the kernels use, applied elementwise (for accuracy tests)."""
+    cdef cnp.ndarray[cnp.float32_t, ndim=1] a = np.ascontiguousarray(x, np.float32).ravel()
+    cdef cnp.ndarray[cnp.float32_t, ndim=1] out = np.empty_like(a)
+    cdef Py_ssize_t i, n = a.shape[0]
+    if name == "tanh":
+        for i in range(n):
+            out[i] = fr_tanh_f32(a[i])
+    elif name == "sigmoid":
+        for i in range(n):
+            out[i] = fr_sigmoid_f32(a[i])
+    else:
+        raise ValueError(f"unknown activation {name!r}")
+    return out

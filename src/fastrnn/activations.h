@@ -2,7 +2,8 @@
  *
  * float32: rational approximations (the Eigen / MLAS coefficients) written as branch-free
  * scalar code that gcc and clang vectorise under `omp simd` with -fno-trapping-math.
- *   tanh:    odd 13/6 rational on [-9, 9], clamped to [-1, 1]; max abs error ~3e-7.
+ *   tanh:    odd 13/6 rational on [-9, 9], clamped to [-1, 1]; max abs error 3.6e-7,
+ *            monotone up to float32 rounding (dips <= 4.2e-7).
  *   sigmoid: 0.5 + 0.5 * tanh(x / 2); max abs error ~2e-7.
  * The measured maxima are checked by the test suite against numpy over a dense sweep.
  * NaN propagates (comparisons with NaN are false, so the clamps keep it).

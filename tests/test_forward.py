@@ -1,0 +1,203 @@
+"""Compiled kernels vs the independent numpy reference (tests/reference.py)."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastrnn
+from conftest import TOL
+from reference import lengths_to_mask, rnn_forward
+
+
+def make_layer(cell, I, H, *, reset_after=True, **kw):
+    if cell == "lstm":
+        return fastrnn.LSTM(I, H, **kw)
+    return fastrnn.GRU(I, H, reset_after=reset_after, **kw)
+
+
+def randomize(layer, rng, scale=0.6):
+    """Random weights incl. biases and GRU recurrent biases (init=zeros would hide bugs)."""
+    sd = {k: rng.uniform(-scale, scale, v.shape) for k, v in layer.state_dict().items()}
+    layer.load_state_dict(sd)
+    return {k: np.asarray(v, np.float64) for k, v in layer.state_dict().items()}
+
+
+MASKS = ["none", "right", "left", "holes", "all_masked_row", "length0"]
+
+
+def make_mask(kind, B, T, rng):
+    if kind == "none":
+        return None
+    if kind == "right":
+        return lengths_to_mask(rng.integers(1, T + 1, B), T)
+    if kind == "left":
+        lens = rng.integers(1, T + 1, B)
+        return np.arange(T)[None, :] >= (T - lens)[:, None]
+    if kind == "holes":
+        return rng.random((B, T)) < 0.6
+    if kind == "all_masked_row":
+        m = rng.random((B, T)) < 0.7
+        m[0] = False
+        return m
+    if kind == "length0":
+        lens = rng.integers(0, T + 1, B)
+        lens[-1] = 0
+        return lengths_to_mask(lens, T)
+    raise AssertionError(kind)
+
+
+def run_both(cell, dtype, B, T, I, H, *, mask_kind="none", num_layers=1, bidirectional=False,
+             reverse=False, reset_after=True, masked_output="zero", with_state=True, seed=0):
+    rng = np.random.default_rng(seed)
+    layer = make_layer(cell, I, H, reset_after=reset_after, num_layers=num_layers,
+                       bidirectional=bidirectional, reverse=reverse,
+                       masked_output=masked_output, dtype=dtype)
+    params = randomize(layer, rng)
+    x = rng.normal(size=(B, T, I)).astype(dtype)
+    mask = make_mask(mask_kind, B, T, rng)
+    n = num_layers * (2 if bidirectional else 1)
+    state = None
+    if with_state:
+        h0 = rng.normal(scale=0.5, size=(n, B, H)).astype(dtype)
+        state = (h0, rng.normal(scale=0.5, size=(n, B, H)).astype(dtype)) if cell == "lstm" else h0
+    out, st_ = layer(x, mask=mask, initial_state=state)
+    ref_state = None
+    if state is not None:
+        ref_state = tuple(np.asarray(s, np.float64) for s in state) if cell == "lstm" \
+            else np.asarray(state, np.float64)
+    rout, rst = rnn_forward(cell, params, x.astype(np.float64), hidden_size=H,
+                            num_layers=num_layers, bidirectional=bidirectional, reverse=reverse,
+                            reset_after=reset_after, mask=mask, masked_output=masked_output,
+                            initial_state=ref_state)
+    return out, st_, rout, rst
+
+
+def assert_close(out, st_, rout, rst, dtype):
+    tol = TOL[np.dtype(dtype)]
+    assert out.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(out, rout, rtol=0, atol=tol)
+    got = st_ if isinstance(st_, tuple) else (st_,)
+    want = rst if isinstance(rst, tuple) else (rst,)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=0, atol=tol)
+
+
+CELLS = [("lstm", True), ("gru", True), ("gru", False)]
+
+
+@pytest.mark.parametrize("cell,reset_after", CELLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 7, 3, 5), (3, 4, 2, 16), (5, 6, 9, 17),
+                                   (2, 3, 4, 33), (9, 5, 12, 24), (26, 4, 7, 40)])
+@pytest.mark.parametrize("mask_kind", MASKS)
+def test_unidirectional_vs_reference(isa, cell, reset_after, dtype, shape, mask_kind):
+    out = run_both(cell, dtype, *shape, mask_kind=mask_kind, reset_after=reset_after)
+    assert_close(*out, dtype)
+
+
+@pytest.mark.parametrize("cell,reset_after", CELLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mask_kind", MASKS)
+@pytest.mark.parametrize("masked_output", ["zero", "carry"])
+@pytest.mark.parametrize("topology", [dict(bidirectional=True), dict(reverse=True),
+                                      dict(num_layers=2), dict(num_layers=3, bidirectional=True),
+                                      dict(num_layers=2, reverse=True)])
+def test_topologies_vs_reference(isa, cell, reset_after, dtype, mask_kind, masked_output,
+                                 topology):
+    out = run_both(cell, dtype, 4, 6, 5, 19, mask_kind=mask_kind, reset_after=reset_after,
+                   masked_output=masked_output, **topology)
+    assert_close(*out, dtype)
+
+
+@pytest.mark.parametrize("cell,reset_after", CELLS)
+def test_without_initial_state_and_bias(isa, cell, reset_after):
+    rng = np.random.default_rng(1)
+    layer = make_layer(cell, 4, 6, reset_after=reset_after, use_bias=False, dtype="float64",
+                       bidirectional=True)
+    params = randomize(layer, rng)
+    assert not any(k.endswith("bias") for k in params)
+    x = rng.normal(size=(3, 5, 4))
+    out, st_ = layer(x, lengths=[5, 2, 0])
+    rout, rst = rnn_forward(cell, params, x, hidden_size=6, bidirectional=True,
+                            reset_after=reset_after, mask=lengths_to_mask([5, 2, 0], 5))
+    assert_close(out, st_, rout, rst, np.float64)
+
+
+@pytest.mark.parametrize("cell,reset_after", CELLS)
+def test_long_sequence_float32_drift(cell, reset_after):
+    """Activation approximation errors must not accumulate through c_t over long T."""
+    out = run_both(cell, np.float32, 2, 400, 8, 32, reset_after=reset_after, seed=3)
+    np.testing.assert_allclose(out[0], out[2], rtol=0, atol=2e-4)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(cell=st.sampled_from(CELLS), B=st.integers(1, 9), T=st.integers(1, 8),
+       I=st.integers(1, 20), H=st.integers(1, 40), layers=st.integers(1, 3),
+       bidir=st.booleans(), carry=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]),
+       data=st.data())
+def test_hypothesis_ragged(cell, B, T, I, H, layers, bidir, carry, dtype, data):
+    cell, reset_after = cell
+    mask = np.array(data.draw(st.lists(st.lists(st.booleans(), min_size=T, max_size=T),
+                                       min_size=B, max_size=B)), dtype=bool)
+    seed = data.draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    layer = make_layer(cell, I, H, reset_after=reset_after, num_layers=layers,
+                       bidirectional=bidir, masked_output="carry" if carry else "zero",
+                       dtype=dtype)
+    params = randomize(layer, rng)
+    x = rng.normal(size=(B, T, I)).astype(dtype)
+    out, st_ = layer(x, mask=mask)
+    rout, rst = rnn_forward(cell, params, x.astype(np.float64), hidden_size=H,
+                            num_layers=layers, bidirectional=bidir, reset_after=reset_after,
+                            mask=mask, masked_output="carry" if carry else "zero")
+    assert_close(out, st_, rout, rst, dtype)
+
+
+@pytest.mark.parametrize("cell,reset_after", CELLS)
+def test_kernel_variants_agree(cell, reset_after):
+    """baseline and avx2 differ only by FMA rounding."""
+    from fastrnn import _core
+    isas = _core.available_isas()
+    if len(isas) < 2:
+        pytest.skip("only one kernel variant on this CPU")
+    results = []
+    before = _core.get_isa()
+    try:
+        for name in isas:
+            _core.set_isa(name)
+            results.append(run_both(cell, np.float32, 5, 20, 10, 37, mask_kind="holes",
+                                    reset_after=reset_after, seed=7)[0])
+    finally:
+        _core.set_isa(before)
+    np.testing.assert_allclose(results[0], results[1], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell,reset_after", CELLS)
+@pytest.mark.parametrize("layers", [1, 2])
+def test_step_equals_sequence(isa, cell, reset_after, layers):
+    rng = np.random.default_rng(5)
+    layer = make_layer(cell, 6, 20, reset_after=reset_after, num_layers=layers, dtype="float64")
+    randomize(layer, rng)
+    x = rng.normal(size=(3, 7, 6))
+    out, final = layer(x)
+    state = None
+    for t in range(7):
+        y, state = layer.step(x[:, t], state)
+        np.testing.assert_allclose(y, out[:, t], rtol=0, atol=1e-13)
+    for a, b in zip(state if isinstance(state, tuple) else (state,),
+                    final if isinstance(final, tuple) else (final,)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-13)
+
+
+def test_batch_size_invariance():
+    """A row's result does not depend on which other rows share the batch."""
+    rng = np.random.default_rng(2)
+    layer = fastrnn.LSTM(16, 48, dtype="float32")
+    randomize(layer, rng)
+    x = rng.normal(size=(13, 9, 16)).astype(np.float32)
+    full, _ = layer(x)
+    for b in (0, 6, 12):
+        single, _ = layer(x[b:b + 1])
+        np.testing.assert_array_equal(single[0], full[b])
