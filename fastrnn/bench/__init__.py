@@ -1,0 +1,1 @@
+"""Benchmarking helpers: peers (numpy always, PyTorch when installed) and timing."""

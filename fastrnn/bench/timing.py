@@ -1,0 +1,36 @@
+"""Interleaved timing of several implementations of the same computation."""
+import time
+
+import numpy as np
+
+
+def interleaved(funcs, *, repeats=7, warmup=1, min_time=0.0, cooldown=0.0):
+    """Time each callable `repeats` times, interleaving them round-robin after `warmup` calls
+    each, so that machine noise hits all of them alike. Returns {name: array of seconds}.
+
+    cooldown: seconds to sleep (untimed) after each block. Thread pools of BLAS and OpenMP
+    runtimes busy-wait after a call (OpenBLAS for ~0.1 s); without a pause those spinning
+    threads steal the cores of whichever implementation runs next."""
+    for f in funcs.values():
+        for _ in range(warmup):
+            f()
+    times = {name: [] for name in funcs}
+    for _ in range(repeats):
+        for name, f in funcs.items():
+            n, t0 = 0, time.perf_counter()
+            while True:  # loop tiny calls until min_time so the clock resolution does not matter
+                f()
+                n += 1
+                dt = time.perf_counter() - t0
+                if dt >= min_time:
+                    break
+            times[name].append(dt / n)
+            if cooldown:
+                time.sleep(cooldown)
+    return {name: np.asarray(v) for name, v in times.items()}
+
+
+def lstm_gru_flops(cell, B, T, I, H):
+    """2*T*B*G*H*(I+H): the multiply-adds of the input and recurrent matmuls, counted twice."""
+    G = 4 if cell == "lstm" else 3
+    return 2.0 * T * B * G * H * (I + H)
