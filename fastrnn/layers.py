@@ -5,6 +5,7 @@ one (rows, ld) matrix per kernel / recurrent weight with the gates side by side,
 `gate_stride` columns wide. `gate()` hands out writable views into these arrays and the kernels
 read them directly, so an edit is seen by the next call with no repacking.
 """
+import numbers
 import threading
 from types import SimpleNamespace
 
@@ -42,6 +43,16 @@ def _numeric(a, what):
     return a
 
 
+def _aligned_zeros(shape, dtype, align=64):
+    """Zeros whose data starts on a cache-line boundary: every 16-float weight panel row is then
+    one cache line instead of two (numpy itself only guarantees 16 bytes)."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape)) * dtype.itemsize
+    raw = np.zeros(n + align, np.uint8)
+    start = (-raw.ctypes.data) % align
+    return raw[start:start + n].view(dtype).reshape(shape)
+
+
 def _orthogonal(rng, rows, cols):
     """Keras Orthogonal initializer for a (rows, cols) matrix (gain 1)."""
     big, small = max(rows, cols), min(rows, cols)
@@ -69,8 +80,8 @@ class _Recurrent:
         if self.reverse and self.bidirectional:
             raise ValueError("reverse=True applies to unidirectional layers only")
         for what, p in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
-            if not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-                raise ValueError(f"{what} must be in [0, 1), got {p!r}")
+            if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p < 1.0:
+                raise ValueError(f"{what} must be a number in [0, 1), got {p!r}")
         self.dropout = float(dropout)
         self.recurrent_dropout = float(recurrent_dropout)
         if masked_output not in _MASKED_OUTPUT:
@@ -108,10 +119,11 @@ class _Recurrent:
             dirs = []
             for _ in range(self.num_directions):
                 dirs.append({
-                    "kernel": np.zeros((I, ld), dt),
-                    "recurrent": np.zeros((H, ld), dt),
-                    "bias": np.zeros(G * self._stride, dt),
-                    "recurrent_bias": np.zeros(G * self._stride, dt) if self._cell == "gru" else None,
+                    "kernel": _aligned_zeros((I, ld), dt),
+                    "recurrent": _aligned_zeros((H, ld), dt),
+                    "bias": _aligned_zeros(G * self._stride, dt),
+                    "recurrent_bias": _aligned_zeros(G * self._stride, dt)
+                    if self._cell == "gru" else None,
                 })
             self._w.append(dirs)
             self._engines.append(_core.LayerEngine(

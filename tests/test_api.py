@@ -142,3 +142,9 @@ def test_training_mode_dropout_not_silently_ignored():
 def test_repr_names_the_layer():
     r = repr(fastrnn.GRU(3, 4, reset_after=False, bidirectional=True, name="enc"))
     assert "GRU(3, 4" in r and "reset_after=False" in r and "'enc'" in r
+
+
+def test_numpy_scalar_hyperparameters_accepted():
+    layer = fastrnn.GRU(np.int64(3), np.int32(4), dropout=np.float32(0.25),
+                        recurrent_dropout=np.float64(0.5))
+    assert layer.dropout == 0.25 and layer.recurrent_dropout == 0.5 and layer.hidden_size == 4

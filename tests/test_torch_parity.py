@@ -2,7 +2,8 @@
 
 Weights are converted from the torch module into a fastrnn state_dict here in the test (not with
 ``fastrnn.from_torch``), so this file checks the kernels and the documented canonical weight
-layout (docs/api.md, "Weights by gate name") independently of the loaders.
+layout (docs/api.md, "Weights by gate name") independently of the loaders. The main checks run
+under every kernel variant (ISA) the CPU supports.
 
 Tolerances
 ----------

@@ -441,10 +441,10 @@ def test_unsupported_dtype(cell, dtype):
     (dict(num_layers=0), r"num_layers must be a positive int"),
     (dict(masked_output="bogus"), r"masked_output must be one of"),
     (dict(init="bogus"), r"init must be one of"),
-    (dict(dropout=1.5), r"dropout must be in \[0, 1\)"),
-    (dict(dropout=1.0), r"dropout must be in \[0, 1\)"),
-    (dict(dropout=-0.1), r"dropout must be in \[0, 1\)"),
-    (dict(recurrent_dropout=1.5), r"recurrent_dropout must be in \[0, 1\)"),
+    (dict(dropout=1.5), r"dropout must be a number in \[0, 1\)"),
+    (dict(dropout=1.0), r"dropout must be a number in \[0, 1\)"),
+    (dict(dropout=-0.1), r"dropout must be a number in \[0, 1\)"),
+    (dict(recurrent_dropout=1.5), r"recurrent_dropout must be a number in \[0, 1\)"),
     (dict(reverse=True, bidirectional=True), r"reverse=True applies to unidirectional"),
 ])
 def test_bad_constructor_args(cell, kwargs, pattern):
