@@ -11,6 +11,7 @@
 #define FR_PANEL_BYTES (2 * FR_VEC_BYTES)
 #define FR_MR 6             /* rows per micro-tile */
 #define FR_ALIGN 64
+#define FR_PACK_MIN_STEPS 8  /* sequences at least this long get a packed recurrent matrix */
 
 /* How one direction's work is split across threads. */
 typedef enum {
@@ -44,7 +45,8 @@ typedef struct fr_dir_args {
 typedef void (*fr_dir_fn)(const fr_dir_args *a);
 
 /* Workspace of one direction, in order: xproj (B*T*G*Hp), bias_eff (G*Hp), rbias_n (Hp),
- * h double buffer (2*B*Hp), c (B*Hp), z (B*Hp), r*h (B*Hp), per-thread tile scratch
+ * h double buffer (2*B*Hp), c (B*Hp), z (B*Hp), r*h (B*Hp), packed recurrent weights
+ * (G*Hp*H, sized G*Hp*Hp), per-thread tile scratch
  * (threads * FR_MR * G * panel). Each part starts on an FR_ALIGN boundary. */
 static inline size_t fr_round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
@@ -58,6 +60,7 @@ static inline size_t fr_dir_workspace_bytes(size_t elem, int G, int B, int T, in
     n += fr_round_up((size_t)Hp * elem, FR_ALIGN);
     n += fr_round_up((size_t)2 * B * Hp * elem, FR_ALIGN);
     n += 3 * fr_round_up((size_t)B * Hp * elem, FR_ALIGN);
+    n += fr_round_up((size_t)G * Hp * Hp * elem, FR_ALIGN); /* packed recurrent weights */
     n += (size_t)threads * fr_round_up((size_t)FR_MR * G * panel * elem, FR_ALIGN);
     return n;
 }
