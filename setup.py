@@ -22,7 +22,8 @@ from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORE = os.path.join("src", "fastrnn")
-BASE_FLAGS = ["-O3", "-std=gnu11", "-fno-trapping-math", "-fno-math-errno", "-Wno-psabi"]
+BASE_FLAGS = ["-O3", "-std=gnu11", "-fno-trapping-math", "-fno-math-errno", "-fopenmp-simd",
+              "-Wno-psabi"]
 AVX2_FLAGS = ["-mavx2", "-mfma"]
 OPENMP_TEST = textwrap.dedent("""
     #include <omp.h>

@@ -10,12 +10,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.skipif(shutil.which("make") is None or shutil.which("cc") is None,
                     reason="needs make and a C compiler")
-def test_c_core_standalone(tmp_path):
+@pytest.mark.parametrize("openmp", ["-fopenmp", ""], ids=["openmp", "no-openmp"])
+def test_c_core_standalone(tmp_path, openmp):
+    """The C test compares the core with a naive C reference; without OpenMP the same
+    results must come out of a single-threaded build."""
     src = os.path.join(ROOT, "src")
     build = tmp_path / "src"
     shutil.copytree(src, build, ignore=shutil.ignore_patterns("build"))
-    proc = subprocess.run(["make", "-C", str(build), "test"], capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(["make", "-C", str(build), "test", f"OPENMP={openmp}"],
+                          capture_output=True, text=True, timeout=600)
     print(proc.stdout[-3000:], proc.stderr[-3000:])
     assert proc.returncode == 0
     last = proc.stdout.strip().splitlines()[-2 if "Leaving" in proc.stdout else -1]
