@@ -1,4 +1,5 @@
 /* fastrnn public entry points: validation, kernel-variant dispatch, thread planning. */
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,9 +20,9 @@ static int cpu_has_avx2_fma(void)
 #endif
 }
 
-/* -1 = not chosen yet. Written once per process (or by fr_set_isa); plain int is enough
- * because every writer stores the same value for the same environment. */
-static volatile int g_isa = -1;
+/* -1 = not chosen yet. Chosen lazily on first use (every racing first caller computes the
+ * same value) or by fr_set_isa; atomic so concurrent callers never race. */
+static _Atomic int g_isa = -1;
 
 int fr_isa_available(fr_isa isa)
 {
@@ -32,13 +33,13 @@ int fr_isa_available(fr_isa isa)
 
 fr_isa fr_get_isa(void)
 {
-    int isa = g_isa;
+    int isa = atomic_load_explicit(&g_isa, memory_order_relaxed);
     if (isa < 0) {
         const char *env = getenv("FASTRNN_ISA");
         if (env && strcmp(env, "baseline") == 0) isa = FR_ISA_BASELINE;
         else if (fr_isa_available(FR_ISA_AVX2)) isa = FR_ISA_AVX2;
         else isa = FR_ISA_BASELINE;
-        g_isa = isa;
+        atomic_store_explicit(&g_isa, isa, memory_order_relaxed);
     }
     return (fr_isa)isa;
 }
@@ -46,7 +47,7 @@ fr_isa fr_get_isa(void)
 int fr_set_isa(fr_isa isa)
 {
     if (!fr_isa_available(isa)) return FR_EUNSUPPORTED;
-    g_isa = (int)isa;
+    atomic_store_explicit(&g_isa, (int)isa, memory_order_relaxed);
     return FR_OK;
 }
 
