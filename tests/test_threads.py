@@ -60,25 +60,22 @@ def test_set_get_num_threads(restore_threads):
             fastrnn.set_num_threads(bad)
 
 
+def _print_in_fresh_process(expr, **env):
+    """Value of `expr` printed by a fresh interpreter that imported fastrnn under `env`."""
+    code = f"import fastrnn; from fastrnn import _core; print({expr})"
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, **env),
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
 def test_omp_num_threads_respected():
-    code = "import fastrnn; print(fastrnn.get_num_threads())"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.strip() == "1"
+    assert _print_in_fresh_process("fastrnn.get_num_threads()", OMP_NUM_THREADS="1") == "1"
     if _core.openmp_enabled():
-        env["OMP_NUM_THREADS"] = "3"
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                             text=True, check=True)
-        assert out.stdout.strip() == "3"
+        assert _print_in_fresh_process("fastrnn.get_num_threads()", OMP_NUM_THREADS="3") == "3"
 
 
 def test_forced_baseline_env():
-    code = "import fastrnn; from fastrnn import _core; print(_core.get_isa())"
-    env = dict(os.environ, FASTRNN_ISA="baseline")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.strip() == "baseline"
+    assert _print_in_fresh_process("_core.get_isa()", FASTRNN_ISA="baseline") == "baseline"
 
 
 def test_show_config_reports_everything(capsys):
