@@ -47,12 +47,43 @@ cdef extern from "fastrnn.h" nogil:
         void *h_n
         void *c_n
 
+    ctypedef struct fr_train:
+        const void *in_mask
+        const void *rec_mask
+        void *record
+        size_t record_size
+
+    ctypedef struct fr_grad_io:
+        const void *dy
+        const void *dh_n
+        const void *dc_n
+        void *dx
+        void *dh0
+        void *dc0
+
+    ctypedef struct fr_grads:
+        void *kernel
+        void *recurrent
+        void *bias
+        void *recurrent_bias
+        Py_ssize_t ld
+
     int fr_num_gates(fr_cell cell)
     int fr_gate_stride(fr_dtype dtype, int hidden_size)
     Py_ssize_t fr_recommended_ld(fr_cell cell, fr_dtype dtype, int hidden_size)
     size_t fr_workspace_size(const fr_layer_desc *desc, int batch, int time, int num_threads)
     int fr_layer_forward(const fr_layer_desc *desc, const fr_weights *w, const fr_io *io,
                          void *workspace, size_t workspace_size, int num_threads)
+    size_t fr_record_size(const fr_layer_desc *desc, int batch, int time, int input_dropout)
+    int fr_layer_forward_train(const fr_layer_desc *desc, const fr_weights *w, const fr_io *io,
+                               const fr_train *train, void *workspace, size_t workspace_size,
+                               int num_threads)
+    size_t fr_backward_workspace_size(const fr_layer_desc *desc, int batch, int time,
+                                      int num_threads)
+    int fr_layer_backward(const fr_layer_desc *desc, const fr_weights *w, const fr_io *io,
+                          const fr_train *train, const fr_grad_io *grads_io,
+                          const fr_grads *grads, void *workspace, size_t workspace_size,
+                          int num_threads)
     fr_isa fr_get_isa()
     int fr_set_isa(fr_isa isa)
     int fr_isa_available(fr_isa isa)

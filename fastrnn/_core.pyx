@@ -162,11 +162,14 @@ cdef class LayerEngine:
     def workspace_size(self, int batch, int time, int num_threads):
         return fr_workspace_size(&self.desc, batch, time, num_threads)
 
-    def forward(self, cnp.ndarray x, object mask, object h0, object c0, cnp.ndarray y,
-                object h_n, object c_n, cnp.ndarray workspace, int num_threads):
-        """Run the layer. x (B, T, I); mask (B, T) uint8 or None; h0, c0, h_n, c_n
-        (D, B, H) or None; y (B, T, D*H); workspace uint8 of workspace_size() bytes."""
-        cdef fr_io io
+    def record_size(self, int batch, int time, bint input_dropout):
+        """Bytes of the training record of one call (see fr_record_size)."""
+        return fr_record_size(&self.desc, batch, time, input_dropout)
+
+    def backward_workspace_size(self, int batch, int time, int num_threads):
+        return fr_backward_workspace_size(&self.desc, batch, time, num_threads)
+
+    cdef int _io(self, fr_io *io, cnp.ndarray x, object mask, object h0, object c0) except -1:
         cdef int B = x.shape[0] if x.ndim == 3 else 0
         cdef int T = x.shape[1] if x.ndim == 3 else 0
         cdef Py_ssize_t H = self.desc.hidden_size, D = self.desc.num_directions
@@ -179,9 +182,46 @@ cdef class LayerEngine:
             _data(mask, cnp.NPY_UINT8, B * T, "mask") if mask is not None else NULL)
         io.h0 = _data(h0, self.typenum, D * B * H, "h0") if h0 is not None else NULL
         io.c0 = _data(c0, self.typenum, D * B * H, "c0") if c0 is not None else NULL
+        io.y = NULL
+        io.h_n = NULL
+        io.c_n = NULL
+        return 0
+
+    cdef int _train(self, fr_train *tr, int B, int T, object in_mask, object rec_mask,
+                    cnp.ndarray record) except -1:
+        cdef Py_ssize_t H = self.desc.hidden_size, D = self.desc.num_directions
+        cdef Py_ssize_t I = self.desc.input_size
+        tr.in_mask = (_data(in_mask, self.typenum, D * B * I, "in_mask")
+                      if in_mask is not None else NULL)
+        tr.rec_mask = (_data(rec_mask, self.typenum, D * B * H, "rec_mask")
+                       if rec_mask is not None else NULL)
+        if record.dtype != np.uint8 or not record.flags.c_contiguous or \
+                <size_t>record.nbytes < fr_record_size(&self.desc, B, T, in_mask is not None):
+            raise ValueError("record too small")
+        tr.record = cnp.PyArray_DATA(record)
+        tr.record_size = record.nbytes
+        return 0
+
+    def forward(self, cnp.ndarray x, object mask, object h0, object c0, cnp.ndarray y,
+                object h_n, object c_n, cnp.ndarray workspace, int num_threads,
+                object in_mask=None, object rec_mask=None, object record=None):
+        """Run the layer. x (B, T, I); mask (B, T) uint8 or None; h0, c0, h_n, c_n
+        (D, B, H) or None; y (B, T, D*H); workspace uint8 of workspace_size() bytes.
+        Training: record (uint8, record_size() bytes) receives what backward() needs;
+        in_mask (D, B, I) and rec_mask (D, B, H) hold dropout multipliers or are None."""
+        cdef fr_io io
+        cdef fr_train tr
+        self._io(&io, x, mask, h0, c0)
+        cdef int B = io.batch, T = io.time
+        cdef Py_ssize_t H = self.desc.hidden_size, D = self.desc.num_directions
         io.y = _data(y, self.typenum, B * T * D * H, "y")
         io.h_n = _data(h_n, self.typenum, D * B * H, "h_n") if h_n is not None else NULL
         io.c_n = _data(c_n, self.typenum, D * B * H, "c_n") if c_n is not None else NULL
+        cdef bint training = record is not None
+        if training:
+            self._train(&tr, B, T, in_mask, rec_mask, record)
+        elif rec_mask is not None or in_mask is not None:
+            raise ValueError("dropout masks need a training record")
         cdef size_t need = fr_workspace_size(&self.desc, B, T, num_threads)
         if workspace.dtype != np.uint8 or <size_t>workspace.nbytes < need:
             raise ValueError("workspace too small")
@@ -189,7 +229,64 @@ cdef class LayerEngine:
         cdef size_t ws_size = workspace.nbytes
         cdef int rc
         with nogil:
-            rc = fr_layer_forward(&self.desc, self.w, &io, ws, ws_size, num_threads)
+            if training:
+                rc = fr_layer_forward_train(&self.desc, self.w, &io, &tr, ws, ws_size,
+                                            num_threads)
+            else:
+                rc = fr_layer_forward(&self.desc, self.w, &io, ws, ws_size, num_threads)
+        if rc != FR_OK:
+            raise RuntimeError(f"fastrnn core rejected the call (status {rc})")
+
+    def backward(self, cnp.ndarray x, object mask, object h0, object c0, object in_mask,
+                 object rec_mask, cnp.ndarray record, cnp.ndarray dy, object dh_n, object dc_n, cnp.ndarray dx,
+                 object dh0, object dc0, object grads, cnp.ndarray workspace, int num_threads):
+        """Gradients of the recorded call. dy (B, T, D*H); dh_n, dc_n, dh0, dc0 (D, B, H) or
+        None; dx (B, T, I) out; grads: None or one (kernel, recurrent, bias, recurrent_bias)
+        tuple of output arrays per direction, shaped like the weights (bias entries may be
+        None)."""
+        cdef fr_io io
+        cdef fr_train tr
+        cdef fr_grad_io g
+        cdef fr_grads gw[2]
+        self._io(&io, x, mask, h0, c0)
+        cdef int B = io.batch, T = io.time
+        cdef Py_ssize_t H = self.desc.hidden_size, D = self.desc.num_directions
+        cdef Py_ssize_t I = self.desc.input_size
+        self._train(&tr, B, T, in_mask, rec_mask, record)
+        g.dy = _data(dy, self.typenum, B * T * D * H, "dy")
+        g.dh_n = _data(dh_n, self.typenum, D * B * H, "dh_n") if dh_n is not None else NULL
+        g.dc_n = _data(dc_n, self.typenum, D * B * H, "dc_n") if dc_n is not None else NULL
+        g.dx = _data(dx, self.typenum, B * T * I, "dx")
+        g.dh0 = _data(dh0, self.typenum, D * B * H, "dh0") if dh0 is not None else NULL
+        g.dc0 = _data(dc0, self.typenum, D * B * H, "dc0") if dc0 is not None else NULL
+        cdef cnp.ndarray wx, wh, b, rb
+        cdef Py_ssize_t ld
+        cdef fr_grads *gp = NULL
+        if grads is not None:
+            if len(grads) != D:
+                raise ValueError("one gradient tuple per direction is required")
+            for d in range(D):
+                wx, wh, b, rb = grads[d]
+                ld = self.w[d].ld
+                if wx.shape[1] != ld or wh.shape[1] != ld:
+                    raise ValueError("gradient arrays must have the weights' row stride")
+                gw[d].kernel = _data(wx, self.typenum, I * ld, "grad kernel")
+                gw[d].recurrent = _data(wh, self.typenum, H * ld, "grad recurrent")
+                gw[d].bias = _data(b, self.typenum, self.G * self.Hp, "grad bias") \
+                    if b is not None else NULL
+                gw[d].recurrent_bias = _data(rb, self.typenum, self.G * self.Hp,
+                                             "grad recurrent_bias") if rb is not None else NULL
+                gw[d].ld = ld
+            gp = gw
+        cdef size_t need = fr_backward_workspace_size(&self.desc, B, T, num_threads)
+        if workspace.dtype != np.uint8 or <size_t>workspace.nbytes < need:
+            raise ValueError("workspace too small")
+        cdef void *ws = cnp.PyArray_DATA(workspace)
+        cdef size_t ws_size = workspace.nbytes
+        cdef int rc
+        with nogil:
+            rc = fr_layer_backward(&self.desc, self.w, &io, &tr, &g, gp, ws, ws_size,
+                                   num_threads)
         if rc != FR_OK:
             raise RuntimeError(f"fastrnn core rejected the call (status {rc})")
 

@@ -92,9 +92,15 @@ class _Recurrent:
             raise ValueError(f"init must be one of {_INITS}, got {init!r}")
         self.name = name
         self.trainable = True
-        self._local = threading.local()  # per-thread workspace: concurrent calls never share
+        self.grads = {}
+        self._local = threading.local()  # per-thread workspace and tape: calls never share
         self._allocate()
         self._initialize(init, seed)
+        # Dropout masks come from their own stream of the layer's seed, so a seed reproduces
+        # a training run and the initial weights do not depend on whether dropout is used.
+        self._dropout_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0]
+                                                  if seed is not None else None)
+        self._rng_lock = threading.Lock()
 
     # ---- geometry ----
     @property
@@ -303,11 +309,22 @@ class _Recurrent:
         return (h, c) if self._n_state == 2 else h
 
     # ---- running ----
+    def _dropout_masks(self, B, I):
+        """Multipliers (0 or 1/(1-p)) for one layer of a training call: input (D, B, I) and
+        recurrent (D, B, H), or None where the rate is 0."""
+        D, H = self.num_directions, self.hidden_size
+        masks = []
+        with self._rng_lock:
+            for p, n in ((self.dropout, I), (self.recurrent_dropout, H)):
+                if p == 0.0:
+                    masks.append(None)
+                    continue
+                keep = self._dropout_rng.random((D, B, n)) >= p
+                masks.append(keep.astype(self.dtype) / self.dtype.type(1.0 - p))
+        return masks
+
     def __call__(self, x, *, mask=None, lengths=None, initial_state=None, training=None):
         training = resolve_training(training)
-        if training and (self.dropout or self.recurrent_dropout):
-            raise NotImplementedError("training-mode dropout is not implemented yet; call with "
-                                      "training=False or build the layer without dropout")
         x = self._as_input(x)
         B, T = x.shape[0], x.shape[1]
         m = self._mask(mask, lengths, B, T)
@@ -318,7 +335,12 @@ class _Recurrent:
         c_n = None
         if self._n_state == 2:
             c_n = np.zeros((L * D, B, H), self.dtype) if c0 is None else c0.copy()
+        # A training call records what backward() needs; any other call releases it.
+        tape = [] if training else None
+        self._local.tape = None
         if B == 0 or T == 0:
+            if training:
+                self._local.tape = _Tape(x, m, h0, c0, [])
             return np.zeros((B, T, D * H), self.dtype), self._pack_state(h_n, c_n)
         nt = get_num_threads()
         inp = x
@@ -326,10 +348,81 @@ class _Recurrent:
             s = slice(layer * D, (layer + 1) * D)
             y = np.empty((B, T, D * H), self.dtype)
             ws = self._workspace(engine.workspace_size(B, T, nt))
-            engine.forward(inp, m, None if h0 is None else h0[s], None if c0 is None else c0[s],
-                           y, h_n[s], None if c_n is None else c_n[s], ws, nt)
+            h0s = None if h0 is None else h0[s]
+            c0s = None if c0 is None else c0[s]
+            if training:
+                in_mask, rec_mask = self._dropout_masks(B, inp.shape[2])
+                record = np.empty(engine.record_size(B, T, in_mask is not None), np.uint8)
+                engine.forward(inp, m, h0s, c0s, y, h_n[s], None if c_n is None else c_n[s],
+                               ws, nt, in_mask, rec_mask, record)
+                tape.append((inp, in_mask, rec_mask, record))
+            else:
+                engine.forward(inp, m, h0s, c0s, y, h_n[s], None if c_n is None else c_n[s],
+                               ws, nt)
             inp = y
+        if training:
+            self._local.tape = _Tape(x, m, h0, c0, tape)
         return inp, self._pack_state(h_n, c_n)
+
+    def backward(self, grad_out, grad_state=None):
+        """Gradients of the most recent (training-mode) call of this layer in this thread.
+
+        grad_out: dL/d out, shaped like `out`; grad_state: dL/d state (like the returned state)
+        or None. Returns (grad_x, grad_initial_state) and sets `self.grads` (keys of
+        state_dict(); empty when `trainable` is False)."""
+        tape = getattr(self._local, "tape", None)
+        if tape is None:
+            raise RuntimeError(f"{self!r}.backward() needs a training-mode call first (call the "
+                               "layer with training=True or under learning_phase(1)); an "
+                               "inference call records nothing")
+        B, T = tape.x.shape[0], tape.x.shape[1]
+        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        g = _numeric(grad_out, "grad_out")
+        if g.shape != (B, T, D * H):
+            raise ValueError(f"grad_out must have the shape of the output {(B, T, D * H)}, "
+                             f"got {g.shape}")
+        g = np.ascontiguousarray(g, dtype=self.dtype)
+        dh_n, *rest = self._state(grad_state, B, what="grad_state")
+        dc_n = rest[0] if rest else None
+        dh0 = np.zeros((L * D, B, H), self.dtype)
+        dc0 = np.zeros((L * D, B, H), self.dtype) if self._n_state == 2 else None
+        grads = {}
+        if B == 0 or T == 0:
+            if self.trainable:
+                grads = {k: np.zeros_like(v) for k, v in self.state_dict().items()}
+            self.grads = grads
+            return np.zeros((B, T, self.input_size), self.dtype), self._pack_state(dh0, dc0)
+        nt = get_num_threads()
+        dy = g
+        for layer in reversed(range(L)):
+            engine = self._engines[layer]
+            inp, in_mask, rec_mask, record = tape.layers[layer]
+            s = slice(layer * D, (layer + 1) * D)
+            dx = np.empty((B, T, inp.shape[2]), self.dtype)
+            out = None
+            if self.trainable:
+                out = [tuple(_aligned_zeros(a.shape, self.dtype) if a is not None and
+                             (part in ("kernel", "recurrent") or self.use_bias) else None
+                             for part, a in w.items())
+                       for w in self._w[layer]]
+            ws = self._workspace(engine.backward_workspace_size(B, T, nt))
+            engine.backward(inp, tape.mask, None if tape.h0 is None else tape.h0[s],
+                            None if tape.c0 is None else tape.c0[s], in_mask, rec_mask, record,
+                            dy, None if dh_n is None else dh_n[s],
+                            None if dc_n is None else dc_n[s], dx, dh0[s],
+                            None if dc0 is None else dc0[s], out, ws, nt)
+            if out is not None:
+                for d in range(D):
+                    arrays = dict(zip(self._w[layer][d], out[d]))
+                    for gi, gate in enumerate(self._gates):
+                        lo = gi * self._stride
+                        for part in self._parts():
+                            key = f"layer{layer}.{_DIRECTIONS[d]}.{gate}.{part}"
+                            grads[key] = np.ascontiguousarray(
+                                arrays[part][..., lo:lo + self.hidden_size])
+            dy = dx
+        self.grads = grads
+        return dy, self._pack_state(dh0, dc0)
 
     def step(self, x_t, state=None):
         """One time step for streaming: x_t (batch, input_size) -> (y_t, new state)."""
@@ -372,6 +465,16 @@ class _Recurrent:
             f", name={self.name!r}" if self.name else "",
         ])
         return f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra})"
+
+
+class _Tape:
+    """What a training-mode call keeps for backward(): the inputs and, per stacked layer, its
+    input (the previous layer's output), dropout multipliers and the kernels' record."""
+
+    __slots__ = ("x", "mask", "h0", "c0", "layers")
+
+    def __init__(self, x, mask, h0, c0, layers):
+        self.x, self.mask, self.h0, self.c0, self.layers = x, mask, h0, c0, layers
 
 
 class LSTM(_Recurrent):

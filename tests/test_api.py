@@ -130,15 +130,6 @@ def test_training_mode_without_dropout_equals_inference():
     np.testing.assert_array_equal(layer(x, training=True)[0], layer(x)[0])
 
 
-def test_training_mode_dropout_not_silently_ignored():
-    layer = fastrnn.LSTM(3, 4, dropout=0.5)
-    layer(np.ones((1, 2, 3)))  # inference: exact no-op
-    with pytest.raises(NotImplementedError, match="dropout"):
-        layer(np.ones((1, 2, 3)), training=True)
-    with fastrnn.learning_phase(1), pytest.raises(NotImplementedError):
-        layer(np.ones((1, 2, 3)))
-
-
 def test_repr_names_the_layer():
     r = repr(fastrnn.GRU(3, 4, reset_after=False, bidirectional=True, name="enc"))
     assert "GRU(3, 4" in r and "reset_after=False" in r and "'enc'" in r

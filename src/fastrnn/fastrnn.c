@@ -166,59 +166,227 @@ size_t fr_workspace_size(const fr_layer_desc *d, int batch, int time, int num_th
                                              fr_gate_stride(d->dtype, d->hidden_size), nt);
 }
 
-int fr_layer_forward(const fr_layer_desc *d, const fr_weights *w, const fr_io *io,
-                     void *workspace, size_t workspace_size, int num_threads)
+/* Bytes of one direction's training record (layout in internal.h, fr_dir_args), plus the
+ * dropped input when there is input dropout. */
+static size_t record_dir_bytes(const fr_layer_desc *d, int B, int T, int input_dropout)
+{
+    size_t e = elem_size(d->dtype), bt = (size_t)B * T;
+    size_t Hp = (size_t)fr_gate_stride(d->dtype, d->hidden_size);
+    size_t state = fr_round_up(bt * Hp * e, FR_ALIGN);
+    size_t n = fr_round_up(bt * (size_t)fr_num_gates(d->cell) * Hp * e, FR_ALIGN) + state;
+    if (d->cell == FR_LSTM) n += state;                   /* cell states */
+    if (d->cell == FR_GRU && d->reset_after) n += state;  /* h @ U_n + b_hn */
+    if (input_dropout) n += fr_round_up(bt * (size_t)d->input_size * e, FR_ALIGN);
+    return n;
+}
+
+size_t fr_record_size(const fr_layer_desc *d, int batch, int time, int input_dropout)
+{
+    if (check_desc(d) != FR_OK || batch < 1 || time < 1) return 0;
+    return FR_ALIGN + (size_t)d->num_directions * record_dir_bytes(d, batch, time,
+                                                                    input_dropout != 0);
+}
+
+static void *align_up(void *p)
+{
+    return (void *)(((uintptr_t)p + FR_ALIGN - 1) & ~(uintptr_t)(FR_ALIGN - 1));
+}
+
+/* The forward arguments of one direction; the record parts when training. */
+static void dir_args(const fr_layer_desc *d, const fr_weights *w, const fr_io *io,
+                     const fr_train *tr, int dir, int threads, fr_split split, fr_dir_args *a)
+{
+    const int G = fr_num_gates(d->cell), H = d->hidden_size;
+    const size_t e = elem_size(d->dtype);
+    const size_t state = (size_t)io->batch * H * e;
+    memset(a, 0, sizeof *a);
+    a->cell = d->cell;
+    a->reset_after = d->reset_after;
+    a->B = io->batch;
+    a->T = io->time;
+    a->I = d->input_size;
+    a->H = H;
+    a->Hp = fr_gate_stride(d->dtype, H);
+    a->G = G;
+    a->backward = dir == 1 || d->reverse;
+    a->masked_output = d->masked_output;
+    a->Wx = w[dir].kernel;
+    a->Wh = w[dir].recurrent;
+    a->ld = w[dir].ld;
+    a->bias = w[dir].bias;
+    a->rbias = d->cell == FR_GRU ? w[dir].recurrent_bias : NULL;
+    a->x = io->x;
+    a->mask = io->mask;
+    a->h0 = io->h0 ? (const char *)io->h0 + dir * state : NULL;
+    a->c0 = io->c0 ? (const char *)io->c0 + dir * state : NULL;
+    a->y = io->y;
+    a->y_ld = (ptrdiff_t)d->num_directions * H;
+    a->y_off = (ptrdiff_t)dir * H;
+    a->h_n = io->h_n ? (char *)io->h_n + dir * state : NULL;
+    a->c_n = io->c_n ? (char *)io->c_n + dir * state : NULL;
+    a->num_threads = threads;
+    a->split = split;
+    if (tr) {
+        const size_t bt = (size_t)io->batch * io->time, Hp = (size_t)a->Hp;
+        const size_t st = fr_round_up(bt * Hp * e, FR_ALIGN);
+        const int drop_in = tr->in_mask != NULL;
+        char *p = (char *)align_up(tr->record)
+                  + dir * record_dir_bytes(d, io->batch, io->time, drop_in);
+        a->gates = p; p += fr_round_up(bt * G * Hp * e, FR_ALIGN);
+        a->hs = p; p += st;
+        if (d->cell == FR_LSTM) { a->cs = p; p += st; }
+        if (d->cell == FR_GRU && d->reset_after) { a->ghn = p; p += st; }
+        if (drop_in) a->x = p;  /* this direction's dropped input, made by drop_input() */
+        a->rec_mask = tr->rec_mask ? (const char *)tr->rec_mask + dir * state : NULL;
+    }
+}
+
+/* Input dropout: x * m (m per batch row and feature, the same at every step) into the
+ * direction's record, where the projection and the weight gradient read it. */
+static void drop_input(const fr_layer_desc *d, const fr_io *io, const fr_train *tr, int dir,
+                       void *xd)
+{
+    const ptrdiff_t B = io->batch, T = io->time, I = d->input_size;
+    if (d->dtype == FR_FLOAT32) {
+        const float *x = io->x, *m = (const float *)tr->in_mask + dir * B * I;
+        float *o = xd;
+        for (ptrdiff_t b = 0; b < B; b++)
+            for (ptrdiff_t t = 0; t < T; t++)
+                for (ptrdiff_t i = 0; i < I; i++)
+                    o[(b * T + t) * I + i] = x[(b * T + t) * I + i] * m[b * I + i];
+    } else {
+        const double *x = io->x, *m = (const double *)tr->in_mask + dir * B * I;
+        double *o = xd;
+        for (ptrdiff_t b = 0; b < B; b++)
+            for (ptrdiff_t t = 0; t < T; t++)
+                for (ptrdiff_t i = 0; i < I; i++)
+                    o[(b * T + t) * I + i] = x[(b * T + t) * I + i] * m[b * I + i];
+    }
+}
+
+static int check_call(const fr_layer_desc *d, const fr_weights *w, const fr_io *io)
 {
     int rc = check_desc(d);
     if (rc != FR_OK) return rc;
-    if (!w || !io || !io->x || !io->y || io->batch < 1 || io->time < 1) return FR_EINVAL;
-    const int G = fr_num_gates(d->cell), H = d->hidden_size;
-    const int Hp = fr_gate_stride(d->dtype, H);
+    if (!w || !io || !io->x || io->batch < 1 || io->time < 1) return FR_EINVAL;
+    const int G = fr_num_gates(d->cell);
+    const int Hp = fr_gate_stride(d->dtype, d->hidden_size);
     for (int dir = 0; dir < d->num_directions; dir++)
         if (!w[dir].kernel || !w[dir].recurrent || w[dir].ld < (ptrdiff_t)G * Hp)
             return FR_EINVAL;
+    return FR_OK;
+}
+
+static int layer_forward(const fr_layer_desc *d, const fr_weights *w, const fr_io *io,
+                         const fr_train *tr, void *workspace, size_t workspace_size,
+                         int num_threads)
+{
+    int rc = check_call(d, w, io);
+    if (rc != FR_OK) return rc;
+    if (!io->y) return FR_EINVAL;
+    if (tr && (!tr->record ||
+               tr->record_size < fr_record_size(d, io->batch, io->time, tr->in_mask != NULL)))
+        return FR_EINVAL;
     int nt = num_threads < 1 ? 1 : num_threads;
     size_t need = fr_workspace_size(d, io->batch, io->time, nt);
     if (!workspace || workspace_size < need) return FR_EWORKSPACE;
 
     fr_split split;
     int threads = plan_threads(d, io->batch, nt, &split);
-    const size_t e = elem_size(d->dtype);
-    const size_t state = (size_t)io->batch * H * e;
     fr_dir_fn kernel = dir_kernel(d->dtype);
-
     for (int dir = 0; dir < d->num_directions; dir++) {
         fr_dir_args a;
-        memset(&a, 0, sizeof a);
-        a.cell = d->cell;
-        a.reset_after = d->reset_after;
-        a.B = io->batch;
-        a.T = io->time;
-        a.I = d->input_size;
-        a.H = H;
-        a.Hp = Hp;
-        a.G = G;
-        a.backward = dir == 1 || d->reverse;
-        a.masked_output = d->masked_output;
-        a.Wx = w[dir].kernel;
-        a.Wh = w[dir].recurrent;
-        a.ld = w[dir].ld;
-        a.bias = w[dir].bias;
-        a.rbias = d->cell == FR_GRU ? w[dir].recurrent_bias : NULL;
-        a.x = io->x;
-        a.mask = io->mask;
-        a.h0 = io->h0 ? (const char *)io->h0 + dir * state : NULL;
-        a.c0 = io->c0 ? (const char *)io->c0 + dir * state : NULL;
-        a.y = io->y;
-        a.y_ld = (ptrdiff_t)d->num_directions * H;
-        a.y_off = (ptrdiff_t)dir * H;
-        a.h_n = io->h_n ? (char *)io->h_n + dir * state : NULL;
-        a.c_n = io->c_n ? (char *)io->c_n + dir * state : NULL;
-        a.gates = NULL;
-        a.ws = (void *)(((uintptr_t)workspace + FR_ALIGN - 1) & ~(uintptr_t)(FR_ALIGN - 1));
-        a.num_threads = threads;
-        a.split = split;
+        dir_args(d, w, io, tr, dir, threads, split, &a);
+        if (tr && tr->in_mask) drop_input(d, io, tr, dir, (void *)a.x);
+        a.ws = align_up(workspace);
         kernel(&a);
+    }
+    return FR_OK;
+}
+
+int fr_layer_forward(const fr_layer_desc *d, const fr_weights *w, const fr_io *io,
+                     void *workspace, size_t workspace_size, int num_threads)
+{
+    return layer_forward(d, w, io, NULL, workspace, workspace_size, num_threads);
+}
+
+int fr_layer_forward_train(const fr_layer_desc *d, const fr_weights *w, const fr_io *io,
+                           const fr_train *tr, void *workspace, size_t workspace_size,
+                           int num_threads)
+{
+    if (!tr) return FR_EINVAL;
+    return layer_forward(d, w, io, tr, workspace, workspace_size, num_threads);
+}
+
+size_t fr_backward_workspace_size(const fr_layer_desc *d, int batch, int time, int num_threads)
+{
+    if (check_desc(d) != FR_OK || batch < 1 || time < 1) return 0;
+    int nt = num_threads < 1 ? 1 : num_threads;
+    return FR_ALIGN + fr_dir_bwd_workspace_bytes(
+        elem_size(d->dtype), fr_num_gates(d->cell), batch, time, d->input_size,
+        fr_gate_stride(d->dtype, d->hidden_size), nt);
+}
+
+static fr_dir_bwd_fn dir_backward_kernel(fr_dtype dtype)
+{
+#ifdef FR_HAVE_AVX2_BUILD
+    if (fr_get_isa() == FR_ISA_AVX2)
+        return dtype == FR_FLOAT32 ? fr_dir_backward_f32_avx2 : fr_dir_backward_f64_avx2;
+#endif
+    return dtype == FR_FLOAT32 ? fr_dir_backward_f32_baseline : fr_dir_backward_f64_baseline;
+}
+
+int fr_layer_backward(const fr_layer_desc *d, const fr_weights *w, const fr_io *io,
+                      const fr_train *tr, const fr_grad_io *g, const fr_grads *grads,
+                      void *workspace, size_t workspace_size, int num_threads)
+{
+    int rc = check_call(d, w, io);
+    if (rc != FR_OK) return rc;
+    if (!tr || !tr->record ||
+        tr->record_size < fr_record_size(d, io->batch, io->time, tr->in_mask != NULL))
+        return FR_EINVAL;
+    if (!g || !g->dy || !g->dx) return FR_EINVAL;
+    const int G = fr_num_gates(d->cell);
+    const int Hp = fr_gate_stride(d->dtype, d->hidden_size);
+    if (grads)
+        for (int dir = 0; dir < d->num_directions; dir++)
+            if (!grads[dir].kernel || !grads[dir].recurrent || grads[dir].ld < (ptrdiff_t)G * Hp)
+                return FR_EINVAL;
+    int nt = num_threads < 1 ? 1 : num_threads;
+    size_t need = fr_backward_workspace_size(d, io->batch, io->time, nt);
+    if (!workspace || workspace_size < need) return FR_EWORKSPACE;
+
+    fr_split split;
+    int threads = plan_threads(d, io->batch, nt, &split);
+    fr_dir_bwd_fn kernel = dir_backward_kernel(d->dtype);
+    const size_t state = (size_t)io->batch * d->hidden_size * elem_size(d->dtype);
+    for (int dir = 0; dir < d->num_directions; dir++) {
+        fr_dir_args a;
+        dir_args(d, w, io, tr, dir, threads, split, &a);
+        fr_dir_bwd_args b;
+        memset(&b, 0, sizeof b);
+        b.f = &a;
+        b.dy = g->dy;
+        b.dh_n = g->dh_n ? (const char *)g->dh_n + dir * state : NULL;
+        b.dc_n = g->dc_n ? (const char *)g->dc_n + dir * state : NULL;
+        b.dx = g->dx;
+        b.dx_accumulate = dir > 0;
+        b.in_mask = tr->in_mask
+            ? (const char *)tr->in_mask + dir * (size_t)io->batch * d->input_size * elem_size(d->dtype)
+            : NULL;
+        b.dh0 = g->dh0 ? (char *)g->dh0 + dir * state : NULL;
+        b.dc0 = g->dc0 ? (char *)g->dc0 + dir * state : NULL;
+        if (grads) {
+            b.dWx = grads[dir].kernel;
+            b.dWh = grads[dir].recurrent;
+            b.db = grads[dir].bias;
+            b.drb = d->cell == FR_GRU ? grads[dir].recurrent_bias : NULL;
+            b.gld = grads[dir].ld;
+        }
+        b.ws = align_up(workspace);
+        b.num_threads = threads;
+        b.split = split;
+        kernel(&b);
     }
     return FR_OK;
 }

@@ -121,6 +121,56 @@ size_t fr_workspace_size(const fr_layer_desc *desc, int batch, int time, int num
 int fr_layer_forward(const fr_layer_desc *desc, const fr_weights *w, const fr_io *io,
                      void *workspace, size_t workspace_size, int num_threads);
 
+/* ---- Training: forward with a record, and the backward pass (BPTT) ----
+ *
+ * fr_layer_forward_train runs the same kernels as fr_layer_forward and also writes a record of
+ * what the backward pass needs into a caller buffer of fr_record_size() bytes: per direction
+ * and (batch, time) step, the activated gates and the state after the step, plus the cell
+ * state (LSTM) or h @ U_candidate + b (GRU reset_after = 1): 6 * Hp elements for LSTM,
+ * 5 * Hp for the reset-after GRU, 4 * Hp for the reset-before GRU (Hp = gate
+ * stride), rounded up to 64 bytes per part, plus the dropped input (input_size elements)
+ * when in_mask is given. in_mask applies input dropout (x * m, m per batch row and feature,
+ * the same at every step, one mask per direction); rec_mask applies recurrent (variational)
+ * dropout: h_{t-1} is multiplied by it wherever it meets the recurrent weights (all gates; the
+ * GRU's z * h_{t-1} and the LSTM's state carry use the undropped h, as Keras does).
+ *
+ * fr_layer_backward takes the same desc, weights and io (x, mask, h0, c0 of the recorded call;
+ * y unused), the record and the gradients of the outputs, and writes dx (summed over the
+ * directions), the initial-state gradients and, if grads is not NULL, the weight gradients in
+ * the padded canonical layout of each direction (kernel, recurrent, bias, recurrent_bias;
+ * padding columns are written as 0; bias / recurrent_bias may be NULL to skip them). The LSTM
+ * bias gradient covers the framework's two biases (they act as their sum). Gradients are
+ * bitwise identical for any num_threads. */
+typedef struct fr_train {
+    const void *in_mask;   /* (num_directions, B, input_size) input dropout multipliers or NULL */
+    const void *rec_mask;  /* (num_directions, B, H) dropout multipliers (0 or 1/(1-p)) or NULL */
+    void *record;          /* fr_record_size() bytes, any alignment */
+    size_t record_size;
+} fr_train;
+
+typedef struct fr_grad_io {
+    const void *dy;            /* (B, T, num_directions * H): dL/dy */
+    const void *dh_n, *dc_n;   /* (num_directions, B, H) dL/d final state, or NULL = 0 */
+    void *dx;                  /* out (B, T, input_size) */
+    void *dh0, *dc0;           /* out (num_directions, B, H) or NULL */
+} fr_grad_io;
+
+typedef struct fr_grads {
+    void *kernel, *recurrent, *bias, *recurrent_bias;  /* like fr_weights, written */
+    ptrdiff_t ld;
+} fr_grads;
+
+size_t fr_record_size(const fr_layer_desc *desc, int batch, int time, int input_dropout);
+int fr_layer_forward_train(const fr_layer_desc *desc, const fr_weights *w, const fr_io *io,
+                           const fr_train *train, void *workspace, size_t workspace_size,
+                           int num_threads);
+size_t fr_backward_workspace_size(const fr_layer_desc *desc, int batch, int time,
+                                  int num_threads);
+int fr_layer_backward(const fr_layer_desc *desc, const fr_weights *w, const fr_io *io,
+                      const fr_train *train, const fr_grad_io *grads_io,
+                      const fr_grads *grads /* num_directions entries, or NULL */,
+                      void *workspace, size_t workspace_size, int num_threads);
+
 /* Kernel variant selection. The default is the best the CPU supports, unless the environment
  * variable FASTRNN_ISA=baseline forces the portable build. fr_set_isa is process-wide and
  * must not be called while another thread is inside fr_layer_forward. */

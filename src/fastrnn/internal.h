@@ -36,7 +36,11 @@ typedef struct fr_dir_args {
     void *y;                     /* element (b, t, u) at y[(b*T + t) * y_ld + y_off + u] */
     ptrdiff_t y_ld, y_off;
     void *h_n, *c_n;             /* (B, H) or NULL */
-    void *gates;                 /* training record (B, T, G * Hp) activated gates, or NULL */
+    const void *rec_mask;        /* (B, H) recurrent dropout multipliers on h_{t-1}, or NULL */
+    /* Training record (NULL in inference): per (b, t), in processing order of this direction,
+     * gates (B, T, G * Hp) activated gates of valid steps; hs / cs (B, T, Hp) the state after
+     * the step (carried through masked steps); ghn (B, T, Hp) GRU reset-after h@U_n + b_hn. */
+    void *gates, *hs, *cs, *ghn;
     void *ws;                    /* FR_ALIGN-aligned workspace of dir_workspace_bytes() */
     int num_threads;             /* threads to use (already planned) */
     fr_split split;
@@ -44,8 +48,28 @@ typedef struct fr_dir_args {
 
 typedef void (*fr_dir_fn)(const fr_dir_args *a);
 
+/* Backward pass of one direction: reads the forward arguments (with their training record)
+ * and the output gradients, writes input / initial-state / weight gradients. */
+typedef struct fr_dir_bwd_args {
+    const fr_dir_args *f;        /* this direction's forward arguments (record included) */
+    const void *dy;              /* element (b, t, u) at dy[(b*T + t) * f->y_ld + f->y_off + u] */
+    const void *dh_n, *dc_n;     /* (B, H) or NULL = zeros */
+    void *dx;                    /* (B, T, I) */
+    int dx_accumulate;           /* add into dx (second direction) instead of overwriting */
+    const void *in_mask;         /* (B, I) input dropout multipliers or NULL (dx *= m) */
+    void *dh0, *dc0;             /* (B, H) or NULL */
+    void *dWx, *dWh, *db, *drb;  /* padded canonical, row stride gld; dWx NULL = none */
+    ptrdiff_t gld;
+    void *ws;                    /* FR_ALIGN-aligned, fr_dir_bwd_workspace_bytes() */
+    int num_threads;
+    fr_split split;
+} fr_dir_bwd_args;
+
+typedef void (*fr_dir_bwd_fn)(const fr_dir_bwd_args *a);
+
 /* Workspace of one direction, in order: xproj (B*T*G*Hp), bias_eff (G*Hp), rbias_n (Hp),
- * h double buffer (2*B*Hp), c (B*Hp), z (B*Hp), r*h (B*Hp), packed recurrent weights
+ * h double buffer (2*B*Hp), c (B*Hp), z (B*Hp), r*h (B*Hp), recurrent dropout multipliers
+ * (B*Hp), dropped-h double buffer (2*B*Hp), packed recurrent weights
  * (G*Hp*H, sized G*Hp*Hp), per-thread tile scratch
  * (threads * FR_MR * G * panel). Each part starts on an FR_ALIGN boundary. */
 static inline size_t fr_round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
@@ -59,19 +83,47 @@ static inline size_t fr_dir_workspace_bytes(size_t elem, int G, int B, int T, in
     n += fr_round_up((size_t)G * Hp * elem, FR_ALIGN);
     n += fr_round_up((size_t)Hp * elem, FR_ALIGN);
     n += fr_round_up((size_t)2 * B * Hp * elem, FR_ALIGN);
-    n += 3 * fr_round_up((size_t)B * Hp * elem, FR_ALIGN);
+    n += 4 * fr_round_up((size_t)B * Hp * elem, FR_ALIGN);
+    n += fr_round_up((size_t)2 * B * Hp * elem, FR_ALIGN);
     n += fr_round_up((size_t)G * Hp * Hp * elem, FR_ALIGN); /* packed recurrent weights */
     n += (size_t)threads * fr_round_up((size_t)FR_MR * G * panel * elem, FR_ALIGN);
+    return n;
+}
+
+/* Backward workspace of one direction, in order: DP (B*T*G*Hp) pre-activation gradients,
+ * DPN (B*T*Hp) GRU candidate gradient on the recurrent side, DY (B*T*Hp), XT (I*B*T),
+ * HT and RHT (Hp*B*T each), WhT (G*Hp*Hp), WxT (G*Hp*Ip), DXP (B*T*Ip), then six (B*Hp)
+ * buffers (h0, c0, dropout multipliers, dh double buffer, dc), drh (B*Hp) and per-thread
+ * scratch (threads * FR_MR * panel). Ip = I rounded up to a panel. */
+static inline size_t fr_dir_bwd_workspace_bytes(size_t elem, int G, int B, int T, int I, int Hp,
+                                                int threads)
+{
+    size_t panel = FR_PANEL_BYTES / elem;
+    size_t BT = (size_t)B * T, Ip = fr_round_up((size_t)I, panel);
+    size_t n = 0;
+    n += fr_round_up(BT * G * Hp * elem, FR_ALIGN);
+    n += 2 * fr_round_up(BT * Hp * elem, FR_ALIGN);
+    n += fr_round_up((size_t)I * BT * elem, FR_ALIGN);
+    n += 2 * fr_round_up((size_t)Hp * BT * elem, FR_ALIGN);
+    n += fr_round_up((size_t)G * Hp * Hp * elem, FR_ALIGN);
+    n += fr_round_up((size_t)G * Hp * Ip * elem, FR_ALIGN);
+    n += fr_round_up(BT * Ip * elem, FR_ALIGN);
+    n += 7 * fr_round_up((size_t)B * Hp * elem, FR_ALIGN);
+    n += (size_t)threads * fr_round_up((size_t)FR_MR * panel * elem, FR_ALIGN);
     return n;
 }
 
 /* Per-ISA, per-dtype direction kernels (defined in kernels_<isa>.c). */
 void fr_dir_forward_f32_baseline(const fr_dir_args *a);
 void fr_dir_forward_f64_baseline(const fr_dir_args *a);
+void fr_dir_backward_f32_baseline(const fr_dir_bwd_args *a);
+void fr_dir_backward_f64_baseline(const fr_dir_bwd_args *a);
 #if defined(__x86_64__) || defined(_M_X64)
 #define FR_HAVE_AVX2_BUILD 1
 void fr_dir_forward_f32_avx2(const fr_dir_args *a);
 void fr_dir_forward_f64_avx2(const fr_dir_args *a);
+void fr_dir_backward_f32_avx2(const fr_dir_bwd_args *a);
+void fr_dir_backward_f64_avx2(const fr_dir_bwd_args *a);
 #endif
 
 #endif /* FASTRNN_INTERNAL_H */

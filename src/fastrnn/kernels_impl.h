@@ -15,6 +15,7 @@
 #define FR_TANH fr_tanh_f32
 #define FR_SIGMOID fr_sigmoid_f32
 #include "forward_impl.inc"
+#include "backward_impl.inc"
 #undef FR_T
 #undef FR_NAME
 #undef FR_TANH
@@ -25,6 +26,7 @@
 #define FR_TANH fr_tanh_f64
 #define FR_SIGMOID fr_sigmoid_f64
 #include "forward_impl.inc"
+#include "backward_impl.inc"
 #undef FR_T
 #undef FR_NAME
 #undef FR_TANH
