@@ -206,3 +206,17 @@ def test_gradients_do_not_depend_on_thread_count():
                     np.testing.assert_array_equal(grads[k], out[0][2][k])
             results.append(True)
     assert len(results) == 6
+
+
+@pytest.mark.parametrize("cell,kw,per_step", [("lstm", {}, 6), ("gru", {"reset_after": True}, 5),
+                                              ("gru", {"reset_after": False}, 4)])
+def test_record_is_what_the_docs_say_and_inference_keeps_none(cell, kw, per_step):
+    layer = (fastrnn.LSTM if cell == "lstm" else fastrnn.GRU)(40, 40, **kw)
+    B, T, Hp = 8, 10, 48  # H = 40 padded to 48 float32 lanes
+    assert layer._engines[0].record_size(B, T, False) <= 64 + per_step * Hp * B * T * 4 + 64 * 6
+    assert layer._engines[0].record_size(B, T, False) >= per_step * Hp * B * T * 4
+    x = np.ones((B, T, 40), np.float32)
+    layer(x, training=True)
+    assert layer._local.tape is not None
+    layer(x)
+    assert layer._local.tape is None
