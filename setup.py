@@ -6,6 +6,8 @@
   hot kernels are compiled a second time with -mavx2 -mfma and chosen at run time from CPUID
   (FASTRNN_ISA=baseline forces the portable kernels). No -march=native, no -ffast-math;
   FASTRNN_NATIVE=1 opts into -march=native for a local build.
+- FASTRNN_SANITIZE=address,undefined builds with those sanitizers (-O1 -g, no recovery from
+  undefined behaviour); run Python with the ASan runtime preloaded (see tools/sanitize.sh).
 """
 import os
 import platform
@@ -63,9 +65,22 @@ def _probe_openmp(compiler):
     return None
 
 
+def _sanitizer_flags():
+    wanted = os.environ.get("FASTRNN_SANITIZE", "").strip()
+    if not wanted:
+        return []
+    known = {"address", "undefined", "thread", "leak"}
+    bad = set(wanted.split(",")) - known
+    if bad:
+        raise SystemExit(f"FASTRNN_SANITIZE: unknown sanitizer(s) {sorted(bad)}; known {sorted(known)}")
+    return [f"-fsanitize={wanted}", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined",
+            "-O1", "-g"]
+
+
 class BuildExt(build_ext):
     def build_extensions(self):
         native = os.environ.get("FASTRNN_NATIVE") == "1"
+        sanitize = _sanitizer_flags()
         omp = _probe_openmp(self.compiler)
         if omp is None:
             bar = "*" * 72
@@ -73,9 +88,9 @@ class BuildExt(build_ext):
                   f"\n* Results are identical; install libgomp/libomp for threads.\n{bar}\n",
                   file=sys.stderr)
         for ext in self.extensions:
-            flags = BASE_FLAGS + (["-march=native"] if native else [])
+            flags = BASE_FLAGS + (["-march=native"] if native else []) + sanitize
             ext.extra_compile_args = flags + (["-fopenmp"] if omp else [])
-            ext.extra_link_args = [f for f in (omp or []) if f != "-Xpreprocessor"]
+            ext.extra_link_args = [f for f in (omp or []) if f != "-Xpreprocessor"] + sanitize[:1]
             if _is_x86_64():
                 # The AVX2+FMA kernels are one more object of the same source, compiled with
                 # their own flags (setuptools has no per-file flags), linked in as extra_objects.
