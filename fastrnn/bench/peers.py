@@ -74,7 +74,10 @@ class FastrnnImpl:
             def result():
                 y, dx = run()
                 out = {"y": y}
-                if isinstance(dx, (tuple, list)) and dx:
+                # dx alone, first of a tuple, or under "dx"/"x" in a dict of gradients
+                if isinstance(dx, dict):
+                    dx = dx.get("dx", dx.get("x"))
+                elif isinstance(dx, (tuple, list)) and dx:
                     dx = dx[0]
                 if isinstance(dx, np.ndarray) and dx.shape == x.shape:
                     out["dx"] = dx

@@ -142,7 +142,8 @@ def run_case(case, nthreads, impl_fastrnn, peers, *, dtype, repeats, min_time):
     per = case.T if case.kind == "step" else 1       # step: time per step
     itemsize = np.dtype(dtype).itemsize
     res = {**case.as_dict(), "label": case.label, "threads": nthreads, "dtype": dtype,
-           "flops": flops, "fastrnn": None, "peers": {}, "notes": []}
+           "flops": flops, "fastrnn": None, "peers": {}, "best_peer": None,
+           "vs_best_peer": None, "notes": []}
     try:
         run_f, result_f = impl_fastrnn.prepare(case, layer, data)
     except Unsupported as e:
@@ -209,6 +210,31 @@ def run_case(case, nthreads, impl_fastrnn, peers, *, dtype, repeats, min_time):
     return res
 
 
+def _add_thread_speedups(results):
+    """fastrnn time at 1 thread / time at n threads, for every case also run at 1 thread."""
+    one = {r["case_index"]: r["fastrnn"]["median_s"] for r in results
+           if r["threads"] == 1 and r["fastrnn"]}
+    for r in results:
+        if r["threads"] != 1 and r["fastrnn"] and r["case_index"] in one:
+            r["speedup_vs_1_thread"] = one[r["case_index"]] / r["fastrnn"]["median_s"]
+
+
+def summarize(results):
+    """Per suite and thread count: geometric mean and minimum of the ratio vs the best peer."""
+    groups = {}
+    for r in results:
+        if r.get("vs_best_peer"):
+            groups.setdefault((r["suite"], r["threads"]), []).append(r)
+    out = []
+    for (suite, nt), rows in groups.items():
+        ratios = np.array([r["vs_best_peer"] for r in rows])
+        worst = rows[int(np.argmin(ratios))]
+        out.append({"suite": suite, "threads": nt, "cases": len(rows),
+                    "geomean_vs_best_peer": float(np.exp(np.mean(np.log(ratios)))),
+                    "min_vs_best_peer": float(ratios.min()), "min_case": worst["label"]})
+    return out
+
+
 def measure_limits(nthreads, dtype, square_n=SQUARE_N, before=None):
     """The limits at one thread count; with `before` (an earlier measurement), the better of
     both: a limit is what the machine can do, and a busy moment only hides it."""
@@ -272,6 +298,7 @@ def run_benchmark(cases, threads, *, dtype="float32", repeats=7, min_time=0.02, 
                     bar.advance(f"{case.label} threads={nt}")
     if bar:
         bar.close()
+    _add_thread_speedups(results)
     failures = [f"{r['label']} threads={r['threads']}: {n}" for r in results for n in r["notes"]
                 if "FAILED" in n]
     return {"schema": SCHEMA,
@@ -281,6 +308,7 @@ def run_benchmark(cases, threads, *, dtype="float32", repeats=7, min_time=0.02, 
                                                     "min_time_s": min_time, **(settings or {})},
             "flop_convention": FLOP_CONVENTION, "limits": lims, "peers": peer_info,
             "notes": notes, "failures": failures, "results": results,
+            "summary": summarize(results),
             "elapsed_s": time.perf_counter() - t0}
 
 
@@ -313,7 +341,8 @@ def format_table(doc):
     for nt, lim in doc["limits"].items():
         out.append(f"Limit at {nt} thread(s): FP32 FMA peak {lim['fma_peak_gflops']:.1f} GFLOP/s; "
                    f"numpy GEMM {lim['gemm_square_n']}^3 {lim['gemm_square_gflops']:.1f} GFLOP/s.")
-    out.append("Peer columns: peer time / fastrnn time (above 1: fastrnn faster) and (max abs "
+    out.append("thr (n.nnx): fastrnn's speedup over its own 1-thread time. "
+               "Peer columns: peer time / fastrnn time (above 1: fastrnn faster) and (max abs "
                "error vs fastrnn); %peak / %GEMM: fastrnn GFLOP/s over the FMA peak / over BLAS "
                "on the case's own GEMM shapes; GB/s: weights streamed (B=1); step rows: per "
                "step.")
@@ -328,6 +357,10 @@ def format_table(doc):
             out.append("")
             out.append(f"### {suite}")
             out.append("")
+            for note in sorted({c["note"] for c in doc["results"]
+                                if c["suite"] == suite and c["note"]}):
+                out.append(f"{note}.")
+                out.append("")
             out.append("| " + " | ".join(cols) + " |")
             out.append("|" + "---|" * len(cols))
         f = r["fastrnn"]
@@ -340,7 +373,10 @@ def format_table(doc):
             extra = f" (ragged/full {r['masked_over_full']:.2f})"
         if "c_step_latency" in r:
             extra = f" (C: {r['c_step_latency'].get('ns_per_step_median', float('nan')):.0f} ns)"
-        row = [r["label"], str(r["threads"]),
+        thr = str(r["threads"])
+        if "speedup_vs_1_thread" in r:
+            thr += f" ({r['speedup_vs_1_thread']:.2f}x)"
+        row = [r["label"], thr,
                f"{_fmt_time(f['median_s'])} [{_fmt_time(f['min_s'])}, "
                f"{_fmt_time(f['max_s'])}]{extra}",
                f"{f['gflops']:.1f}", f"{100 * r['fraction_fma_peak']:.0f}%",
@@ -350,6 +386,16 @@ def format_table(doc):
         row += [_peer_cell(r["peers"][n]) if n in r["peers"] else "-" for n in peer_names]
         row.append(f"{r['vs_best_peer']:.2f}x {r['best_peer']}" if r["best_peer"] else "-")
         out.append("| " + " | ".join(row) + " |")
+    if doc.get("summary"):
+        out.append("")
+        out.append("### summary: fastrnn vs the best peer (ratio of medians)")
+        out.append("")
+        out.append("| suite | threads | cases | geometric mean | min (case) |")
+        out.append("|---|---|---|---|---|")
+        for g in doc["summary"]:
+            out.append(f"| {g['suite']} | {g['threads']} | {g['cases']} | "
+                       f"{g['geomean_vs_best_peer']:.2f}x | {g['min_vs_best_peer']:.2f}x "
+                       f"({g['min_case']}) |")
     skips = sorted({f"{name}: {e['note'][len('skipped: '):]}" for r in doc["results"]
                     for name, e in r["peers"].items() if e["note"].startswith("skipped")}
                    | {n for r in doc["results"] for n in r["notes"] if "FAILED" not in n})

@@ -30,12 +30,15 @@ def _embedded():
     quick = {("lstm", "forward", 64, 64), ("gru", "forward", 1, 32),
              ("lstm", "step", 64, 64), ("gru", "step", 1, 16)}
     cases = []
+    # H=8 as well: the streaming latency targets start there.
     for kind, T in (("forward", 100), ("step", 50)):
         for cell in ("lstm", "gru"):
-            for H in (16, 32, 64, 128, 256):
+            for H in (8, 16, 32, 64, 128, 256):
                 for I in (1, H):
                     cases.append(Case("embedded", kind, cell, 1, T, I, H,
                                       quick=(cell, kind, I, H) in quick))
+        for H in (16, 64, 256):   # the reset-before GRU variant (Keras reset_after=False, TF1)
+            cases.append(Case("embedded", kind, "gru", 1, T, H, H, reset_after=False))
     return cases
 
 
@@ -55,9 +58,11 @@ def _server():
 
 
 def _batch():
-    return [Case("batch", "forward", cell, B, 50, H, H,
-                 quick=(cell, B, H) in (("lstm", 32, 256), ("gru", 8, 128)))
-            for cell in ("lstm", "gru") for B in (8, 32, 64) for H in (128, 256, 512)]
+    variants = (("lstm", True), ("gru", True), ("gru", False))
+    return [Case("batch", "forward", cell, B, 50, H, H, reset_after=ra,
+                 quick=(cell, ra, B, H) in (("lstm", True, 32, 256), ("gru", True, 8, 128),
+                                            ("gru", False, 64, 256)))
+            for cell, ra in variants for B in (8, 32, 64) for H in (128, 256, 512)]
 
 
 def _training():
