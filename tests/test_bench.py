@@ -235,3 +235,15 @@ def test_training_path_compares_forward_and_dx(monkeypatch, offset, ok):
     entry = r["peers"]["torch"]
     assert entry["ok"] is ok
     assert entry["max_abs_err"] == pytest.approx(offset, abs=1e-5)
+
+
+def test_interleaved_time_budget_keeps_min_repeats():
+    import time
+    from fastrnn.bench.timing import interleaved
+
+    calls = []
+    t = interleaved({"a": lambda: calls.append(time.sleep(0.005)), "b": lambda: None},
+                    repeats=100, warmup=1, budget=0.03)
+    assert 3 <= len(t["a"]) == len(t["b"]) < 100
+    t = interleaved({"a": lambda: None}, repeats=5, budget=None)
+    assert len(t["a"]) == 5

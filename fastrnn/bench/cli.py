@@ -65,6 +65,7 @@ def main(argv=None, prog="fastrnn bench"):
     repeats = args.repeats or (5 if args.quick else 7)
     doc = runner.run_benchmark(cases, threads, dtype=args.dtype, repeats=repeats,
                                min_time=0.01 if args.quick else 0.02,
+                               budget=2.0 if args.quick else 30.0,
                                progress=not args.no_progress,
                                settings={"suite": args.suite, "quick": args.quick})
     print(runner.format_table(doc), flush=True)

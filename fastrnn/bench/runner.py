@@ -31,6 +31,7 @@ FLOP_CONVENTION = ("FLOPs = 2*T*B*G*H*(I+H), G=4 LSTM, G=3 GRU (matmul multiply-
                    "ragged batches: valid steps only; training: 3x forward; step: T=1)")
 TOLERANCE = {"float32": 1e-3, "float64": 1e-9}
 SQUARE_N = 1024
+COOLDOWN_S = {"numpy": 0.1, None: 0.02}   # pause after each timed block, at > 1 thread
 
 
 class Progress:
@@ -134,7 +135,8 @@ def machine_info():
             "openmp": _core.openmp_enabled(), "compiler": _core.compiler()}
 
 
-def run_case(case, nthreads, impl_fastrnn, peers, *, dtype, repeats, min_time):
+def run_case(case, nthreads, impl_fastrnn, peers, *, dtype, repeats, min_time,
+             budget=None):
     """Time one case at one thread count (threads already applied). Returns a result dict."""
     layer = make_layer(case, dtype)
     data = make_data(case, dtype)
@@ -173,8 +175,13 @@ def run_case(case, nthreads, impl_fastrnn, peers, *, dtype, repeats, min_time):
         entry["ok"] = True
         funcs[peer.name] = run_p
     # Pools of BLAS/OpenMP threads spin after a call; let them sleep before the next one runs.
-    times = interleaved(funcs, repeats=repeats, warmup=1, min_time=min_time,
-                        cooldown=0.1 if nthreads > 1 else 0.0)
+    # OpenBLAS (numpy) spins for ~0.1 s, the OpenMP and ONNX Runtime pools for far less.
+    pause = {name: (COOLDOWN_S.get(name, COOLDOWN_S[None]) if nthreads > 1 else 0.0)
+             for name in funcs}
+    t_case = time.perf_counter()
+    times = interleaved(funcs, repeats=repeats, warmup=1, min_time=min_time, cooldown=pause,
+                        budget=budget)
+    res["repeats_done"] = len(times["fastrnn"])
     f = _stats(times["fastrnn"], per)
     f["gflops"] = flops / f["median_s"] / 1e9
     res["fastrnn"] = f
@@ -201,6 +208,7 @@ def run_case(case, nthreads, impl_fastrnn, peers, *, dtype, repeats, min_time):
     if case.B == 1 and case.kind in ("forward", "step"):
         seconds_per_step = f["median_s"] / (1 if case.kind == "step" else case.T)
         res["weight_gbytes_per_s"] = _weight_bytes(case, itemsize) / seconds_per_step / 1e9
+    res["timing_wall_s"] = time.perf_counter() - t_case
     if case.kind == "step":
         c_lat = _c_step_latency()
         if c_lat is None:
@@ -258,8 +266,9 @@ def _apply_limits(res, limit, dtype):
 
 
 def run_benchmark(cases, threads, *, dtype="float32", repeats=7, min_time=0.02, peers=None,
-                  progress=True, square_n=SQUARE_N, settings=None):
-    """Run every case at every thread count. Returns the JSON-ready result document."""
+                  progress=True, square_n=SQUARE_N, budget=None, settings=None):
+    """Run every case at every thread count. Returns the JSON-ready result document.
+    budget: seconds per case after which no new round of repeats starts (at least 3 run)."""
     dtype = np.dtype(dtype).name
     if dtype not in TOLERANCE:
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
@@ -288,7 +297,7 @@ def run_benchmark(cases, threads, *, dtype="float32", repeats=7, min_time=0.02, 
                 if bar:
                     bar.update(f"{case.label} threads={nt}")
                 results.append(run_case(case, nt, impl, available, dtype=dtype,
-                                        repeats=repeats, min_time=min_time))
+                                        repeats=repeats, min_time=min_time, budget=budget))
                 results[-1]["case_index"] = index
             lims[str(nt)] = measure_limits(nt, dtype, square_n, before=lims[str(nt)])
             for r in results:
@@ -305,7 +314,9 @@ def run_benchmark(cases, threads, *, dtype="float32", repeats=7, min_time=0.02, 
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": machine_info(), "settings": {"dtype": dtype, "repeats": repeats,
                                                     "threads": list(threads),
-                                                    "min_time_s": min_time, **(settings or {})},
+                                                    "min_time_s": min_time,
+                                                    "budget_s_per_case": budget,
+                                                    **(settings or {})},
             "flop_convention": FLOP_CONVENTION, "limits": lims, "peers": peer_info,
             "notes": notes, "failures": failures, "results": results,
             "summary": summarize(results),
@@ -335,7 +346,8 @@ def format_table(doc):
     out = []
     m = doc["machine"]
     out.append(f"fastrnn {m['fastrnn']} bench: {doc['settings']['dtype']}, batch-first, "
-               f"median [min, max] of {doc['settings']['repeats']} interleaved repeats; "
+               f"median [min, max] of {doc['settings']['repeats']} interleaved repeats (at "
+               f"least 3 where a case hit its time budget); "
                f"{m['cpu']}, {m['usable_cores']} cores, kernels {m['kernel_variant']}")
     out.append(f"{doc['flop_convention']}.")
     for nt, lim in doc["limits"].items():
