@@ -247,3 +247,18 @@ def test_interleaved_time_budget_keeps_min_repeats():
     assert 3 <= len(t["a"]) == len(t["b"]) < 100
     t = interleaved({"a": lambda: None}, repeats=5, budget=None)
     assert len(t["a"]) == 5
+
+
+class _CrashingPeer(bench_peers.NumpyPeer):
+    name = "crashing"
+
+    def prepare(self, case, layer, data):
+        raise RuntimeError("kernel not implemented for this case")
+
+
+def test_peer_error_skips_that_peer_only():
+    doc = _run(TINY[:1], [_CrashingPeer(), bench_peers.NumpyPeer()])
+    (r,) = doc["results"]
+    assert not r["peers"]["crashing"]["ok"]
+    assert "RuntimeError: kernel not implemented" in r["peers"]["crashing"]["note"]
+    assert r["peers"]["numpy"]["ok"] and doc["failures"] == []

@@ -284,6 +284,8 @@ class OnnxRuntimePeer:
 
         if case.kind == "training":
             raise Unsupported("no training in ONNX Runtime")
+        if layer.dtype == np.float64:
+            raise Unsupported("ONNX Runtime's CPU LSTM/GRU kernels are float32 only")
         model = _convert.to_onnx_model(layer)
         node = _onnx_node(model)
         batch_first = _onnx_batch_first(node)
