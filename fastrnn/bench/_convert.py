@@ -84,7 +84,11 @@ def to_onnx_model(layer):
     "Y" [T, num_directions, B, H], "Y_h" (and "Y_c" for LSTM) [num_directions, B, H]. Callers
     with batch-first data transpose before and after (the benchmark does it outside the timed
     region). No sequence_lens / initial-state inputs (add them to the node if needed). GRU
-    reset_after=True maps to linear_before_reset=1."""
+    reset_after=True maps to linear_before_reset=1.
+
+    What the benchmark relies on (peers.OnnxRuntimePeer): one LSTM/GRU node whose X is a graph
+    input; its `layout` attribute is honoured (1 = batch-first); optional inputs it needs
+    (sequence_lens, initial_h, initial_c) are wired in when absent."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 

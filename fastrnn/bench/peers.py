@@ -217,13 +217,17 @@ def _onnx_batch_first(node):
 
 
 def _onnx_add_input(model, node, index, name, elem, shape):
-    """Wire a new graph input into optional input slot `index` of the node."""
+    """Wire a graph input into optional input slot `index` of the node; returns the name to
+    feed (the model's own input if the slot is already wired to one)."""
     from onnx import helper
 
     while len(node.input) <= index:
         node.input.append("")
+    if node.input[index] in {i.name for i in model.graph.input}:
+        return node.input[index]
     node.input[index] = name
     model.graph.input.append(helper.make_tensor_value_info(name, elem, shape))
+    return name
 
 
 def _onnx_expose_outputs(model, node):
@@ -302,8 +306,9 @@ class OnnxRuntimePeer:
         if case.kind in ("forward", "masked"):
             feed = {x_name: feed_x}
             if case.kind == "masked":
-                _onnx_add_input(model, node, 4, "bench_sequence_lens", TensorProto.INT32, [B])
-                feed["bench_sequence_lens"] = np.asarray(data["lengths"], np.int32)
+                lens = _onnx_add_input(model, node, 4, "bench_sequence_lens", TensorProto.INT32,
+                                       [B])
+                feed[lens] = np.asarray(data["lengths"], np.int32)
             out = _onnx_expose_outputs(model, node)
             sess = self._session(model)
             return (lambda: sess.run([out["Y"]], feed)), \
@@ -311,9 +316,8 @@ class OnnxRuntimePeer:
         if case.kind == "step":
             lstm = case.cell == "lstm"
             shape = [B, 1, H] if batch_first else [1, B, H]
-            _onnx_add_input(model, node, 5, "bench_h0", elem, shape)
-            if lstm:
-                _onnx_add_input(model, node, 6, "bench_c0", elem, shape)
+            h0 = _onnx_add_input(model, node, 5, "bench_h0", elem, shape)
+            c0 = _onnx_add_input(model, node, 6, "bench_c0", elem, shape) if lstm else None
             out = _onnx_expose_outputs(model, node)
             sess = self._session(model)
             names = [out["Y_h"]] + ([out["Y_c"]] if lstm else [])
@@ -324,9 +328,9 @@ class OnnxRuntimePeer:
             def run():
                 h = c = zero
                 for x_t in steps:
-                    feed = {x_name: x_t, "bench_h0": h}
+                    feed = {x_name: x_t, h0: h}
                     if lstm:
-                        feed["bench_c0"] = c
+                        feed[c0] = c
                         h, c = sess.run(names, feed)
                     else:
                         (h,) = sess.run(names, feed)
