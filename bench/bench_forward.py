@@ -1,42 +1,43 @@
-"""pytest-benchmark grid: `pytest bench/ --benchmark-only`. fastrnn and its peers on the same
-work; GFLOP/s (2*T*B*G*H*(I+H)) in extra_info. Not part of the test run."""
+"""pytest-benchmark version of the `fastrnn bench` grid: `pytest bench/ --benchmark-only`
+(`--bench-suite all` for every suite). Each benchmark group is one case at one thread count,
+fastrnn and every installed peer side by side; a peer whose output differs from fastrnn's
+fails. GFLOP/s (2*T*B*G*H*(I+H)) in extra_info. Not part of the test run."""
+import contextlib
+
 import numpy as np
 import pytest
 
-import fastrnn
-from fastrnn.bench.numpy_peer import NumpyRNN
-from fastrnn.bench.timing import lstm_gru_flops
+from fastrnn.bench import runner
+from fastrnn.bench.peers import FastrnnImpl, Unsupported, all_peers
 
-from conftest import SHAPES
-
-
-def _layer(cell, I, H):
-    return (fastrnn.LSTM if cell == "lstm" else fastrnn.GRU)(I, H, seed=0, init="torch")
+IMPLS = {impl.name: impl for impl in [FastrnnImpl(), *all_peers()]}
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("impl", ["fastrnn", "numpy", "torch"])
-def test_forward(benchmark, impl, cell, shape, threads, rng):
-    B, T, I, H = shape
-    layer = _layer(cell, I, H)
-    x = rng.normal(size=(B, T, I)).astype(np.float32)
-    if impl == "fastrnn":
-        fn = lambda: layer(x)  # noqa: E731
-    elif impl == "numpy":
-        threadpoolctl = pytest.importorskip("threadpoolctl")
-        ref = NumpyRNN(cell, layer.state_dict())
-        limits = threadpoolctl.threadpool_limits(threads)
-        fn = lambda: ref(x)  # noqa: E731
-    else:
-        from fastrnn.bench.demo import _torch_peer
-        pytest.importorskip("torch")
-        run, to_t = _torch_peer(cell, layer, threads)
-        xt = to_t(x)
-        fn = lambda: run(xt)  # noqa: E731
-    benchmark.extra_info.update(threads=threads, flops=lstm_gru_flops(cell, B, T, I, H))
-    benchmark.pedantic(fn, rounds=5, warmup_rounds=1)
-    benchmark.extra_info["gflops_median"] = \
-        benchmark.extra_info["flops"] / benchmark.stats.stats.median / 1e9
-    if impl == "numpy":
-        limits.restore_original_limits()
+@pytest.mark.parametrize("impl_name", list(IMPLS))
+def test_rnn(benchmark, impl_name, case, threads, dtype):
+    impl = IMPLS[impl_name]
+    note = impl.setup()
+    if note:
+        pytest.skip(note)
+    layer = runner.make_layer(case, dtype)
+    data = runner.make_data(case, dtype)
+    fastrnn_impl = IMPLS["fastrnn"]
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(fastrnn_impl.threads(threads))
+        stack.enter_context(impl.threads(threads))
+        try:
+            reference = fastrnn_impl.prepare(case, layer, data)[1]()
+            run, result = impl.prepare(case, layer, data)
+        except Unsupported as e:
+            pytest.skip(str(e))
+        err = runner.max_abs_error(reference, result())
+        assert err is not None and err <= runner.TOLERANCE[dtype], \
+            f"{impl_name} output differs from fastrnn by {err}"
+        flops = runner.case_flops(case, data.get("lengths"))
+        benchmark.group = f"{case.label} threads={threads}"
+        benchmark.extra_info.update(threads=threads, flops=flops, max_abs_err=err)
+        benchmark.pedantic(run, rounds=5, warmup_rounds=1)
+        per = case.T if case.kind == "step" else 1
+        benchmark.extra_info["gflops_median"] = flops * per / benchmark.stats.stats.median / 1e9
+        benchmark.extra_info["seconds_per_step" if per > 1 else "seconds"] = \
+            float(np.median(benchmark.stats.stats.data)) / per

@@ -1,24 +1,29 @@
-import numpy as np
+"""pytest-benchmark grid options: --bench-suite picks the grid (default quick-default),
+--bench-threads the thread counts (default 1 and all usable cores)."""
+import os
+
 import pytest
 
-import fastrnn
-
-SHAPES = [(1, 100, 64, 64), (8, 100, 128, 128), (64, 50, 512, 512)]
+from fastrnn.bench import suites
 
 
-@pytest.fixture(params=[1, 2], ids=lambda n: f"threads{n}")
-def threads(request):
-    before = fastrnn.get_num_threads()
-    fastrnn.set_num_threads(request.param)
-    try:
-        import torch
-        torch.set_num_threads(request.param)
-    except ImportError:
-        pass
-    yield request.param
-    fastrnn.set_num_threads(before)
+def pytest_addoption(parser):
+    parser.addoption("--bench-suite", default="quick-default", choices=suites.SUITE_CHOICES)
+    parser.addoption("--bench-threads", default=None, help="comma-separated, e.g. 1,2")
+
+
+def pytest_generate_tests(metafunc):
+    config = metafunc.config
+    if "case" in metafunc.fixturenames:
+        cases = suites.select(config.getoption("--bench-suite"))
+        metafunc.parametrize("case", cases, ids=[c.label.replace(" ", "-") for c in cases])
+    if "threads" in metafunc.fixturenames:
+        text = config.getoption("--bench-threads")
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        threads = ([int(t) for t in text.split(",")] if text else sorted({1, cores or 1}))
+        metafunc.parametrize("threads", threads, ids=[f"threads{n}" for n in threads])
 
 
 @pytest.fixture
-def rng():
-    return np.random.default_rng(0)
+def dtype():
+    return "float32"

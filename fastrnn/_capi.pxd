@@ -89,3 +89,4 @@ cdef extern from "fastrnn.h" nogil:
     int fr_isa_available(fr_isa isa)
     const char *fr_isa_name(fr_isa isa)
     int fr_openmp_enabled()
+    double fr_fma_peak_gflops(int num_threads, double seconds)

@@ -310,3 +310,18 @@ def eval_activation_f32(str name, x):
     else:
         raise ValueError(f"unknown activation {name!r}")
     return out
+
+
+def fma_peak_gflops(int num_threads, double seconds=0.2):
+    """The machine's FP32 fused multiply-add peak in GFLOP/s, measured now with `num_threads`
+    threads for about `seconds` seconds (register-only loop, widest ISA the CPU has)."""
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    if not 0.0 < seconds <= 60.0:
+        raise ValueError(f"seconds must be in (0, 60], got {seconds}")
+    cdef double gflops
+    with nogil:
+        gflops = fr_fma_peak_gflops(num_threads, seconds)
+    if not gflops > 0.0:
+        raise RuntimeError("the FMA peak loop returned an implausible result")
+    return gflops

@@ -1,1 +1,1 @@
-"""Benchmarking helpers: peers (numpy always, PyTorch when installed) and timing."""
+"""The benchmark suite (`fastrnn bench`): peers as optional imports, timing, limits."""

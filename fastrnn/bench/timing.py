@@ -4,18 +4,26 @@ import time
 import numpy as np
 
 
-def interleaved(funcs, *, repeats=7, warmup=1, min_time=0.0, cooldown=0.0):
+def interleaved(funcs, *, repeats=7, warmup=1, min_time=0.0, cooldown=0.0, budget=None,
+                min_repeats=3):
     """Time each callable `repeats` times, interleaving them round-robin after `warmup` calls
     each, so that machine noise hits all of them alike. Returns {name: array of seconds}.
 
-    cooldown: seconds to sleep (untimed) after each block. Thread pools of BLAS and OpenMP
-    runtimes busy-wait after a call (OpenBLAS for ~0.1 s); without a pause those spinning
-    threads steal the cores of whichever implementation runs next."""
+    cooldown: seconds to sleep (untimed) after each block, or {name: seconds} per callable.
+    Thread pools of BLAS and OpenMP runtimes busy-wait after a call (OpenBLAS for ~0.1 s);
+    without a pause those spinning threads steal the cores of whichever implementation runs
+    next.
+    budget: seconds after which no further round starts once `min_repeats` rounds are done
+    (bounds the run time on a slow or busy machine; fewer repeats then)."""
+    pause = cooldown if isinstance(cooldown, dict) else {name: cooldown for name in funcs}
+    start = time.perf_counter()
     for f in funcs.values():
         for _ in range(warmup):
             f()
     times = {name: [] for name in funcs}
-    for _ in range(repeats):
+    for rnd in range(repeats):
+        if budget is not None and rnd >= min_repeats and time.perf_counter() - start > budget:
+            break
         for name, f in funcs.items():
             n, t0 = 0, time.perf_counter()
             while True:  # loop tiny calls until min_time so the clock resolution does not matter
@@ -25,8 +33,8 @@ def interleaved(funcs, *, repeats=7, warmup=1, min_time=0.0, cooldown=0.0):
                 if dt >= min_time:
                     break
             times[name].append(dt / n)
-            if cooldown:
-                time.sleep(cooldown)
+            if pause.get(name):
+                time.sleep(pause[name])
     return {name: np.asarray(v) for name, v in times.items()}
 
 

@@ -390,3 +390,14 @@ int fr_layer_backward(const fr_layer_desc *d, const fr_weights *w, const fr_io *
     }
     return FR_OK;
 }
+
+/* ---- machine limit ---- */
+
+double fr_fma_peak_gflops(int num_threads, double seconds)
+{
+    if (num_threads < 1 || !(seconds > 0.0 && seconds <= 60.0)) return -1.0;
+#ifdef FR_HAVE_AVX2_BUILD
+    if (fr_isa_available(FR_ISA_AVX2)) return fr_fma_peak_gflops_avx2(num_threads, seconds);
+#endif
+    return fr_fma_peak_gflops_baseline(num_threads, seconds);
+}

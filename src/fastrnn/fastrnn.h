@@ -181,6 +181,14 @@ const char *fr_isa_name(fr_isa isa);
 /* 1 if the library was compiled with OpenMP. */
 int fr_openmp_enabled(void);
 
+/* The machine's FP32 arithmetic limit, measured now: num_threads threads (ignored without
+ * OpenMP) each run independent register-only fused multiply-add chains for about `seconds`
+ * seconds with the widest vector ISA the CPU supports (AVX2+FMA on x86-64 when available,
+ * whatever FASTRNN_ISA says). Returns GFLOP/s (one FMA = 2 flops) summed over the threads,
+ * or a negative value for invalid arguments (num_threads < 1, seconds <= 0 or > 60).
+ * Thread-safe; occupies the calling thread(s) for the whole duration. */
+double fr_fma_peak_gflops(int num_threads, double seconds);
+
 #ifdef __cplusplus
 }
 #endif

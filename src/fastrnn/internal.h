@@ -144,4 +144,10 @@ void fr_dir_backward_f32_avx2(const fr_dir_bwd_args *a);
 void fr_dir_backward_f64_avx2(const fr_dir_bwd_args *a);
 #endif
 
+/* FP32 FMA peak loops (peak_impl.inc, instantiated per ISA like the kernels). */
+double fr_fma_peak_gflops_baseline(int nthreads, double seconds);
+#ifdef FR_HAVE_AVX2_BUILD
+double fr_fma_peak_gflops_avx2(int nthreads, double seconds);
+#endif
+
 #endif /* FASTRNN_INTERNAL_H */

@@ -31,3 +31,4 @@
 #undef FR_NAME
 #undef FR_TANH
 #undef FR_SIGMOID
+#include "peak_impl.inc"

@@ -196,6 +196,15 @@ static void bad_input_cases(void)
     check(fr_workspace_size(&d, 1, 1, 1) == 0, "workspace size of bad desc is 0");
 }
 
+static void fma_peak_cases(void)
+{
+    double g = fr_fma_peak_gflops(1, 0.01);
+    /* any CPU this runs on does between 0.1 and 10000 GFLOP/s per thread */
+    check(g > 0.1 && g < 1e4, "fma peak plausible");
+    check(fr_fma_peak_gflops(0, 0.01) < 0, "fma peak rejects 0 threads");
+    check(fr_fma_peak_gflops(1, 0.0) < 0, "fma peak rejects 0 seconds");
+}
+
 int main(void)
 {
     static const int shapes[][4] = {{1, 1, 1, 1}, {1, 5, 3, 17}, {3, 4, 2, 16}, {7, 6, 5, 33},
@@ -216,6 +225,7 @@ int main(void)
                 }
     }
     bad_input_cases();
+    fma_peak_cases();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }

@@ -1,0 +1,464 @@
+"""Runs benchmark cases on fastrnn and its peers, and renders the results (table, JSON, plot).
+
+Conventions (also printed with every table):
+- FLOPs of a forward pass = 2*T*B*G*H*(I+H), G = 4 (LSTM) or 3 (GRU): the multiply-adds of the
+  input and recurrent matmuls counted twice; activations and element-wise work are not counted.
+  Ragged batches count the valid steps only (sum of lengths instead of B*T); training counts
+  3x the forward FLOPs (backward = two matmuls per forward matmul); a streaming step is T=1.
+- ratio vs a peer = peer time / fastrnn time (above 1: fastrnn is faster).
+- Limits: the FP32 FMA peak from a register-only C loop, and numpy's BLAS on a large square and
+  on the case's own GEMM shapes (same thread count). float64 limits are the FP32 peak / 2.
+- B=1 weight streaming = G*H*(I+H)*itemsize bytes per step / time per step.
+"""
+import contextlib
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+import fastrnn
+from fastrnn import _core
+from fastrnn.bench import limits
+from fastrnn.bench.peers import FastrnnImpl, Unsupported, all_peers
+from fastrnn.bench.timing import interleaved, lstm_gru_flops
+
+SCHEMA = "fastrnn-bench/1"
+FLOP_CONVENTION = ("FLOPs = 2*T*B*G*H*(I+H), G=4 LSTM, G=3 GRU (matmul multiply-adds x2; "
+                   "ragged batches: valid steps only; training: 3x forward; step: T=1)")
+TOLERANCE = {"float32": 1e-3, "float64": 1e-9}
+SQUARE_N = 1024
+COOLDOWN_S = {"numpy": 0.1, None: 0.02}   # pause after each timed block, at > 1 thread
+
+
+class Progress:
+    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+
+    def __init__(self, total, stream=None, width=30):
+        self.total, self.done, self.width = max(total, 1), 0, width
+        self.stream = sys.stderr if stream is None else stream
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.t0 = time.perf_counter()
+
+    def update(self, label):
+        frac = self.done / self.total
+        bar = "#" * int(frac * self.width) + "." * (self.width - int(frac * self.width))
+        line = (f"[{bar}] {self.done}/{self.total} {time.perf_counter() - self.t0:5.0f}s "
+                f"{label}")
+        if self.tty:
+            self.stream.write("\r\033[K" + line[:150])
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def advance(self, label=""):
+        self.done += 1
+        self.update(label)
+
+    def close(self):
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def case_flops(case, lengths=None):
+    if case.kind == "step":
+        return lstm_gru_flops(case.cell, case.B, 1, case.I, case.H)
+    steps_x_batch = int(np.sum(lengths)) if case.kind == "masked" else case.B * case.T
+    flops = lstm_gru_flops(case.cell, 1, steps_x_batch, case.I, case.H)
+    return 3 * flops if case.kind == "training" else flops
+
+
+def _weight_bytes(case, itemsize):
+    G = 4 if case.cell == "lstm" else 3
+    return G * case.H * (case.I + case.H) * itemsize
+
+
+def make_layer(case, dtype, seed=0):
+    cls = fastrnn.LSTM if case.cell == "lstm" else fastrnn.GRU
+    kw = {} if case.cell == "lstm" else {"reset_after": case.reset_after}
+    return cls(case.I, case.H, seed=seed, init="torch", dtype=dtype, **kw)
+
+
+def make_data(case, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    data = {"x": rng.standard_normal((case.B, case.T, case.I)).astype(dtype)}
+    if case.kind == "masked":
+        data["lengths"] = rng.integers(1, case.T + 1, size=case.B)
+    if case.kind == "training":
+        data["grad"] = rng.standard_normal((case.B, case.T, case.H)).astype(dtype)
+    return data
+
+
+def max_abs_error(ref, other):
+    """Largest |difference| over the outputs both sides produced; None if none in common."""
+    keys = [k for k in ref if k in other]
+    if not keys:
+        return None
+    return max(float(np.max(np.abs(np.asarray(ref[k], np.float64)
+                                   - np.asarray(other[k], np.float64)))) for k in keys)
+
+
+def _c_step_latency():
+    try:
+        from fastrnn.bench.c_latency import c_step_latency
+    except ImportError:
+        return None
+    return c_step_latency
+
+
+def _stats(seconds, per):
+    s = np.asarray(seconds) / per
+    return {"median_s": float(np.median(s)), "min_s": float(s.min()), "max_s": float(s.max())}
+
+
+def machine_info():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return {"cpu": cpu, "usable_cores": cores, "platform": platform.platform(),
+            "python": platform.python_version(), "numpy": np.__version__,
+            "fastrnn": fastrnn.__version__, "kernel_variant": _core.get_isa(),
+            "openmp": _core.openmp_enabled(), "compiler": _core.compiler()}
+
+
+def run_case(case, nthreads, impl_fastrnn, peers, *, dtype, repeats, min_time,
+             budget=None):
+    """Time one case at one thread count (threads already applied). Returns a result dict."""
+    layer = make_layer(case, dtype)
+    data = make_data(case, dtype)
+    flops = case_flops(case, data.get("lengths"))
+    per = case.T if case.kind == "step" else 1       # step: time per step
+    itemsize = np.dtype(dtype).itemsize
+    res = {**case.as_dict(), "label": case.label, "threads": nthreads, "dtype": dtype,
+           "flops": flops, "fastrnn": None, "peers": {}, "best_peer": None,
+           "vs_best_peer": None, "notes": []}
+    try:
+        run_f, result_f = impl_fastrnn.prepare(case, layer, data)
+    except Unsupported as e:
+        res["notes"].append(f"fastrnn: {e}")
+        return res
+    ref = result_f()
+    funcs = {"fastrnn": run_f}
+    if case.kind == "masked":   # same batch at full length: the proportionality check
+        x = data["x"]
+        funcs["fastrnn_full_length"] = lambda: layer(x)
+    tol = TOLERANCE[dtype]
+    for peer in peers:
+        entry = {"ok": False, "max_abs_err": None, "note": ""}
+        res["peers"][peer.name] = entry
+        try:
+            run_p, result_p = peer.prepare(case, layer, data)
+            err = max_abs_error(ref, result_p())
+        except Unsupported as e:
+            entry["note"] = f"skipped: {e}"
+            continue
+        except Exception as e:  # noqa: BLE001 - a peer's own failure must not end the run
+            msg = str(e).strip().splitlines()[-1] if str(e).strip() else ""
+            entry["note"] = f"skipped: {type(e).__name__}: {msg[:200]}"
+            continue
+        entry["max_abs_err"] = err
+        if err is None or not err <= tol:
+            entry["note"] = (f"FAILED: output differs from fastrnn by {err:.3g} > {tol:g}"
+                             if err is not None else "FAILED: no comparable output")
+            res["notes"].append(f"{peer.name}: {entry['note']}")
+            continue  # never time a different computation
+        entry["ok"] = True
+        funcs[peer.name] = run_p
+    # Pools of BLAS/OpenMP threads spin after a call; let them sleep before the next one runs.
+    # OpenBLAS (numpy) spins for ~0.1 s, the OpenMP and ONNX Runtime pools for far less.
+    pause = {name: (COOLDOWN_S.get(name, COOLDOWN_S[None]) if nthreads > 1 else 0.0)
+             for name in funcs}
+    t_case = time.perf_counter()
+    times = interleaved(funcs, repeats=repeats, warmup=1, min_time=min_time, cooldown=pause,
+                        budget=budget)
+    res["repeats_done"] = len(times["fastrnn"])
+    f = _stats(times["fastrnn"], per)
+    f["gflops"] = flops / f["median_s"] / 1e9
+    res["fastrnn"] = f
+    if case.kind == "masked":
+        full = _stats(times["fastrnn_full_length"], per)
+        res["fastrnn_full_length"] = full
+        res["masked_over_full"] = f["median_s"] / full["median_s"]
+        res["mean_length_over_T"] = float(np.mean(data["lengths"]) / case.T)
+    best = None
+    for name, entry in res["peers"].items():
+        if entry["ok"]:
+            entry.update(_stats(times[name], per))
+            entry["gflops"] = flops / entry["median_s"] / 1e9
+            entry["ratio"] = entry["median_s"] / f["median_s"]
+            if best is None or entry["median_s"] < res["peers"][best]["median_s"]:
+                best = name
+    res["best_peer"] = best
+    res["vs_best_peer"] = res["peers"][best]["ratio"] if best else None
+    if case.kind != "step":
+        with limits.blas_threads(nthreads):
+            g = limits.rnn_gemm_gflops(case, dtype)
+        res["gemm_own_shapes_gflops"] = g
+        res["fraction_gemm_own_shapes"] = f["gflops"] / g
+    if case.B == 1 and case.kind in ("forward", "step"):
+        seconds_per_step = f["median_s"] / (1 if case.kind == "step" else case.T)
+        res["weight_gbytes_per_s"] = _weight_bytes(case, itemsize) / seconds_per_step / 1e9
+    res["timing_wall_s"] = time.perf_counter() - t_case
+    if case.kind == "step":
+        c_lat = _c_step_latency()
+        if c_lat is None:
+            res["notes"].append("C-timed step latency not available in this build")
+        else:
+            res["c_step_latency"] = {k: float(v) for k, v in c_lat(layer).items()}
+    return res
+
+
+def _add_thread_speedups(results):
+    """fastrnn time at 1 thread / time at n threads, for every case also run at 1 thread."""
+    one = {r["case_index"]: r["fastrnn"]["median_s"] for r in results
+           if r["threads"] == 1 and r["fastrnn"]}
+    for r in results:
+        if r["threads"] != 1 and r["fastrnn"] and r["case_index"] in one:
+            r["speedup_vs_1_thread"] = one[r["case_index"]] / r["fastrnn"]["median_s"]
+
+
+def summarize(results):
+    """Per suite and thread count: geometric mean and minimum of the ratio vs the best peer."""
+    groups = {}
+    for r in results:
+        if r.get("vs_best_peer"):
+            groups.setdefault((r["suite"], r["threads"]), []).append(r)
+    out = []
+    for (suite, nt), rows in groups.items():
+        ratios = np.array([r["vs_best_peer"] for r in rows])
+        worst = rows[int(np.argmin(ratios))]
+        out.append({"suite": suite, "threads": nt, "cases": len(rows),
+                    "geomean_vs_best_peer": float(np.exp(np.mean(np.log(ratios)))),
+                    "min_vs_best_peer": float(ratios.min()), "min_case": worst["label"]})
+    return out
+
+
+def measure_limits(nthreads, dtype, square_n=SQUARE_N, before=None):
+    """The limits at one thread count; with `before` (an earlier measurement), the better of
+    both: a limit is what the machine can do, and a busy moment only hides it."""
+    with limits.blas_threads(nthreads):
+        lim = {"fma_peak_gflops": limits.fma_peak_gflops(nthreads),
+               "gemm_square_n": square_n,
+               "gemm_square_gflops": limits.gemm_gflops(square_n, square_n, square_n, dtype)}
+    if before:
+        for k in ("fma_peak_gflops", "gemm_square_gflops"):
+            lim[k] = max(lim[k], before[k])
+    return lim
+
+
+def _apply_limits(res, limit, dtype):
+    if res["fastrnn"] is None:
+        return
+    gflops = res["fastrnn"]["gflops"]
+    peak = limit["fma_peak_gflops"] / (2 if dtype == "float64" else 1)
+    res["fraction_fma_peak"] = gflops / peak
+    res["fraction_gemm_square"] = gflops / limit["gemm_square_gflops"]
+
+
+def run_benchmark(cases, threads, *, dtype="float32", repeats=7, min_time=0.02, peers=None,
+                  progress=True, square_n=SQUARE_N, budget=None, settings=None):
+    """Run every case at every thread count. Returns the JSON-ready result document.
+    budget: seconds per case after which no new round of repeats starts (at least 3 run)."""
+    dtype = np.dtype(dtype).name
+    if dtype not in TOLERANCE:
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    peers = all_peers() if peers is None else peers
+    available, peer_info, notes = [], {}, []
+    for p in peers:
+        note = p.setup()
+        peer_info[p.name] = {"available": note is None, "version": getattr(p, "version", None),
+                             "note": note}
+        if note is None:
+            available.append(p)
+        else:
+            notes.append(f"{p.name} skipped: {note}")
+    bar = Progress(len(cases) * len(threads)) if progress else None
+    impl = FastrnnImpl()
+    results, lims = [], {}
+    t0 = time.perf_counter()
+    for nt in threads:
+        with contextlib.ExitStack() as stack:
+            for p in [impl, *available]:
+                stack.enter_context(p.threads(nt))
+            if bar:
+                bar.update(f"measuring the machine limit, {nt} thread(s)")
+            lims[str(nt)] = measure_limits(nt, dtype, square_n)
+            for index, case in enumerate(cases):
+                if bar:
+                    bar.update(f"{case.label} threads={nt}")
+                results.append(run_case(case, nt, impl, available, dtype=dtype,
+                                        repeats=repeats, min_time=min_time, budget=budget))
+                results[-1]["case_index"] = index
+            lims[str(nt)] = measure_limits(nt, dtype, square_n, before=lims[str(nt)])
+            for r in results:
+                if r["threads"] == nt:
+                    _apply_limits(r, lims[str(nt)], dtype)
+                if bar:
+                    bar.advance(f"{case.label} threads={nt}")
+    if bar:
+        bar.close()
+    _add_thread_speedups(results)
+    failures = [f"{r['label']} threads={r['threads']}: {n}" for r in results for n in r["notes"]
+                if "FAILED" in n]
+    return {"schema": SCHEMA,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine_info(), "settings": {"dtype": dtype, "repeats": repeats,
+                                                    "threads": list(threads),
+                                                    "min_time_s": min_time,
+                                                    "budget_s_per_case": budget,
+                                                    **(settings or {})},
+            "flop_convention": FLOP_CONVENTION, "limits": lims, "peers": peer_info,
+            "notes": notes, "failures": failures, "results": results,
+            "summary": summarize(results),
+            "elapsed_s": time.perf_counter() - t0}
+
+
+# ---- rendering ----
+
+def _fmt_time(s):
+    if s is None:
+        return "-"
+    if s < 1e-3:
+        return f"{s * 1e6:.3g} us"
+    if s < 1:
+        return f"{s * 1e3:.3g} ms"
+    return f"{s:.3g} s"
+
+
+def _peer_cell(entry):
+    if entry["ok"]:
+        return f"{entry['ratio']:.2f}x ({entry['max_abs_err']:.0e})"
+    return "FAIL" if entry["note"].startswith("FAILED") else "-"
+
+
+def format_table(doc):
+    peer_names = [n for n, info in doc["peers"].items() if info["available"]]
+    out = []
+    m = doc["machine"]
+    out.append(f"fastrnn {m['fastrnn']} bench: {doc['settings']['dtype']}, batch-first, "
+               f"median [min, max] of {doc['settings']['repeats']} interleaved repeats (at "
+               f"least 3 where a case hit its time budget); "
+               f"{m['cpu']}, {m['usable_cores']} cores, kernels {m['kernel_variant']}")
+    out.append(f"{doc['flop_convention']}.")
+    for nt, lim in doc["limits"].items():
+        out.append(f"Limit at {nt} thread(s): FP32 FMA peak {lim['fma_peak_gflops']:.1f} GFLOP/s; "
+                   f"numpy GEMM {lim['gemm_square_n']}^3 {lim['gemm_square_gflops']:.1f} GFLOP/s.")
+    out.append("thr (n.nnx): fastrnn's speedup over its own 1-thread time. "
+               "Peer columns: peer time / fastrnn time (above 1: fastrnn faster) and (max abs "
+               "error vs fastrnn); %peak / %GEMM: fastrnn GFLOP/s over the FMA peak / over BLAS "
+               "on the case's own GEMM shapes; GB/s: weights streamed (B=1); step rows: per "
+               "step.")
+    for note in doc["notes"]:
+        out.append(f"Note: {note}")
+    cols = (["case", "thr", "fastrnn time", "GFLOP/s", "%peak", "%GEMM", "GB/s"]
+            + peer_names + ["vs best"])
+    suite = None
+    for r in sorted(doc["results"], key=lambda r: (r["case_index"], r["threads"])):
+        if r["suite"] != suite:
+            suite = r["suite"]
+            out.append("")
+            out.append(f"### {suite}")
+            out.append("")
+            for note in sorted({c["note"] for c in doc["results"]
+                                if c["suite"] == suite and c["note"]}):
+                out.append(f"{note}.")
+                out.append("")
+            out.append("| " + " | ".join(cols) + " |")
+            out.append("|" + "---|" * len(cols))
+        f = r["fastrnn"]
+        if f is None:
+            out.append(f"| {r['label']} | {r['threads']} | " + "; ".join(r["notes"]) + " |"
+                       + " |" * (len(cols) - 3))
+            continue
+        extra = ""
+        if "masked_over_full" in r:
+            extra = f" (ragged/full {r['masked_over_full']:.2f})"
+        if "c_step_latency" in r:
+            extra = f" (C: {r['c_step_latency'].get('ns_per_step_median', float('nan')):.0f} ns)"
+        thr = str(r["threads"])
+        if "speedup_vs_1_thread" in r:
+            thr += f" ({r['speedup_vs_1_thread']:.2f}x)"
+        row = [r["label"], thr,
+               f"{_fmt_time(f['median_s'])} [{_fmt_time(f['min_s'])}, "
+               f"{_fmt_time(f['max_s'])}]{extra}",
+               f"{f['gflops']:.1f}", f"{100 * r['fraction_fma_peak']:.0f}%",
+               f"{100 * r['fraction_gemm_own_shapes']:.0f}%" if "fraction_gemm_own_shapes" in r
+               else "-",
+               f"{r['weight_gbytes_per_s']:.1f}" if "weight_gbytes_per_s" in r else "-"]
+        row += [_peer_cell(r["peers"][n]) if n in r["peers"] else "-" for n in peer_names]
+        row.append(f"{r['vs_best_peer']:.2f}x {r['best_peer']}" if r["best_peer"] else "-")
+        out.append("| " + " | ".join(row) + " |")
+    if doc.get("summary"):
+        out.append("")
+        out.append("### summary: fastrnn vs the best peer (ratio of medians)")
+        out.append("")
+        out.append("| suite | threads | cases | geometric mean | min (case) |")
+        out.append("|---|---|---|---|---|")
+        for g in doc["summary"]:
+            out.append(f"| {g['suite']} | {g['threads']} | {g['cases']} | "
+                       f"{g['geomean_vs_best_peer']:.2f}x | {g['min_vs_best_peer']:.2f}x "
+                       f"({g['min_case']}) |")
+    skips = sorted({f"{name}: {e['note'][len('skipped: '):]}" for r in doc["results"]
+                    for name, e in r["peers"].items() if e["note"].startswith("skipped")}
+                   | {n for r in doc["results"] for n in r["notes"] if "FAILED" not in n})
+    if skips:
+        out.append("")
+        out.extend(f"- {s}" for s in skips)
+    if doc["failures"]:
+        out.append("")
+        out.append("FAILURES (peer output differs from fastrnn; not timed):")
+        out.extend(f"- {s}" for s in doc["failures"])
+    return "\n".join(out)
+
+
+def write_json(doc, path):
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+
+
+def write_plot(doc, path):
+    """Two panels: fastrnn's ratio vs the best peer per case, and GFLOP/s vs the limits."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise ImportError("--plot needs matplotlib: pip install fastrnn[plot]") from e
+    rows = [r for r in sorted(doc["results"], key=lambda r: (r["case_index"], r["threads"]))
+            if r["fastrnn"] is not None]
+    labels = [f"{r['label']} t{r['threads']}" for r in rows]
+    y = np.arange(len(rows))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 0.3 * len(rows) + 2), sharey=True)
+    ratios = [r["vs_best_peer"] or np.nan for r in rows]
+    ax1.barh(y, ratios, color=["tab:green" if (v or 0) >= 1 else "tab:red" for v in ratios])
+    ax1.axvline(1.0, color="k", lw=0.8)
+    ax1.set_xscale("log")
+    ax1.set_xlabel("best peer time / fastrnn time")
+    ax1.set_yticks(y, labels, fontsize=7)
+    ax1.invert_yaxis()
+    ax2.barh(y, [r["fastrnn"]["gflops"] for r in rows], color="tab:blue", label="fastrnn")
+    peaks = [doc["limits"][str(r["threads"])]["fma_peak_gflops"] for r in rows]
+    ax2.scatter(peaks, y, marker="|", color="k", s=80, label="FMA peak")
+    ax2.scatter([r.get("gemm_own_shapes_gflops", np.nan) for r in rows], y, marker="x",
+                color="tab:orange", label="BLAS on own GEMM shapes")
+    ax2.set_xlabel("GFLOP/s")
+    ax2.legend(fontsize=7)
+    fig.suptitle(f"fastrnn bench ({doc['machine']['cpu']}, {doc['settings']['dtype']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

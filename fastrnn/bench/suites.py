@@ -1,0 +1,95 @@
+"""The benchmark grids. A case is one computation timed on every implementation."""
+from dataclasses import asdict, dataclass
+
+KINDS = ("forward", "step", "masked", "training")
+
+
+@dataclass(frozen=True)
+class Case:
+    suite: str
+    kind: str          # forward | step (streaming, one call per step) | masked | training
+    cell: str          # lstm | gru
+    B: int
+    T: int             # sequence length; for "step" the number of steps per timed call
+    I: int
+    H: int
+    reset_after: bool = True
+    quick: bool = False  # part of the quick subset
+    note: str = ""
+
+    @property
+    def label(self):
+        variant = "" if self.cell == "lstm" or self.reset_after else "(rb)"
+        return f"{self.cell}{variant} {self.kind} B={self.B} T={self.T} I={self.I} H={self.H}"
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def _embedded():
+    quick = {("lstm", "forward", 64, 64), ("gru", "forward", 1, 32),
+             ("lstm", "step", 64, 64), ("gru", "step", 1, 16)}
+    cases = []
+    # H=8 as well: the streaming latency targets start there.
+    for kind, T in (("forward", 100), ("step", 50)):
+        for cell in ("lstm", "gru"):
+            for H in (8, 16, 32, 64, 128, 256):
+                for I in (1, H):
+                    cases.append(Case("embedded", kind, cell, 1, T, I, H,
+                                      quick=(cell, kind, I, H) in quick))
+        for H in (16, 64, 256):   # the reset-before GRU variant (Keras reset_after=False, TF1)
+            cases.append(Case("embedded", kind, "gru", 1, T, H, H, reset_after=False))
+    return cases
+
+
+def _server():
+    # DeepBench inference (LSTM H 256..1024, B 1..4, T 25..150; GRU H 512/1024 with T 1500 and
+    # 375), the GRU sequences scaled down to T=150 so that one call stays well under a second.
+    cases = []
+    for H, T in ((256, 150), (512, 25), (1024, 25)):
+        for B in (1, 2, 4):
+            cases.append(Case("server", "forward", "lstm", B, T, H, H,
+                              quick=(H, B) == (256, 1)))
+    for H in (512, 1024):
+        for B in (1, 2, 4):
+            cases.append(Case("server", "forward", "gru", B, 150, H, H,
+                              quick=(H, B) == (512, 2), note="DeepBench T=1500/375 scaled to 150"))
+    return cases
+
+
+def _batch():
+    variants = (("lstm", True), ("gru", True), ("gru", False))
+    return [Case("batch", "forward", cell, B, 50, H, H, reset_after=ra,
+                 quick=(cell, ra, B, H) in (("lstm", True, 32, 256), ("gru", True, 8, 128),
+                                            ("gru", False, 32, 256)))
+            for cell, ra in variants for B in (8, 32, 64) for H in (128, 256, 512)]
+
+
+def _training():
+    return [Case("training", "training", cell, B, T, H, H,
+                 quick=(cell, B) == ("lstm", 16))
+            for cell in ("lstm", "gru") for B, T, H in ((16, 50, 128), (32, 50, 256),
+                                                        (64, 25, 512))]
+
+
+def _masked():
+    return [Case("masked", "masked", cell, 32, 100, H, H, quick=(cell, H) == ("lstm", 128),
+                 note="lengths uniform in 1..T (mean ~T/2)")
+            for cell in ("lstm", "gru") for H in (128, 256)]
+
+
+SUITES = {"embedded": _embedded, "server": _server, "batch": _batch, "training": _training,
+          "masked": _masked}
+SUITE_CHOICES = ("quick-default", *SUITES, "all")
+
+
+def select(suite, quick=False):
+    """Cases of a suite name. "quick-default" is the quick subset of every suite; `quick` keeps
+    only the quick subset of the named suites."""
+    if suite not in SUITE_CHOICES:
+        raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(SUITE_CHOICES)}")
+    names = list(SUITES) if suite in ("all", "quick-default") else [suite]
+    cases = [c for n in names for c in SUITES[n]()]
+    if quick or suite == "quick-default":
+        cases = [c for c in cases if c.quick]
+    return cases
