@@ -15,7 +15,7 @@ cnp.import_array()
 
 __all__ = ["LayerEngine", "gate_stride", "recommended_ld", "workspace_size", "get_isa",
            "set_isa", "available_isas", "openmp_enabled", "openmp_max_threads", "openmp_version",
-           "compiler", "c_version"]
+           "compiler", "c_version", "StreamModel", "frnn_validate"]
 
 cdef extern from *:
     """
@@ -213,3 +213,116 @@ def eval_activation_f32(str name, x):
     else:
         raise ValueError(f"unknown activation {name!r}")
     return out
+
+
+# ---- Models and streaming ----
+
+def frnn_validate(data):
+    """Run the C .frnn loader on a bytes-like image: (status, message); status 0 = loads."""
+    cdef const unsigned char[::1] buf = memoryview(data).cast("B")
+    cdef fr_model *model = NULL
+    cdef char err[256]
+    cdef int rc
+    err[0] = 0
+    cdef size_t n = buf.shape[0]
+    # An empty image still needs a valid pointer; the loader reads nothing past n.
+    cdef const unsigned char *p = &buf[0] if n > 0 else <const unsigned char *>b""
+    with nogil:
+        rc = fr_model_load_buffer(p, n, &model, err, sizeof(err))
+        fr_model_free(model)
+    return rc, err.decode("utf-8", "replace")
+
+
+cdef class StreamModel:
+    """A stacked unidirectional layer seen by the C streaming API (fr_model + one fr_state).
+
+    The model borrows the engines' weight arrays (no copy; the engines are kept alive), so
+    weight edits through `Layer.gate(...)` views are seen by the next step. One instance
+    serves one thread: the state is advanced in place.
+    """
+    cdef fr_model *model
+    cdef fr_state *state
+    cdef readonly int batch, input_size, hidden_size, num_layers
+    cdef int typenum
+    cdef object engines
+
+    def __cinit__(self):
+        self.model = NULL
+        self.state = NULL
+
+    def __init__(self, list engines, int batch):
+        cdef LayerEngine eng
+        cdef fr_weights w[64]
+        cdef int rc, k, L = len(engines)
+        if L < 1 or L > 64:
+            raise ValueError("streaming models have 1 to 64 layers")
+        for k in range(L):
+            eng = engines[k]
+            if eng.desc.num_directions != 1 or eng.desc.reverse:
+                raise ValueError("streaming needs a unidirectional, forward layer")
+            w[k] = eng.w[0]
+        eng = engines[0]
+        rc = fr_model_create(&eng.desc, L, w, &self.model)
+        if rc != FR_OK:
+            raise ValueError(f"fastrnn core rejected the model: {fr_strerror(rc).decode()}")
+        rc = fr_state_create(self.model, batch, &self.state)
+        if rc != FR_OK:
+            raise ValueError(f"cannot create a streaming state: {fr_strerror(rc).decode()}")
+        self.engines = engines
+        self.batch = batch
+        self.input_size = eng.desc.input_size
+        self.hidden_size = eng.desc.hidden_size
+        self.num_layers = L
+        self.typenum = eng.typenum
+
+    def __dealloc__(self):
+        fr_state_free(self.state)
+        fr_model_free(self.model)
+
+    def reset(self):
+        fr_state_reset(self.state)
+
+    def step(self, cnp.ndarray x, cnp.ndarray y, object h0, object c0, object h_n, object c_n):
+        """One step: x (B, I) -> y (B, H). h0 / c0 (L, B, H): state to start from (None: the
+        state kept from the previous step); h_n / c_n (L, B, H) or None: state out."""
+        cdef Py_ssize_t B = self.batch, ns = self.num_layers * self.batch * self.hidden_size
+        cdef const void *px = _data(x, self.typenum, B * self.input_size, "x")
+        cdef void *py = _data(y, self.typenum, B * self.hidden_size, "y")
+        cdef const void *ph0 = NULL
+        cdef const void *pc0 = NULL
+        cdef void *phn = NULL
+        cdef void *pcn = NULL
+        cdef bint set_state = h0 is not None or c0 is not None
+        if h0 is not None:
+            ph0 = _data(h0, self.typenum, ns, "h0")
+        if c0 is not None:
+            pc0 = _data(c0, self.typenum, ns, "c0")
+        if h_n is not None:
+            phn = _data(h_n, self.typenum, ns, "h_n")
+        if c_n is not None:
+            pcn = _data(c_n, self.typenum, ns, "c_n")
+        cdef int rc
+        with nogil:
+            if set_state:
+                fr_state_set(self.state, ph0, pc0)
+            rc = fr_step(self.model, self.state, px, py)
+            if phn != NULL or pcn != NULL:
+                fr_state_get(self.state, phn, pcn)
+        if rc != FR_OK:
+            raise RuntimeError(f"fastrnn core rejected the step: {fr_strerror(rc).decode()}")
+
+    def time_steps(self, cnp.ndarray x, int steps, int repeats):
+        """Nanoseconds per fr_step, timed in C: one value per repeat of `steps` steps."""
+        if steps < 1 or repeats < 1:
+            raise ValueError("steps and repeats must be >= 1")
+        cdef const void *px = _data(x, self.typenum, self.batch * self.input_size, "x")
+        y = np.empty((self.batch, self.hidden_size), x.dtype)
+        cdef void *py = cnp.PyArray_DATA(y)
+        out = np.empty(repeats, np.float64)
+        cdef double *pout = <double *>cnp.PyArray_DATA(out)
+        cdef int rc
+        with nogil:
+            rc = fr_time_steps(self.model, self.state, px, py, steps, repeats, pout)
+        if rc != FR_OK:
+            raise RuntimeError(f"fastrnn core rejected the timing call: {fr_strerror(rc).decode()}")
+        return out
