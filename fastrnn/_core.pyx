@@ -244,6 +244,7 @@ cdef class StreamModel:
     cdef fr_state *state
     cdef readonly int batch, input_size, hidden_size, num_layers
     cdef int typenum
+    cdef bint is_lstm, release_gil
     cdef object engines
 
     def __cinit__(self):
@@ -274,6 +275,12 @@ cdef class StreamModel:
         self.hidden_size = eng.desc.hidden_size
         self.num_layers = L
         self.typenum = eng.typenum
+        self.is_lstm = eng.desc.cell == FR_LSTM
+        cdef Py_ssize_t weights = 0
+        for k in range(L):
+            eng = engines[k]
+            weights += eng.G * eng.desc.hidden_size * (eng.desc.input_size + eng.desc.hidden_size)
+        self.release_gil = weights * (4 if self.typenum == cnp.NPY_FLOAT32 else 8) >= 65536
 
     def __dealloc__(self):
         fr_state_free(self.state)
@@ -326,3 +333,95 @@ cdef class StreamModel:
         if rc != FR_OK:
             raise RuntimeError(f"fastrnn core rejected the timing call: {fr_strerror(rc).decode()}")
         return out
+
+    def step_arrays(self, cnp.ndarray x, object h0, object c0):
+        """Layer.step's path: start from (h0, c0) (each (L, B, H) or None = zeros), one step,
+        return (y (B, H), h_n (L, B, H), c_n (L, B, H) or None) in new arrays."""
+        cdef Py_ssize_t ns = self.num_layers * self.batch * self.hidden_size
+        cdef const void *px = _data(x, self.typenum, self.batch * self.input_size, "x")
+        cdef const void *ph0 = NULL
+        cdef const void *pc0 = NULL
+        if h0 is not None:
+            ph0 = _data(h0, self.typenum, ns, "h0")
+        if c0 is not None:
+            pc0 = _data(c0, self.typenum, ns, "c0")
+        return self._run(px, ph0, pc0)
+
+    cdef inline bint _exact(self, object a, int ndim, Py_ssize_t d0, Py_ssize_t d1,
+                            Py_ssize_t d2):
+        """a is an ndarray of the model's dtype, C-contiguous, of shape (d0, d1[, d2])."""
+        if not cnp.PyArray_Check(a):
+            return False
+        cdef cnp.ndarray arr = <cnp.ndarray>a
+        if (cnp.PyArray_TYPE(arr) != self.typenum or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+                or cnp.PyArray_NDIM(arr) != ndim):
+            return False
+        cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(arr)
+        return dims[0] == d0 and dims[1] == d1 and (ndim == 2 or dims[2] == d2)
+
+    def step_if_exact(self, object x, object state):
+        """Layer.step's fast path: when x (B, I) and the state ((h, c) for LSTM, h or (h,) for
+        GRU, each (L, B, H)) are already contiguous arrays of the model's dtype, run the step
+        and return (y, h_n, c_n); otherwise return None (the caller validates and converts)."""
+        cdef Py_ssize_t L = self.num_layers, B = self.batch, H = self.hidden_size
+        if not self._exact(x, 2, B, self.input_size, 0):
+            return None
+        cdef object h0 = None, c0 = None
+        if state is not None:
+            if self.is_lstm:
+                if type(state) is not tuple or len(<tuple>state) != 2:
+                    return None
+                h0 = (<tuple>state)[0]
+                c0 = (<tuple>state)[1]
+                if not self._exact(c0, 3, L, B, H):
+                    return None
+            elif type(state) is tuple:
+                if len(<tuple>state) != 1:
+                    return None
+                h0 = (<tuple>state)[0]
+            else:
+                h0 = state
+            if not self._exact(h0, 3, L, B, H):
+                return None
+        return self._run(cnp.PyArray_DATA(<cnp.ndarray>x),
+                         cnp.PyArray_DATA(<cnp.ndarray>h0) if h0 is not None else NULL,
+                         cnp.PyArray_DATA(<cnp.ndarray>c0) if c0 is not None else NULL)
+
+    cdef object _run(self, const void *px, const void *ph0, const void *pc0):
+        cdef cnp.npy_intp ydims[2]
+        cdef cnp.npy_intp sdims[3]
+        ydims[0] = self.batch
+        ydims[1] = self.hidden_size
+        sdims[0] = self.num_layers
+        sdims[1] = self.batch
+        sdims[2] = self.hidden_size
+        y = cnp.PyArray_EMPTY(2, ydims, self.typenum, 0)
+        h_n = cnp.PyArray_EMPTY(3, sdims, self.typenum, 0)
+        c_n = cnp.PyArray_EMPTY(3, sdims, self.typenum, 0) if self.is_lstm else None
+        cdef void *py = cnp.PyArray_DATA(<cnp.ndarray>y)
+        cdef void *phn = cnp.PyArray_DATA(<cnp.ndarray>h_n)
+        cdef void *pcn = cnp.PyArray_DATA(<cnp.ndarray>c_n) if c_n is not None else NULL
+        cdef int rc
+        # Tiny steps run with the GIL held: releasing and re-taking it would cost more than
+        # the step itself. Larger ones (>= 64 KiB of weights) let other threads run.
+        if self.release_gil:
+            with nogil:
+                rc = _stream_step(self.model, self.state, px, py, ph0, pc0, phn, pcn)
+        else:
+            rc = _stream_step(self.model, self.state, px, py, ph0, pc0, phn, pcn)
+        if rc != FR_OK:
+            raise RuntimeError(f"fastrnn core rejected the step: {fr_strerror(rc).decode()}")
+        return y, h_n, c_n
+
+
+cdef inline int _stream_step(fr_model *model, fr_state *state, const void *px, void *py,
+                             const void *ph0, const void *pc0, void *phn,
+                             void *pcn) noexcept nogil:
+    """Set the state (zeros when neither h0 nor c0), step, read the new state."""
+    if ph0 == NULL and pc0 == NULL:
+        fr_state_reset(state)
+    else:
+        fr_state_set(state, ph0, pc0)
+    cdef int rc = fr_step(model, state, px, py)
+    fr_state_get(state, phn, pcn)
+    return rc
