@@ -43,7 +43,7 @@ def clib(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("clib")
     src = tmp / "src"
     shutil.copytree(os.path.join(ROOT, "src"), src, ignore=shutil.ignore_patterns("build"))
-    proc = _run(["make", "-C", str(src), "-j2", "all", "build/frnn_fuzz"])
+    proc = _run(["make", "-C", str(src), "-j2", "all", "build/frnn_fuzz", "build/test_stream"])
     assert proc.returncode == 0
     lib = src / "build" / "libfastrnn.a"
     assert lib.exists() and (src / "build" / "libfastrnn.so").exists()
@@ -57,6 +57,8 @@ def clib(tmp_path_factory):
         assert proc.returncode == 0, name
         progs[name] = str(exe)
     progs["fuzz"] = str(src / "build" / "frnn_fuzz")
+    progs["test_stream"] = str(src / "build" / "test_stream")
+    progs["src"] = str(src)  # test_stream writes build/test_stream.frnn relative to it
     progs["tmp"] = tmp
     return progs
 
@@ -302,7 +304,8 @@ def test_c_fuzz_on_python_written_file(clib, tmp_path):
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind not installed")
 def test_valgrind_clean(clib, tmp_path):
     """memcheck: no invalid access, no definite leak, in the fuzzer (every truncated and
-    corrupted image is an exact-size heap copy), the example and the sequence driver."""
+    corrupted image is an exact-size heap copy), the C streaming tests, the example and the
+    sequence driver."""
     layer = _layer("gru_after", num_layers=2, I=2, H=5)
     save_frnn(layer, tmp_path / "m.frnn")
     vg = ["valgrind", "-q", "--error-exitcode=99", "--leak-check=full",
@@ -310,6 +313,7 @@ def test_valgrind_clean(clib, tmp_path):
     x = np.ones((3, 2, 2), np.float32)
     runs = [
         [clib["fuzz"], str(tmp_path / "m.frnn")],
+        [clib["test_stream"], "quick"],
         [clib["stream"], str(tmp_path / "m.frnn"), _write(tmp_path / "x", x[0]),
          str(tmp_path / "y")],
         [clib["driver"], str(tmp_path / "m.frnn"), "3", "2", _write(tmp_path / "xs", x),
@@ -317,5 +321,111 @@ def test_valgrind_clean(clib, tmp_path):
          str(tmp_path / "o")],
     ]
     for cmd in runs:
-        proc = _run(vg + cmd, timeout=600)
+        proc = _run(vg + cmd, timeout=600, cwd=clib["src"])
         assert proc.returncode == 0, cmd[0]
+
+
+# ---- layer.step() on the C streaming path, and the latency hook ----
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cell", ["lstm", "gru_after", "gru_before"])
+@pytest.mark.parametrize("num_layers,B", [(1, 1), (3, 2)])
+def test_step_bitwise_equals_forward(cell, dtype, num_layers, B, isa):
+    layer = _layer(cell, dtype, num_layers=num_layers, I=4, H=19)
+    rng = np.random.default_rng(7)
+    T = 9
+    x = rng.normal(size=(B, T, 4)).astype(dtype)
+    L, H = num_layers, 19
+    h0 = (0.5 * rng.normal(size=(L, B, H))).astype(dtype)
+    c0 = (0.5 * rng.normal(size=(L, B, H))).astype(dtype)
+    s0 = (h0, c0) if cell == "lstm" else h0
+    y_ref, s_ref = layer(x, initial_state=s0)
+    for fast in (True, False):
+        state, ys = s0, []
+        for t in range(T):
+            # exact contiguous arrays take the fast path; a strided float64 view of a float32
+            # layer's input (or vice versa) takes the validating path
+            xt = np.ascontiguousarray(x[:, t]) if fast else \
+                x[:, t].astype(np.float64 if dtype == "float32" else np.float32)[:, ::1]
+            y, state = layer.step(xt, state)
+            ys.append(y)
+        if fast:
+            np.testing.assert_array_equal(np.stack(ys, axis=1), y_ref)
+        else:  # the input was rounded through the other dtype: close, not bitwise
+            np.testing.assert_allclose(np.stack(ys, axis=1), y_ref, atol=1e-5, rtol=0)
+        if cell == "lstm" and fast:
+            np.testing.assert_array_equal(state[0], s_ref[0])
+            np.testing.assert_array_equal(state[1], s_ref[1])
+        elif fast:
+            np.testing.assert_array_equal(state, s_ref)
+
+
+def test_step_semantics_on_the_fast_path():
+    gru = _layer("gru_after", I=3, H=5)
+    x = np.ones((2, 3), np.float32)
+    y0, h = gru.step(x)                      # no state: zeros
+    y1, _ = gru.step(x, None)
+    np.testing.assert_array_equal(y0, y1)
+    ya, _ = gru.step(x, h)                   # h and (h,) are the same state
+    yb, _ = gru.step(x, (h,))
+    np.testing.assert_array_equal(ya, yb)
+    h_before = h.copy()
+    _, h2 = gru.step(x, h)
+    np.testing.assert_array_equal(h, h_before)  # inputs are never written
+    assert h2 is not h and not np.shares_memory(h2, h)
+    with pytest.raises(ValueError, match="features"):
+        gru.step(np.ones((2, 4), np.float32), h)
+    with pytest.raises(ValueError, match="shape"):
+        gru.step(x, np.zeros((1, 3, 5), np.float32))
+    # Weight edits through gate() views are seen by the next step (no stale copy).
+    gru.gate("candidate").kernel[...] += 1.0
+    yc, _ = gru.step(x, h)
+    np.testing.assert_array_equal(yc, gru(x[:, None], initial_state=h)[0][:, 0])
+    assert not np.array_equal(yc, ya)
+    with pytest.raises(ValueError, match="unidirectional"):
+        _layer("lstm", bidirectional=True).step(x)
+
+
+def test_step_threads_do_not_share_state():
+    import threading
+
+    layer = _layer("lstm", I=3, H=40)
+    x = np.random.default_rng(0).normal(size=(1, 50, 3)).astype(np.float32)
+    ref = layer(x)[0][0]
+    results, errors = {}, []
+
+    def run(k):
+        try:
+            state, ys = None, []
+            for t in range(50):
+                y, state = layer.step(np.ascontiguousarray(x[:, t]), state)
+                ys.append(y[0])
+            results[k] = np.stack(ys)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    for k in range(4):
+        np.testing.assert_array_equal(results[k], ref)
+
+
+def test_c_step_latency_hook():
+    from fastrnn.bench.c_latency import c_step_latency, weight_bytes
+
+    layer = fastrnn.LSTM(1, 16, seed=0)
+    r = c_step_latency(layer, steps=200, repeats=5)
+    assert r["repeats"] == 5 and len(r["ns"]) == 5 and r["steps"] == 200
+    assert 0 < r["min_ns"] <= r["median_ns"] <= r["max_ns"] < 1e6
+    assert r["weight_bytes"] == weight_bytes(layer) == 4 * 16 * (1 + 16 + 1) * 4
+    assert r["fraction_of_bound"] == pytest.approx(r["bound_ns"] / r["median_ns"])
+    assert c_step_latency(fastrnn.GRU(4, 8, dtype="float64", reset_after=False),
+                          repeats=3)["median_ns"] > 0
+    with pytest.raises(ValueError, match="unidirectional"):
+        c_step_latency(fastrnn.GRU(2, 3, bidirectional=True))
+    with pytest.raises(ValueError, match="steps"):
+        c_step_latency(layer, steps=0)

@@ -204,8 +204,8 @@ void fr_state_reset(fr_state *state);
 /* Copy the state in / out: h and c are (num_layers, batch, H); NULL = zeros (set) / skip (get). */
 int fr_state_set(fr_state *state, const void *h, const void *c);
 int fr_state_get(const fr_state *state, void *h, void *c);
-/* One step: x_t (batch, input_size) -> y_t (batch, H), the last layer's new h. The kernel
- * variant is the one selected when the state was initialised. */
+/* One step: x_t (batch, input_size) -> y_t (batch, H), the last layer's new h. Uses the
+ * kernel variant currently selected (fr_get_isa), like fr_layer_forward. */
 int fr_step(const fr_model *model, fr_state *state, const void *x_t, void *y_t);
 /* Latency probe: `repeats` times, run `steps` fr_step calls on the same x_t (the state keeps
  * evolving) under a monotonic clock; ns_per_step[r] = elapsed nanoseconds / steps. */

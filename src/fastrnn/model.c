@@ -33,7 +33,7 @@ struct fr_state {
     void *alloc;               /* fr_state_create's allocation, or NULL (caller memory) */
     int num_layers, hidden_size, out_stride;  /* out_stride = Hp */
     size_t elem;
-    fr_step_fn step;
+    fr_dtype dtype;
     fr_step_args *args;        /* per layer; x / hprev / hnew set at each step */
     char *h[2];                /* (num_layers, batch, Hp) each: previous / new by parity */
     char *c;                   /* (num_layers, batch, Hp) */
@@ -605,7 +605,7 @@ int fr_state_init(const fr_model *m, int batch, void *buf, size_t size, fr_state
     s->hidden_size = d->hidden_size;
     s->out_stride = Hp;
     s->elem = elem_bytes(d->dtype);
-    s->step = step_kernel(d->dtype);
+    s->dtype = d->dtype;
     s->args = (fr_step_args *)(base + lay.args);
     s->h[0] = base + lay.h;
     s->h[1] = s->h[0] + fr_round_up((size_t)m->num_layers * lay.layer, FR_ALIGN);
@@ -706,12 +706,13 @@ int fr_step(const fr_model *m, fr_state *s, const void *x_t, void *y_t)
     const int p = s->parity, L = s->num_layers;
     const size_t lb = s->layer_bytes;
     const char *x = (const char *)x_t;
+    const fr_step_fn step = step_kernel(s->dtype);  /* an atomic load: follows fr_set_isa */
     for (int k = 0; k < L; k++) {
         fr_step_args *a = &s->args[k];
         a->x = x;
         a->hprev = s->h[p] + (size_t)k * lb;
         a->hnew = s->h[1 - p] + (size_t)k * lb;
-        s->step(a);
+        step(a);
         x = (const char *)a->hnew;  /* the next layer's input, row stride Hp */
     }
     const size_t row = (size_t)s->hidden_size * s->elem, prow = (size_t)s->out_stride * s->elem;
