@@ -306,7 +306,8 @@ static void format_errors(void)
     tm_free(&tm);
     /* fr_model_create over caller weights */
     fr_layer_desc bad = {FR_LSTM, FR_FLOAT32, 0, 0, 4, 1, 0, FR_MASKED_ZERO};
-    fr_weights w = {img, img, NULL, NULL, 1000};
+    float dummy[4] = {0};
+    fr_weights w = {dummy, dummy, NULL, NULL, 1000};
     check(fr_model_create(&bad, 1, &w, &m) == FR_EINVAL && m == NULL, "bad desc rejected");
 }
 
