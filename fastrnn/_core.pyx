@@ -6,6 +6,7 @@ re-checks what the C core relies on (dtype, contiguity, sizes) so that no Python
 can make the core read or write out of bounds.
 """
 cimport numpy as cnp
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport uintptr_t
 from ._capi cimport *
 
@@ -253,17 +254,22 @@ cdef class StreamModel:
 
     def __init__(self, list engines, int batch):
         cdef LayerEngine eng
-        cdef fr_weights w[64]
         cdef int rc, k, L = len(engines)
-        if L < 1 or L > 64:
-            raise ValueError("streaming models have 1 to 64 layers")
+        if L < 1:
+            raise ValueError("a streaming model needs at least one layer")
         for k in range(L):
             eng = engines[k]
             if eng.desc.num_directions != 1 or eng.desc.reverse:
                 raise ValueError("streaming needs a unidirectional, forward layer")
-            w[k] = eng.w[0]
+        # fr_model_create copies the weight descriptors: a temporary array is enough.
+        cdef fr_weights *w = <fr_weights *>PyMem_Malloc(L * sizeof(fr_weights))
+        if w == NULL:
+            raise MemoryError()
+        for k in range(L):
+            w[k] = (<LayerEngine>engines[k]).w[0]
         eng = engines[0]
         rc = fr_model_create(&eng.desc, L, w, &self.model)
+        PyMem_Free(w)
         if rc != FR_OK:
             raise ValueError(f"fastrnn core rejected the model: {fr_strerror(rc).decode()}")
         rc = fr_state_create(self.model, batch, &self.state)

@@ -384,6 +384,8 @@ def test_step_semantics_on_the_fast_path():
     assert not np.array_equal(yc, ya)
     with pytest.raises(ValueError, match="unidirectional"):
         _layer("lstm", bidirectional=True).step(x)
+    deep = fastrnn.GRU(3, 4, num_layers=70, seed=0)  # no fixed limit on the number of layers
+    np.testing.assert_array_equal(deep.step(x)[0], deep(x[:, None])[0][:, 0])
 
 
 def test_step_threads_do_not_share_state():
