@@ -95,7 +95,8 @@ class BuildExt(build_ext):
                 # The AVX2+FMA kernels are one more object of the same source, compiled with
                 # their own flags (setuptools has no per-file flags), linked in as extra_objects.
                 objs = self.compiler.compile(
-                    [os.path.join(CORE, "kernels_avx2.c")],
+                    [os.path.join(CORE, "kernels_avx2.c"),
+                     os.path.join(CORE, "stream_kernels_avx2.c")],
                     output_dir=self.build_temp,
                     include_dirs=[CORE],
                     extra_postargs=ext.extra_compile_args + AVX2_FLAGS,
@@ -112,6 +113,8 @@ extensions = [
             "fastrnn/_core.pyx",
             os.path.join(CORE, "fastrnn.c"),
             os.path.join(CORE, "kernels_baseline.c"),
+            os.path.join(CORE, "model.c"),
+            os.path.join(CORE, "stream_kernels_baseline.c"),
         ],
         include_dirs=[CORE, np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -90,3 +90,30 @@ cdef extern from "fastrnn.h" nogil:
     const char *fr_isa_name(fr_isa isa)
     int fr_openmp_enabled()
     double fr_fma_peak_gflops(int num_threads, double seconds)
+
+# ---- Models and streaming (fastrnn.h, "Models and streaming") ----
+cdef extern from "fastrnn.h" nogil:
+    enum:
+        FR_EIO
+        FR_EFORMAT
+        FR_EVERSION
+        FR_ENOMEM
+        FR_ENOTSTREAMABLE
+    ctypedef struct fr_model:
+        pass
+    ctypedef struct fr_state:
+        pass
+    int fr_model_load_buffer(const void *buf, size_t len, fr_model **out, char *err,
+                             size_t err_size)
+    int fr_model_create(const fr_layer_desc *desc, int num_layers, const fr_weights *w,
+                        fr_model **out)
+    void fr_model_free(fr_model *model)
+    int fr_state_create(const fr_model *model, int batch, fr_state **out)
+    void fr_state_free(fr_state *state)
+    void fr_state_reset(fr_state *state)
+    int fr_state_set(fr_state *state, const void *h, const void *c)
+    int fr_state_get(const fr_state *state, void *h, void *c)
+    int fr_step(const fr_model *model, fr_state *state, const void *x_t, void *y_t)
+    int fr_time_steps(const fr_model *model, fr_state *state, const void *x_t, void *y_t,
+                      int steps, int repeats, double *ns_per_step)
+    const char *fr_strerror(int status)

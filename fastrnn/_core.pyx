@@ -6,6 +6,7 @@ re-checks what the C core relies on (dtype, contiguity, sizes) so that no Python
 can make the core read or write out of bounds.
 """
 cimport numpy as cnp
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport uintptr_t
 from ._capi cimport *
 
@@ -15,7 +16,7 @@ cnp.import_array()
 
 __all__ = ["LayerEngine", "gate_stride", "recommended_ld", "workspace_size", "get_isa",
            "set_isa", "available_isas", "openmp_enabled", "openmp_max_threads", "openmp_version",
-           "compiler", "c_version"]
+           "compiler", "c_version", "StreamModel", "frnn_validate"]
 
 cdef extern from *:
     """
@@ -325,3 +326,220 @@ def fma_peak_gflops(int num_threads, double seconds=0.2):
     if not gflops > 0.0:
         raise RuntimeError("the FMA peak loop returned an implausible result")
     return gflops
+
+
+# ---- Models and streaming ----
+
+def frnn_validate(data):
+    """Run the C .frnn loader on a bytes-like image: (status, message); status 0 = loads."""
+    cdef const unsigned char[::1] buf = memoryview(data).cast("B")
+    cdef fr_model *model = NULL
+    cdef char err[256]
+    cdef int rc
+    err[0] = 0
+    cdef size_t n = buf.shape[0]
+    # An empty image still needs a valid pointer; the loader reads nothing past n.
+    cdef const unsigned char *p = &buf[0] if n > 0 else <const unsigned char *>b""
+    with nogil:
+        rc = fr_model_load_buffer(p, n, &model, err, sizeof(err))
+        fr_model_free(model)
+    return rc, err.decode("utf-8", "replace")
+
+
+cdef class StreamModel:
+    """A stacked unidirectional layer seen by the C streaming API (fr_model + one fr_state).
+
+    The model borrows the engines' weight arrays (no copy; the engines are kept alive), so
+    weight edits through `Layer.gate(...)` views are seen by the next step. One instance
+    serves one thread: the state is advanced in place.
+    """
+    cdef fr_model *model
+    cdef fr_state *state
+    cdef readonly int batch, input_size, hidden_size, num_layers
+    cdef int typenum
+    cdef bint is_lstm, release_gil
+    cdef object engines
+
+    def __cinit__(self):
+        self.model = NULL
+        self.state = NULL
+
+    def __init__(self, list engines, int batch):
+        cdef LayerEngine eng
+        cdef int rc, k, L = len(engines)
+        if L < 1:
+            raise ValueError("a streaming model needs at least one layer")
+        for k in range(L):
+            eng = engines[k]
+            if eng.desc.num_directions != 1 or eng.desc.reverse:
+                raise ValueError("streaming needs a unidirectional, forward layer")
+        # fr_model_create copies the weight descriptors: a temporary array is enough.
+        cdef fr_weights *w = <fr_weights *>PyMem_Malloc(L * sizeof(fr_weights))
+        if w == NULL:
+            raise MemoryError()
+        for k in range(L):
+            w[k] = (<LayerEngine>engines[k]).w[0]
+        eng = engines[0]
+        rc = fr_model_create(&eng.desc, L, w, &self.model)
+        PyMem_Free(w)
+        if rc != FR_OK:
+            raise ValueError(f"fastrnn core rejected the model: {fr_strerror(rc).decode()}")
+        rc = fr_state_create(self.model, batch, &self.state)
+        if rc != FR_OK:
+            raise ValueError(f"cannot create a streaming state: {fr_strerror(rc).decode()}")
+        self.engines = engines
+        self.batch = batch
+        self.input_size = eng.desc.input_size
+        self.hidden_size = eng.desc.hidden_size
+        self.num_layers = L
+        self.typenum = eng.typenum
+        self.is_lstm = eng.desc.cell == FR_LSTM
+        cdef Py_ssize_t weights = 0
+        for k in range(L):
+            eng = engines[k]
+            weights += eng.G * eng.desc.hidden_size * (eng.desc.input_size + eng.desc.hidden_size)
+        self.release_gil = weights * (4 if self.typenum == cnp.NPY_FLOAT32 else 8) >= 65536
+
+    def __dealloc__(self):
+        fr_state_free(self.state)
+        fr_model_free(self.model)
+
+    def reset(self):
+        fr_state_reset(self.state)
+
+    def step(self, cnp.ndarray x, cnp.ndarray y, object h0, object c0, object h_n, object c_n):
+        """One step: x (B, I) -> y (B, H). h0 / c0 (L, B, H): state to start from (None: the
+        state kept from the previous step); h_n / c_n (L, B, H) or None: state out."""
+        cdef Py_ssize_t B = self.batch, ns = self.num_layers * self.batch * self.hidden_size
+        cdef const void *px = _data(x, self.typenum, B * self.input_size, "x")
+        cdef void *py = _data(y, self.typenum, B * self.hidden_size, "y")
+        cdef const void *ph0 = NULL
+        cdef const void *pc0 = NULL
+        cdef void *phn = NULL
+        cdef void *pcn = NULL
+        cdef bint set_state = h0 is not None or c0 is not None
+        if h0 is not None:
+            ph0 = _data(h0, self.typenum, ns, "h0")
+        if c0 is not None:
+            pc0 = _data(c0, self.typenum, ns, "c0")
+        if h_n is not None:
+            phn = _data(h_n, self.typenum, ns, "h_n")
+        if c_n is not None:
+            pcn = _data(c_n, self.typenum, ns, "c_n")
+        cdef int rc
+        with nogil:
+            if set_state:
+                fr_state_set(self.state, ph0, pc0)
+            rc = fr_step(self.model, self.state, px, py)
+            if phn != NULL or pcn != NULL:
+                fr_state_get(self.state, phn, pcn)
+        if rc != FR_OK:
+            raise RuntimeError(f"fastrnn core rejected the step: {fr_strerror(rc).decode()}")
+
+    def time_steps(self, cnp.ndarray x, int steps, int repeats):
+        """Nanoseconds per fr_step, timed in C: one value per repeat of `steps` steps."""
+        if steps < 1 or repeats < 1:
+            raise ValueError("steps and repeats must be >= 1")
+        cdef const void *px = _data(x, self.typenum, self.batch * self.input_size, "x")
+        y = np.empty((self.batch, self.hidden_size), x.dtype)
+        cdef void *py = cnp.PyArray_DATA(y)
+        out = np.empty(repeats, np.float64)
+        cdef double *pout = <double *>cnp.PyArray_DATA(out)
+        cdef int rc
+        with nogil:
+            rc = fr_time_steps(self.model, self.state, px, py, steps, repeats, pout)
+        if rc != FR_OK:
+            raise RuntimeError(f"fastrnn core rejected the timing call: {fr_strerror(rc).decode()}")
+        return out
+
+    def step_arrays(self, cnp.ndarray x, object h0, object c0):
+        """Layer.step's path: start from (h0, c0) (each (L, B, H) or None = zeros), one step,
+        return (y (B, H), h_n (L, B, H), c_n (L, B, H) or None) in new arrays."""
+        cdef Py_ssize_t ns = self.num_layers * self.batch * self.hidden_size
+        cdef const void *px = _data(x, self.typenum, self.batch * self.input_size, "x")
+        cdef const void *ph0 = NULL
+        cdef const void *pc0 = NULL
+        if h0 is not None:
+            ph0 = _data(h0, self.typenum, ns, "h0")
+        if c0 is not None:
+            pc0 = _data(c0, self.typenum, ns, "c0")
+        return self._run(px, ph0, pc0)
+
+    cdef inline bint _exact(self, object a, int ndim, Py_ssize_t d0, Py_ssize_t d1,
+                            Py_ssize_t d2):
+        """a is an ndarray of the model's dtype, C-contiguous, of shape (d0, d1[, d2])."""
+        if not cnp.PyArray_Check(a):
+            return False
+        cdef cnp.ndarray arr = <cnp.ndarray>a
+        if (cnp.PyArray_TYPE(arr) != self.typenum or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+                or cnp.PyArray_NDIM(arr) != ndim):
+            return False
+        cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(arr)
+        return dims[0] == d0 and dims[1] == d1 and (ndim == 2 or dims[2] == d2)
+
+    def step_if_exact(self, object x, object state):
+        """Layer.step's fast path: when x (B, I) and the state ((h, c) for LSTM, h or (h,) for
+        GRU, each (L, B, H)) are already contiguous arrays of the model's dtype, run the step
+        and return (y, h_n, c_n); otherwise return None (the caller validates and converts)."""
+        cdef Py_ssize_t L = self.num_layers, B = self.batch, H = self.hidden_size
+        if not self._exact(x, 2, B, self.input_size, 0):
+            return None
+        cdef object h0 = None, c0 = None
+        if state is not None:
+            if self.is_lstm:
+                if type(state) is not tuple or len(<tuple>state) != 2:
+                    return None
+                h0 = (<tuple>state)[0]
+                c0 = (<tuple>state)[1]
+                if not self._exact(c0, 3, L, B, H):
+                    return None
+            elif type(state) is tuple:
+                if len(<tuple>state) != 1:
+                    return None
+                h0 = (<tuple>state)[0]
+            else:
+                h0 = state
+            if not self._exact(h0, 3, L, B, H):
+                return None
+        return self._run(cnp.PyArray_DATA(<cnp.ndarray>x),
+                         cnp.PyArray_DATA(<cnp.ndarray>h0) if h0 is not None else NULL,
+                         cnp.PyArray_DATA(<cnp.ndarray>c0) if c0 is not None else NULL)
+
+    cdef object _run(self, const void *px, const void *ph0, const void *pc0):
+        cdef cnp.npy_intp ydims[2]
+        cdef cnp.npy_intp sdims[3]
+        ydims[0] = self.batch
+        ydims[1] = self.hidden_size
+        sdims[0] = self.num_layers
+        sdims[1] = self.batch
+        sdims[2] = self.hidden_size
+        y = cnp.PyArray_EMPTY(2, ydims, self.typenum, 0)
+        h_n = cnp.PyArray_EMPTY(3, sdims, self.typenum, 0)
+        c_n = cnp.PyArray_EMPTY(3, sdims, self.typenum, 0) if self.is_lstm else None
+        cdef void *py = cnp.PyArray_DATA(<cnp.ndarray>y)
+        cdef void *phn = cnp.PyArray_DATA(<cnp.ndarray>h_n)
+        cdef void *pcn = cnp.PyArray_DATA(<cnp.ndarray>c_n) if c_n is not None else NULL
+        cdef int rc
+        # Tiny steps run with the GIL held: releasing and re-taking it would cost more than
+        # the step itself. Larger ones (>= 64 KiB of weights) let other threads run.
+        if self.release_gil:
+            with nogil:
+                rc = _stream_step(self.model, self.state, px, py, ph0, pc0, phn, pcn)
+        else:
+            rc = _stream_step(self.model, self.state, px, py, ph0, pc0, phn, pcn)
+        if rc != FR_OK:
+            raise RuntimeError(f"fastrnn core rejected the step: {fr_strerror(rc).decode()}")
+        return y, h_n, c_n
+
+
+cdef inline int _stream_step(fr_model *model, fr_state *state, const void *px, void *py,
+                             const void *ph0, const void *pc0, void *phn,
+                             void *pcn) noexcept nogil:
+    """Set the state (zeros when neither h0 nor c0), step, read the new state."""
+    if ph0 == NULL and pc0 == NULL:
+        fr_state_reset(state)
+    else:
+        fr_state_set(state, ph0, pc0)
+    cdef int rc = fr_step(model, state, px, py)
+    fr_state_get(state, phn, pcn)
+    return rc

@@ -428,30 +428,33 @@ class _Recurrent:
         """One time step for streaming: x_t (batch, input_size) -> (y_t, new state)."""
         if self.bidirectional or self.reverse:
             raise ValueError("step() needs a unidirectional, forward layer")
+        if type(x_t) is np.ndarray and x_t.ndim == 2 and x_t.shape[0]:
+            # Fast path: arrays already contiguous, in the layer dtype and well shaped.
+            out = self._stream(x_t.shape[0]).step_if_exact(x_t, state)
+            if out is not None:
+                return out[0], (out[1], out[2]) if self._n_state == 2 else out[1]
         x = self._as_input(x_t, rank=2)
         B = x.shape[0]
         h0, *rest = self._state(state, B, what="state")
         c0 = rest[0] if rest else None
-        L, H = self.num_layers, self.hidden_size
-        h_n = np.empty((L, B, H), self.dtype)
-        c_n = np.empty((L, B, H), self.dtype) if self._n_state == 2 else None
         if B == 0:
-            h_n[...] = 0 if h0 is None else h0
-            if c_n is not None:
-                c_n[...] = 0 if c0 is None else c0
+            L, H = self.num_layers, self.hidden_size
+            h_n = np.zeros((L, 0, H), self.dtype)
+            c_n = np.zeros((L, 0, H), self.dtype) if self._n_state == 2 else None
             return np.zeros((0, H), self.dtype), self._pack_state(h_n, c_n)
-        nt = get_num_threads()
-        inp = x.reshape(B, 1, self.input_size)
-        y = None
-        for layer, engine in enumerate(self._engines):
-            y = np.empty((B, 1, H), self.dtype)
-            ws = self._workspace(engine.workspace_size(B, 1, nt))
-            engine.forward(inp, None, None if h0 is None else h0[layer:layer + 1],
-                           None if c0 is None else c0[layer:layer + 1], y,
-                           h_n[layer:layer + 1], None if c_n is None else c_n[layer:layer + 1],
-                           ws, nt)
-            inp = y
-        return y.reshape(B, H), self._pack_state(h_n, c_n)
+        # The C streaming path (fr_step): bitwise the same results as a T = 1 forward call.
+        y, h_n, c_n = self._stream(B).step_arrays(x, h0, c0)
+        return y, self._pack_state(h_n, c_n)
+
+    def _stream(self, batch):
+        """This thread's C streaming model for `batch` streams (built once, weights shared)."""
+        streams = getattr(self._local, "streams", None)
+        if streams is None or len(streams) > 8:
+            streams = self._local.streams = {}
+        stream = streams.get(batch)
+        if stream is None:
+            stream = streams[batch] = _core.StreamModel(self._engines, batch)
+        return stream
 
     def __repr__(self):
         extra = "".join([

@@ -21,9 +21,14 @@ def test_c_core_standalone(tmp_path, openmp):
                           capture_output=True, text=True, timeout=600)
     print(proc.stdout[-3000:], proc.stderr[-3000:])
     assert proc.returncode == 0
-    last = proc.stdout.strip().splitlines()[-2 if "Leaving" in proc.stdout else -1]
-    passed, failed = (int(part.split()[0]) for part in last.split(","))
-    assert failed == 0 and passed > 1000
+    # One "N passed, M failed" line per C test program (test_core, test_backward, test_stream,
+    # frnn_fuzz).
+    summaries = [line for line in proc.stdout.splitlines()
+                 if line.endswith(" failed") and ", " in line]
+    assert len(summaries) == 4, summaries
+    for line in summaries:
+        passed, failed = (int(part.split()[0]) for part in line.split(","))
+        assert failed == 0 and passed > 1000, line
     # The core never includes Python.h.
     for root, _, files in os.walk(src):
         for name in files:

@@ -218,8 +218,17 @@ def run_case(case, nthreads, impl_fastrnn, peers, *, dtype, repeats, min_time,
         if c_lat is None:
             res["notes"].append("C-timed step latency not available in this build")
         else:
-            res["c_step_latency"] = {k: float(v) for k, v in c_lat(layer).items()}
+            res["c_step_latency"] = {k: _jsonable(v) for k, v in c_lat(layer).items()}
     return res
+
+
+def _jsonable(v):
+    """numpy scalars / arrays as plain JSON values (numbers, lists); strings unchanged."""
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, (np.integer, np.floating)):
+        return v.item()
+    return v
 
 
 def _add_thread_speedups(results):
@@ -388,7 +397,7 @@ def format_table(doc):
         if "masked_over_full" in r:
             extra = f" (ragged/full {r['masked_over_full']:.2f})"
         if "c_step_latency" in r:
-            extra = f" (C: {r['c_step_latency'].get('ns_per_step_median', float('nan')):.0f} ns)"
+            extra = f" (C: {r['c_step_latency'].get('median_ns', float('nan')):.0f} ns)"
         thr = str(r["threads"])
         if "speedup_vs_1_thread" in r:
             thr += f" ({r['speedup_vs_1_thread']:.2f}x)"

@@ -189,6 +189,89 @@ int fr_openmp_enabled(void);
  * Thread-safe; occupies the calling thread(s) for the whole duration. */
 double fr_fma_peak_gflops(int num_threads, double seconds);
 
+/* ==== Models and streaming ==================================================================
+ *
+ * A model is a stack of num_layers layers of one cell type and dtype (layer k > 0 takes the
+ * (num_directions * hidden_size)-wide output of layer k - 1), loaded from a .frnn file
+ * (byte layout: docs/frnn-format.md) or built over caller-owned weights.
+ *
+ *   fr_forward   whole sequences with per-row lengths or a mask; stacked and bidirectional.
+ *                Same kernels and results (bitwise) as fr_layer_forward layer by layer.
+ *   fr_step      one time step of a batch of independent streams, unidirectional forward
+ *                models only (FR_ENOTSTREAMABLE otherwise). Every check is done once by
+ *                fr_state_init / fr_state_create; a step allocates nothing, takes no lock and
+ *                runs single-threaded. Its results are bitwise equal to fr_layer_forward run
+ *                step by step on the same kernel variant (same operations in the same order).
+ *
+ * Error messages: functions taking (err, err_size) write a NUL-terminated message there when
+ * err is not NULL (truncated to err_size). Model and state objects are immutable during steps,
+ * except the state that fr_step advances: one state per thread, any number of states per model.
+ */
+enum {
+    FR_EIO = -4,              /* the file could not be opened or read */
+    FR_EFORMAT = -5,          /* not a .frnn file, or a corrupt / truncated / inconsistent one */
+    FR_EVERSION = -6,         /* a .frnn version this library does not read */
+    FR_ENOMEM = -7,           /* allocation failed */
+    FR_ENOTSTREAMABLE = -8    /* fr_step needs a unidirectional, non-reversed model */
+};
+
+typedef struct fr_model fr_model;
+typedef struct fr_state fr_state;
+
+/* Parse and validate a .frnn image (every size is checked against len before anything is
+ * allocated; the CRC32 must match) and pack its weights. On success *out owns its memory. */
+int fr_model_load_buffer(const void *buf, size_t len, fr_model **out, char *err, size_t err_size);
+int fr_model_load_file(const char *path, fr_model **out, char *err, size_t err_size);
+/* A model over caller-owned weights in the padded canonical layout (no copy: they must stay
+ * alive and unchanged while the model is used). desc describes layer 0; layers k > 0 get
+ * input_size = num_directions * hidden_size. w: num_layers * num_directions entries. */
+int fr_model_create(const fr_layer_desc *desc, int num_layers, const fr_weights *w,
+                    fr_model **out);
+void fr_model_free(fr_model *model);
+int fr_model_num_layers(const fr_model *model);
+/* Descriptor of one layer (NULL if layer is out of range). */
+const fr_layer_desc *fr_model_layer(const fr_model *model, int layer);
+
+/* Whole sequences. Arrays C-contiguous in the model's dtype; L = num_layers,
+ * D = num_directions, H = hidden_size. */
+typedef struct fr_sequence {
+    int batch;                  /* B >= 1 */
+    int time;                   /* T >= 1 */
+    const void *x;              /* (B, T, input_size of layer 0) */
+    const int *lengths;         /* (B,), 0 <= lengths[b] <= T, or NULL */
+    const unsigned char *mask;  /* (B, T), nonzero = valid, or NULL; not both with lengths */
+    const void *h0, *c0;        /* (L * D, B, H) or NULL = zeros; c0 LSTM only */
+    void *y;                    /* out (B, T, D * H): the last layer's output */
+    void *h_n, *c_n;            /* out (L * D, B, H) or NULL; c_n LSTM only */
+} fr_sequence;
+
+size_t fr_forward_workspace_size(const fr_model *model, int batch, int time, int num_threads);
+/* workspace NULL: allocated and freed inside the call; otherwise at least
+ * fr_forward_workspace_size() bytes. */
+int fr_forward(const fr_model *model, const fr_sequence *seq, void *workspace,
+               size_t workspace_size, int num_threads);
+
+/* Streaming state of `batch` independent streams: h (and c) of every layer. */
+size_t fr_state_size(const fr_model *model, int batch);
+/* In caller memory of at least fr_state_size() bytes (any alignment); fr_state_free not needed. */
+int fr_state_init(const fr_model *model, int batch, void *buf, size_t size, fr_state **out);
+int fr_state_create(const fr_model *model, int batch, fr_state **out);
+void fr_state_free(fr_state *state);
+/* Zero every stream's state. */
+void fr_state_reset(fr_state *state);
+/* Copy the state in / out: h and c are (num_layers, batch, H); NULL = zeros (set) / skip (get). */
+int fr_state_set(fr_state *state, const void *h, const void *c);
+int fr_state_get(const fr_state *state, void *h, void *c);
+/* One step: x_t (batch, input_size) -> y_t (batch, H), the last layer's new h. Uses the
+ * kernel variant currently selected (fr_get_isa), like fr_layer_forward. */
+int fr_step(const fr_model *model, fr_state *state, const void *x_t, void *y_t);
+/* Latency probe: `repeats` times, run `steps` fr_step calls on the same x_t (the state keeps
+ * evolving) under a monotonic clock; ns_per_step[r] = elapsed nanoseconds / steps. */
+int fr_time_steps(const fr_model *model, fr_state *state, const void *x_t, void *y_t,
+                  int steps, int repeats, double *ns_per_step);
+/* Short description of a status code. */
+const char *fr_strerror(int status);
+
 #ifdef __cplusplus
 }
 #endif

@@ -150,4 +150,34 @@ double fr_fma_peak_gflops_baseline(int nthreads, double seconds);
 double fr_fma_peak_gflops_avx2(int nthreads, double seconds);
 #endif
 
+/* ---- streaming step kernels (stream_impl.inc, compiled per ISA like the forward kernels) ---- */
+
+/* One layer of one step for rows [0, B). Input row b at x + b * x_ld (I elements read);
+ * h rows, c, z, rh and xn have row stride Hp. bias and rbias never NULL (zeros substituted);
+ * has_rbias says whether the layer really has recurrent biases (the fold then adds them,
+ * exactly as the forward kernels build their effective bias). */
+typedef struct fr_step_args {
+    fr_cell cell;
+    int reset_after;
+    int B, I, H, Hp;
+    const void *Wx, *Wh;
+    ptrdiff_t ld;
+    const void *bias, *rbias;
+    int has_rbias;
+    const void *x;
+    ptrdiff_t x_ld;
+    const void *hprev;
+    void *hnew, *c;
+    void *z, *rh, *xn;           /* GRU reset-before scratch */
+} fr_step_args;
+
+typedef void (*fr_step_fn)(const fr_step_args *a);
+
+void fr_step_layer_f32_baseline(const fr_step_args *a);
+void fr_step_layer_f64_baseline(const fr_step_args *a);
+#ifdef FR_HAVE_AVX2_BUILD
+void fr_step_layer_f32_avx2(const fr_step_args *a);
+void fr_step_layer_f64_avx2(const fr_step_args *a);
+#endif
+
 #endif /* FASTRNN_INTERNAL_H */

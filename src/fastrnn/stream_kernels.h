@@ -1,0 +1,28 @@
+/* Instantiates the streaming step kernels for float32 and float64 under the current ISA flags.
+ * Included by exactly one stream_kernels_<isa>.c per instruction set; FR_ISA names the suffix. */
+#include <string.h>
+#include "internal.h"
+#include "activations.h"
+
+#define FR_CAT3_(a, b, c) a##_##b##_##c
+#define FR_CAT3(a, b, c) FR_CAT3_(a, b, c)
+
+#define FR_T float
+#define FR_NAME(x) FR_CAT3(x, f32, FR_ISA)
+#define FR_TANH fr_tanh_f32
+#define FR_SIGMOID fr_sigmoid_f32
+#include "stream_impl.inc"
+#undef FR_T
+#undef FR_NAME
+#undef FR_TANH
+#undef FR_SIGMOID
+
+#define FR_T double
+#define FR_NAME(x) FR_CAT3(x, f64, FR_ISA)
+#define FR_TANH fr_tanh_f64
+#define FR_SIGMOID fr_sigmoid_f64
+#include "stream_impl.inc"
+#undef FR_T
+#undef FR_NAME
+#undef FR_TANH
+#undef FR_SIGMOID
