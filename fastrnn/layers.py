@@ -337,6 +337,10 @@ class _Recurrent:
             c_n = np.zeros((L * D, B, H), self.dtype) if c0 is None else c0.copy()
         # A training call records what backward() needs; any other call releases it.
         tape = [] if training else None
+        # Records of this thread's previous training call are reused (same sizes in a training
+        # loop): no fresh pages to fault in at every step.
+        old = getattr(self._local, "tape", None)
+        spare = [rec for *_, rec in old.layers] if old is not None else []
         self._local.tape = None
         if B == 0 or T == 0:
             if training:
@@ -352,7 +356,9 @@ class _Recurrent:
             c0s = None if c0 is None else c0[s]
             if training:
                 in_mask, rec_mask = self._dropout_masks(B, inp.shape[2])
-                record = np.empty(engine.record_size(B, T, in_mask is not None), np.uint8)
+                need = engine.record_size(B, T, in_mask is not None)
+                record = spare.pop(0) if spare and spare[0].nbytes == need else \
+                    np.empty(need, np.uint8)
                 engine.forward(inp, m, h0s, c0s, y, h_n[s], None if c_n is None else c_n[s],
                                ws, nt, in_mask, rec_mask, record)
                 tape.append((inp, in_mask, rec_mask, record))
@@ -363,6 +369,20 @@ class _Recurrent:
         if training:
             self._local.tape = _Tape(x, m, h0, c0, tape)
         return inp, self._pack_state(h_n, c_n)
+
+    def _grad_buffers(self, layer):
+        """Per-thread padded gradient arrays of one stacked layer, one tuple per direction in
+        the order of the weight dict (kernel, recurrent, bias, recurrent_bias); the kernels
+        overwrite them and `grads` receives copies."""
+        bufs = getattr(self._local, "grad_bufs", None)
+        if bufs is None:
+            bufs = self._local.grad_bufs = {}
+        if layer not in bufs:
+            bufs[layer] = [tuple(_aligned_zeros(a.shape, self.dtype) if a is not None and
+                                 (part in ("kernel", "recurrent") or self.use_bias) else None
+                                 for part, a in w.items())
+                           for w in self._w[layer]]
+        return bufs[layer]
 
     def backward(self, grad_out, grad_state=None):
         """Gradients of the most recent (training-mode) call of this layer in this thread.
@@ -401,10 +421,7 @@ class _Recurrent:
             dx = np.empty((B, T, inp.shape[2]), self.dtype)
             out = None
             if self.trainable:
-                out = [tuple(_aligned_zeros(a.shape, self.dtype) if a is not None and
-                             (part in ("kernel", "recurrent") or self.use_bias) else None
-                             for part, a in w.items())
-                       for w in self._w[layer]]
+                out = self._grad_buffers(layer)
             ws = self._workspace(engine.backward_workspace_size(B, T, nt))
             engine.backward(inp, tape.mask, None if tape.h0 is None else tape.h0[s],
                             None if tape.c0 is None else tape.c0[s], in_mask, rec_mask, record,
@@ -418,8 +435,7 @@ class _Recurrent:
                         lo = gi * self._stride
                         for part in self._parts():
                             key = f"layer{layer}.{_DIRECTIONS[d]}.{gate}.{part}"
-                            grads[key] = np.ascontiguousarray(
-                                arrays[part][..., lo:lo + self.hidden_size])
+                            grads[key] = np.array(arrays[part][..., lo:lo + self.hidden_size])
             dy = dx
         self.grads = grads
         return dy, self._pack_state(dh0, dc0)
