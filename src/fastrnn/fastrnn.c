@@ -163,6 +163,7 @@ size_t fr_workspace_size(const fr_layer_desc *d, int batch, int time, int num_th
     int nt = num_threads < 1 ? 1 : num_threads;
     size_t e = elem_size(d->dtype);
     return FR_ALIGN + fr_dir_workspace_bytes(e, fr_num_gates(d->cell), batch, time,
+                                             d->input_size,
                                              fr_gate_stride(d->dtype, d->hidden_size), nt);
 }
 

@@ -88,11 +88,12 @@ typedef void (*fr_dir_bwd_fn)(const fr_dir_bwd_args *a);
 /* Workspace of one direction, in order: xproj (B*T*G*Hp), bias_eff (G*Hp), rbias_n (Hp),
  * h double buffer (2*B*Hp), c (B*Hp), z (B*Hp), r*h (B*Hp), recurrent dropout multipliers
  * (B*Hp), dropped-h double buffer (2*B*Hp), packed recurrent weights
- * (G*Hp*H, sized G*Hp*Hp), per-thread tile scratch
- * (threads * FR_MR * G * panel). Each part starts on an FR_ALIGN boundary. */
+ * (G*Hp*H, sized G*Hp*Hp), per-thread tile scratch (threads * FR_MR * G * panel), and for
+ * masked calls the row order (3*B ints), the valid-step map (B*T) and the gathered valid
+ * inputs (B*T*I). Each part starts on an FR_ALIGN boundary. */
 static inline size_t fr_round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
-static inline size_t fr_dir_workspace_bytes(size_t elem, int G, int B, int T, int Hp,
+static inline size_t fr_dir_workspace_bytes(size_t elem, int G, int B, int T, int I, int Hp,
                                             int threads)
 {
     size_t panel = FR_PANEL_BYTES / elem;
@@ -105,6 +106,9 @@ static inline size_t fr_dir_workspace_bytes(size_t elem, int G, int B, int T, in
     n += fr_round_up((size_t)2 * B * Hp * elem, FR_ALIGN);
     n += fr_round_up((size_t)G * Hp * Hp * elem, FR_ALIGN); /* packed recurrent weights */
     n += (size_t)threads * fr_round_up((size_t)FR_MR * G * panel * elem, FR_ALIGN);
+    n += fr_round_up((size_t)3 * B * sizeof(int), FR_ALIGN);           /* row order (masked) */
+    n += fr_round_up((size_t)B * T * sizeof(ptrdiff_t), FR_ALIGN);     /* valid-step map */
+    n += fr_round_up((size_t)B * T * I * elem, FR_ALIGN);              /* gathered inputs */
     return n;
 }
 
