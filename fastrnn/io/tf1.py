@@ -253,6 +253,7 @@ def _cell_weights(variables, root, cell, forget_bias, label, sd, prefix):
             if b.shape != (4 * H,):
                 raise ValueError(f"{label}: {root}/bias has shape {bias.shape}, expected ({4 * H},)")
             b[2 * H:3 * H] += fb  # TF adds forget_bias to the f block at run time
+            b = b.astype(kernel.dtype)
         split_columns("lstm", ("input", "cell", "forget", "output"), kernel[:input_size],
                       kernel[input_size:], b, None, H, prefix, sd)
         return "lstm", input_size, H, b is not None, True
@@ -271,7 +272,7 @@ def _cell_weights(variables, root, cell, forget_bias, label, sd, prefix):
         if ck.shape != (I + H, H) or cb.shape != (H,):
             raise ValueError(f"{label}: {root}/candidate has shapes {ck.shape}, {cb.shape}; "
                              f"expected ({I + H}, {H}), ({H},)")
-        cand_k, cand_r, cand_b, cand_rb = ck[:I], ck[I:], cb, np.zeros(H)
+        cand_k, cand_r, cand_b, cand_rb = ck[:I], ck[I:], cb, np.zeros(H, gk.dtype)
         reset_after = False
     else:
         ipk = _get(variables, root + "/candidate/input_projection/kernel", label)
@@ -291,7 +292,7 @@ def _cell_weights(variables, root, cell, forget_bias, label, sd, prefix):
         sd[f"{prefix}.{gate}.kernel"] = gk[:I, cols]
         sd[f"{prefix}.{gate}.recurrent"] = gk[I:, cols]
         sd[f"{prefix}.{gate}.bias"] = gb[cols]
-        sd[f"{prefix}.{gate}.recurrent_bias"] = np.zeros(H)
+        sd[f"{prefix}.{gate}.recurrent_bias"] = np.zeros(H, gk.dtype)
     sd[f"{prefix}.candidate.kernel"] = cand_k
     sd[f"{prefix}.candidate.recurrent"] = cand_r
     sd[f"{prefix}.candidate.bias"] = cand_b
