@@ -41,9 +41,10 @@ def from_tf_checkpoint(path, scope=None, forget_bias=None, *, dtype=None):
 
 
 def _frnn():
+    import importlib
     try:
-        from . import frnn
-    except ImportError as exc:
+        frnn = importlib.import_module(__name__ + ".frnn")
+    except ModuleNotFoundError as exc:
         if exc.name != __name__ + ".frnn":
             raise
         raise ImportError("the .frnn format needs the module fastrnn.io.frnn, which this build "

@@ -182,8 +182,10 @@ def _from_objects(obj, dtype):
             if cls == "Bidirectional" and "layer" not in config:
                 raise ValueError(f"Keras layer {layer.name!r}: Bidirectional config has no "
                                  "'layer' entry")
-            layers[layer.name] = layer_from_config(cls, config, layer.get_weights(),
-                                                   name=layer.name, dtype=dtype)
+            # the variables' backend values: get_weights() warns under numpy 2 on some backends
+            weights = [getattr(w, "value", w) for w in layer.weights]
+            layers[layer.name] = layer_from_config(cls, config, weights, name=layer.name,
+                                                   dtype=dtype)
         elif hasattr(layer, "layers") and layer is not obj:
             layers.update(_from_objects(layer, dtype))
     if not layers and type(obj).__name__ in ("RNN",):
