@@ -251,7 +251,8 @@ def _cell_weights(variables, root, cell, forget_bias, label, sd, prefix):
         if bias is not None or fb:
             b = np.zeros(4 * H) if bias is None else np.asarray(bias, np.float64).copy()
             if b.shape != (4 * H,):
-                raise ValueError(f"{label}: {root}/bias has shape {bias.shape}, expected ({4 * H},)")
+                raise ValueError(f"{label}: {root}/bias has shape {bias.shape}, "
+                                 f"expected ({4 * H},)")
             b[2 * H:3 * H] += fb  # TF adds forget_bias to the f block at run time
             b = b.astype(kernel.dtype)
         split_columns("lstm", ("input", "cell", "forget", "output"), kernel[:input_size],
