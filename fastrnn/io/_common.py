@@ -127,7 +127,8 @@ def build(cell, input_size, hidden_size, sd, *, dtype=None, **config):
     if cell == "lstm":
         config.pop("reset_after", None)
     config.setdefault("use_bias", any(k.endswith(".bias") for k in sd))
-    layer = cls(int(input_size), int(hidden_size), dtype=dtype, **config)
+    # init="torch" is the cheap one (uniform draws, no QR); every weight is overwritten below
+    layer = cls(int(input_size), int(hidden_size), dtype=dtype, init="torch", **config)
     layer.load_state_dict(sd)
     return layer
 
