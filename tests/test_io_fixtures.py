@@ -187,7 +187,8 @@ TF1_LAYERS = {  # expected key -> (scope, cell, num_layers, bidirectional, rever
 
 def test_tf1_checkpoint_all_cells():
     e = expected("tf1_cells")
-    assert fastrnn.io.detect_format(fixture("tf1_cells.ckpt")) == "tf1"
+    for suffix in ("", ".index", ".data-00000-of-00001"):
+        assert fastrnn.io.detect_format(fixture("tf1_cells.ckpt" + suffix)) == "tf1"
     layers = fastrnn.load(fixture("tf1_cells.ckpt"))
     for key, (scope, cell, L, bi, rev) in TF1_LAYERS.items():
         layer = layers[scope]

@@ -294,6 +294,10 @@ def test_cli_inspect(capsys):
     out = capsys.readouterr().out
     assert "keras" in out and "bigru: GRU input_size=4 hidden_size=4" in out
     assert "gates=(update, reset, candidate)" in out and "masked_output=carry" in out
+    assert "bidirectional reset_after=True" in out
+    pytest.importorskip("onnx")
+    assert cli(["inspect", os.path.join(HERE, "onnx_lstm_bi_lens.onnx")]) == 0
+    assert "file_gate_order=(input, output, forget, cell)" in capsys.readouterr().out
 
 
 def test_cli_convert_between_formats(tmp_path, capsys):

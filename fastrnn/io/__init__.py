@@ -60,6 +60,9 @@ def detect_format(path_or_bytes):
         path = os.fspath(path_or_bytes)
         if not os.path.exists(path) and os.path.exists(path + ".index"):
             return "tf1"  # a TF checkpoint prefix
+        prefix, sep, shard = path.rpartition(".data-")
+        if sep and os.path.exists(prefix + ".index") and shard[:5].isdigit():
+            return "tf1"  # a TF checkpoint's data file: its index says what is in it
     data, label = read_source(path_or_bytes)
     return _detect(data, label)
 
@@ -150,11 +153,18 @@ def convert(source, out, *, format=None, name=None):
 
 
 def inspect(path):
-    """[(name, description)] of the recurrent layers in a file."""
+    """[(name, description)] of the recurrent layers in a file; the description names the
+    file's own gate order next to fastrnn's."""
+    import importlib
+
     from ._common import describe
+    fmt = detect_format(path)
+    module = {"torch": "torch", "safetensors": "torch", "keras": "keras", "onnx": "onnx",
+              "tf1": "tf1"}.get(fmt)
+    orders = importlib.import_module(f"{__name__}.{module}").GATE_ORDER if module else {}
     loaded = load(path)
     layers = loaded if isinstance(loaded, dict) else {loaded.name or "layer": loaded}
-    return [(name, describe(layer)) for name, layer in layers.items()]
+    return [(name, describe(layer, orders.get(layer._cell))) for name, layer in layers.items()]
 
 
 __all__ = ["from_torch", "from_keras", "from_onnx", "from_tf_checkpoint", "load", "save",

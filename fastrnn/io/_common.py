@@ -133,21 +133,20 @@ def build(cell, input_size, hidden_size, sd, *, dtype=None, **config):
     return layer
 
 
-def describe(layer):
+def describe(layer, file_gate_order=None):
     """One line per layer for `fastrnn inspect`: cell, variant, sizes, gate order, masking."""
-    variant = []
+    direction = "bidirectional" if layer.bidirectional else \
+        "reverse" if layer.reverse else "forward"
+    variant = [direction]
     if layer._cell == "gru":
         variant.append(f"reset_after={layer.reset_after}")
-    if layer.bidirectional:
-        variant.append("bidirectional")
-    if layer.reverse:
-        variant.append("reverse")
     if not layer.use_bias:
         variant.append("no bias")
     return (f"{layer._cell.upper()} input_size={layer.input_size} hidden_size={layer.hidden_size} "
-            f"num_layers={layer.num_layers} {' '.join(variant) or 'forward'} "
+            f"num_layers={layer.num_layers} {' '.join(variant)} "
             f"gates=({', '.join(layer._gates)}) masked_output={layer.masked_output} "
-            f"dtype={layer.dtype.name}")
+            f"dtype={layer.dtype.name}"
+            + (f" file_gate_order=({', '.join(file_gate_order)})" if file_gate_order else ""))
 
 
 def single_or_dict(layers, name, what):

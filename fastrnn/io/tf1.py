@@ -30,6 +30,8 @@ _TABLE_MAGIC = struct.pack("<Q", 0xDB4775248B80FB57)
 _TF_DTYPES = {1: "<f4", 2: "<f8", 3: "<i4", 9: "<i8", 19: "<f2", 10: "?"}
 _CELLS = ("cudnn_compatible_lstm_cell", "cudnn_compatible_gru_cell", "basic_lstm_cell",
           "lstm_cell", "gru_cell")
+# column blocks of the kernels (GRU: gates/kernel [reset | update], then candidate/kernel)
+GATE_ORDER = {"lstm": ("input", "cell", "forget", "output"), "gru": ("reset", "update", "candidate")}
 _DEFAULT_FORGET_BIAS = {"basic_lstm_cell": 1.0, "lstm_cell": 1.0,
                         "cudnn_compatible_lstm_cell": 0.0}
 
@@ -255,7 +257,7 @@ def _cell_weights(variables, root, cell, forget_bias, label, sd, prefix):
                                  f"expected ({4 * H},)")
             b[2 * H:3 * H] += fb  # TF adds forget_bias to the f block at run time
             b = b.astype(kernel.dtype)
-        split_columns("lstm", ("input", "cell", "forget", "output"), kernel[:input_size],
+        split_columns("lstm", GATE_ORDER["lstm"], kernel[:input_size],
                       kernel[input_size:], b, None, H, prefix, sd)
         return "lstm", input_size, H, b is not None, True
     gk = _get(variables, root + "/gates/kernel", label)
