@@ -5,7 +5,6 @@ import glob
 import os
 import pickle
 import shutil
-import struct
 import sys
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import pytest
 import fastrnn
 from fastrnn.__main__ import main as cli
 from fastrnn.io import tf1
+
+from tf_checkpoint_writer import write_index
 
 HERE = os.path.join(os.path.dirname(__file__), "fixtures")
 FILES = sorted(f for ext in ("pt", "safetensors", "keras", "h5", "onnx")
@@ -198,29 +199,6 @@ def test_onnx_shape_and_peephole_errors(tmp_path):
 
 # ---- TF1 checkpoints ---------------------------------------------------------------------------
 
-def _write_index(path, entries):
-    """A minimal single-block SSTable (the format of TF's .index files)."""
-    def varint(n):
-        out = bytearray()
-        while True:
-            out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-            n >>= 7
-            if not n:
-                return bytes(out)
-
-    def block(items):
-        body = b"".join(varint(0) + varint(len(k)) + varint(len(v)) + k + v for k, v in items)
-        return body + struct.pack("<II", 0, 1)
-
-    data = block(sorted(entries.items()))
-    last = max(entries)
-    index = block([(last, varint(0) + varint(len(data)))])
-    index_off = len(data) + 5
-    footer = (varint(0) + varint(0) + varint(index_off) + varint(len(index))).ljust(40, b"\0")
-    with open(path, "wb") as f:
-        f.write(data + b"\0" * 5 + index + b"\0" * 5 + footer + tf1._TABLE_MAGIC)
-
-
 @pytest.fixture
 def ckpt_copy(tmp_path):
     src = os.path.join(HERE, "tf1_cells.ckpt")
@@ -232,14 +210,14 @@ def ckpt_copy(tmp_path):
 def test_tf1_index_writer_round_trip(ckpt_copy):
     """The test's SSTable writer itself reproduces a loadable checkpoint."""
     entries = tf1.read_index(Path(ckpt_copy + ".index").read_bytes())
-    _write_index(ckpt_copy + ".index", {k.encode(): v for k, v in entries.items()})
+    write_index(ckpt_copy + ".index", {k.encode(): v for k, v in entries.items()})
     assert len(fastrnn.load(ckpt_copy)) == 9
 
 
 def test_tf1_missing_variable(ckpt_copy):
     entries = tf1.read_index(Path(ckpt_copy + ".index").read_bytes())
     del entries["gru/rnn/gru_cell/candidate/bias"]
-    _write_index(ckpt_copy + ".index", {k.encode(): v for k, v in entries.items()})
+    write_index(ckpt_copy + ".index", {k.encode(): v for k, v in entries.items()})
     with pytest.raises(ValueError, match="lacks variable 'gru/rnn/gru_cell/candidate/bias'"):
         fastrnn.from_tf_checkpoint(ckpt_copy)
 
@@ -249,7 +227,7 @@ def test_tf1_missing_stacked_cell(ckpt_copy):
     for k in list(entries):
         if "multi_rnn_cell/cell_0/" in k and k.startswith("multi/"):
             del entries[k]
-    _write_index(ckpt_copy + ".index", {k.encode(): v for k, v in entries.items()})
+    write_index(ckpt_copy + ".index", {k.encode(): v for k, v in entries.items()})
     with pytest.raises(ValueError, match="some are missing"):
         fastrnn.from_tf_checkpoint(ckpt_copy)
 
@@ -261,7 +239,7 @@ def test_tf1_lying_size_and_truncated_data(ckpt_copy):
     # BundleEntryProto field 5 (size) is encoded as tag 0x28 followed by a varint: 64 bytes here
     assert b"\x28\x40" in v
     entries[name] = v.replace(b"\x28\x40", b"\x28\x44", 1)
-    _write_index(ckpt_copy + ".index", {k.encode(): v for k, v in entries.items()})
+    write_index(ckpt_copy + ".index", {k.encode(): v for k, v in entries.items()})
     with pytest.raises(ValueError, match="records 68 bytes"):
         fastrnn.from_tf_checkpoint(ckpt_copy)
     shutil.copy(os.path.join(HERE, "tf1_cells.ckpt.index"), ckpt_copy + ".index")

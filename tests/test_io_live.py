@@ -303,3 +303,44 @@ def test_frnn_format_missing_module_is_a_clear_error(tmp_path):
     (tmp_path / "b.bin").write_bytes(b"FRNN" + bytes(60))
     with pytest.raises(ImportError, match="fastrnn.io.frnn"):
         fastrnn.load(tmp_path / "b.bin")
+
+
+def test_tf1_cudnn_compatible_gru_layout_against_torch(torch, tmp_path):
+    """CudnnCompatibleGRUCell checkpoint variables built from torch GRU weights by the documented
+    layout (gates/kernel [reset | update] over [x, h] with summed biases; candidate input and
+    hidden projections, the hidden bias inside the reset product), compared with torch."""
+    from tf_checkpoint_writer import write_checkpoint
+    torch.manual_seed(6)
+    module = torch.nn.GRU(I, H, batch_first=True).eval()
+    sd = {k: v.numpy() for k, v in module.state_dict().items()}
+    blk = lambda a, g: a[g * H:(g + 1) * H]  # noqa: E731  torch blocks r=0, z=1, n=2
+    w_ih, w_hh, b_ih, b_hh = (sd[k] for k in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0",
+                                              "bias_hh_l0"))
+    root = "enc/rnn/cudnn_compatible_gru_cell"
+    gates = np.concatenate([np.concatenate([blk(w_ih, g).T, blk(w_hh, g).T]) for g in (0, 1)], 1)
+    write_checkpoint(str(tmp_path / "g.ckpt"), {
+        f"{root}/gates/kernel": gates,
+        f"{root}/gates/bias": np.concatenate([blk(b_ih, g) + blk(b_hh, g) for g in (0, 1)]),
+        f"{root}/candidate/input_projection/kernel": blk(w_ih, 2).T.copy(),
+        f"{root}/candidate/input_projection/bias": blk(b_ih, 2),
+        f"{root}/candidate/hidden_projection/kernel": blk(w_hh, 2).T.copy(),
+        f"{root}/candidate/hidden_projection/bias": blk(b_hh, 2),
+    })
+    layer = fastrnn.from_tf_checkpoint(str(tmp_path / "g.ckpt"))
+    assert layer.name == "enc/rnn" and layer.reset_after
+    x, lengths = _inputs(18)
+    assert_allclose(layer(x, lengths=lengths)[0], _torch_run(torch, module, x, lengths)[0],
+                    atol=1e-6, rtol=0)
+
+
+def test_keras_model_object_by_user_names(keras):
+    model = keras.Sequential([keras.Input((T, I)), keras.layers.Masking(0.0),
+                              keras.layers.LSTM(H, return_sequences=True, name="enc"),
+                              keras.layers.Dense(2, name="proj"),
+                              keras.layers.Bidirectional(keras.layers.GRU(H), name="dec")])
+    layers = fastrnn.from_keras(model)
+    assert list(layers) == ["enc", "dec"]
+    assert layers["enc"].masked_output == "carry" and layers["dec"].masked_output == "zero"
+    assert fastrnn.from_keras(model, name="dec").bidirectional
+    with pytest.raises(KeyError, match="no recurrent layer named 'nope'"):
+        fastrnn.from_keras(model, name="nope")

@@ -31,7 +31,8 @@ _TF_DTYPES = {1: "<f4", 2: "<f8", 3: "<i4", 9: "<i8", 19: "<f2", 10: "?"}
 _CELLS = ("cudnn_compatible_lstm_cell", "cudnn_compatible_gru_cell", "basic_lstm_cell",
           "lstm_cell", "gru_cell")
 # column blocks of the kernels (GRU: gates/kernel [reset | update], then candidate/kernel)
-GATE_ORDER = {"lstm": ("input", "cell", "forget", "output"), "gru": ("reset", "update", "candidate")}
+GATE_ORDER = {"lstm": ("input", "cell", "forget", "output"),
+              "gru": ("reset", "update", "candidate")}
 _DEFAULT_FORGET_BIAS = {"basic_lstm_cell": 1.0, "lstm_cell": 1.0,
                         "cudnn_compatible_lstm_cell": 0.0}
 
