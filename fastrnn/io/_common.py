@@ -9,12 +9,6 @@ The format modules only say which order their blocks come in; the slicing lives 
 import numpy as np
 
 DIRECTIONS = ("forward", "backward")
-LSTM_GATES = ("input", "forget", "cell", "output")
-GRU_GATES = ("update", "reset", "candidate")
-
-
-def gates_of(cell):
-    return LSTM_GATES if cell == "lstm" else GRU_GATES
 
 
 def require(module, extra):

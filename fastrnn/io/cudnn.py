@@ -14,9 +14,7 @@ is the `concat(W.., R.., b_W.., b_R..)` buffer that Keras 3 passes to cuDNN.
 import numpy as np
 
 from ._common import DIRECTIONS, as_array, build, join_rows, split_rows
-
-GATE_ORDER = {"lstm": ("input", "forget", "cell", "output"),
-              "gru": ("reset", "update", "candidate")}
+from .torch import GATE_ORDER  # PyTorch hands its parameters to cuDNN unreordered
 
 
 def _geometry(cell, input_size, hidden_size, num_layers, bidirectional):
