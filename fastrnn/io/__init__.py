@@ -75,8 +75,8 @@ def _detect(data, label):
     if data[:4] == b"PK\x03\x04":
         try:
             names = zipfile.ZipFile(_io.BytesIO(data)).namelist()
-        except zipfile.BadZipFile as exc:
-            raise ValueError(f"{label}: a damaged or truncated zip file") from exc
+        except (zipfile.BadZipFile, NotImplementedError, ValueError, EOFError) as exc:
+            raise ValueError(f"{label}: a damaged or truncated zip file ({exc})") from exc
         if "__config__.npy" in names:
             return "npz"
         if "config.json" in names and "model.weights.h5" in names:

@@ -18,6 +18,7 @@ the variables, and the other options take Keras' defaults (no go_backwards, tanh
 import io
 import json
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -162,12 +163,16 @@ def from_keras(source, name=None, *, dtype=None):
     if hasattr(source, "get_config") and hasattr(source, "get_weights"):
         return single_or_dict(_from_objects(source, dtype), name, "Keras model")
     data, label = read_source(source)
-    if data[:4] == b"PK\x03\x04":
-        layers = _from_keras_zip(data, label, dtype)
-    elif data[:8] == _HDF5_SIGNATURE:
-        layers = _from_h5(data, label, dtype)
-    else:
-        raise ValueError(f"{label}: not a Keras file (neither a .keras zip nor HDF5)")
+    try:
+        if data[:4] == b"PK\x03\x04":
+            layers = _from_keras_zip(data, label, dtype)
+        elif data[:8] == _HDF5_SIGNATURE:
+            layers = _from_h5(data, label, dtype)
+        else:
+            raise ValueError(f"{label}: not a Keras file (neither a .keras zip nor HDF5)")
+    except (OSError, RuntimeError, KeyError) as exc:  # h5py's errors for damaged structures
+        raise ValueError(f"{label}: damaged Keras/HDF5 file ({type(exc).__name__}: {exc})"
+                         ) from exc
     return single_or_dict(layers, name, label)
 
 
@@ -234,7 +239,8 @@ def _from_keras_zip(data, label, dtype):
         z = zipfile.ZipFile(io.BytesIO(data))
         config = json.loads(z.read("config.json"))
         weights = z.read("model.weights.h5")
-    except (zipfile.BadZipFile, KeyError, ValueError, EOFError) as exc:
+    except (zipfile.BadZipFile, zlib.error, KeyError, ValueError, EOFError, NotImplementedError,
+            OSError) as exc:
         raise ValueError(f"{label}: not a readable .keras file ({exc})") from exc
     configs = {c.get("name"): (cls, c) for cls, c in _config_layers(config)}
     if not configs and config.get("class_name") in _RNN_CLASSES:  # a bare layer saved alone
