@@ -12,6 +12,10 @@ processing order, i.e. flipped in time, while fastrnn keeps original time order)
 masking (a plain layer copies the previous output at masked steps: masked_output="carry", unless
 its config says zero_output_for_mask; Bidirectional forces zeros: masked_output="zero").
 
+HDF5 files are read through h5py/libhdf5, which can loop forever on some deliberately corrupted
+files (damage in a `.keras` zip is caught by the zip's CRC first); read untrusted bare `.h5` files
+in a subprocess with a timeout.
+
 `.weights.h5` files carry no config: the cell type, sizes, use_bias and reset_after come from
 the variables, and the other options take Keras' defaults (no go_backwards, tanh/sigmoid).
 """
