@@ -485,6 +485,27 @@ class _Recurrent:
         ])
         return f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra})"
 
+    # ---- export (formats live in fastrnn.io) ----
+    def to_torch(self):
+        """The weights as an nn.LSTM / nn.GRU state_dict of torch tensors."""
+        from .io.torch import to_torch
+        return to_torch(self)
+
+    def to_keras(self):
+        """The weights as the list Keras' LSTM / GRU / Bidirectional `set_weights` takes."""
+        from .io.keras import to_keras
+        return to_keras(self)
+
+    def to_onnx(self, path):
+        """Write an ONNX model with the same weights (see fastrnn.io.onnx.to_onnx_model)."""
+        from .io.onnx import save_onnx
+        save_onnx(self, path)
+
+    def save(self, path, format=None):
+        """Write the layer; format "npz" (default), "frnn", "torch", "safetensors" or "onnx"."""
+        from .io import save
+        save(self, path, format=format)
+
 
 class _Tape:
     """What a training-mode call keeps for backward(): the inputs and, per stacked layer, its

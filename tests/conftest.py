@@ -1,6 +1,9 @@
 import os
 import sys
 
+# Keras 3 must run on the torch backend here (no TensorFlow); set before anything imports keras.
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
 import numpy as np
 import pytest
 

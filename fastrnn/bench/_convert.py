@@ -1,80 +1,21 @@
-"""Weight conversion from a fastrnn layer to the benchmark's peers, kept in this one file.
+"""The benchmark's peers built from a fastrnn layer, on top of fastrnn.io (which owns every
+gate order and layout).
 
-The benchmark calls only these functions, which have the same signatures as the package's
-loaders/exporters (`fastrnn.io.onnx.to_onnx_model`, `fastrnn.io.torch.to_torch_module`), so
-this file can become plain re-exports of those.
-
-Scope: what the benchmark builds - single-layer, unidirectional, forward layers (more layers and
-directions are converted too where the target format has them). Gate orders:
-fastrnn LSTM (input, forget, cell, output), GRU (update, reset, candidate);
-torch LSTM [i, f, g, o], GRU [r, z, n]; ONNX LSTM [i, o, f, c], GRU [z, r, h];
-Keras LSTM [i, f, c, o], GRU [z, r, h].
+to_onnx_model differs from fastrnn.io.onnx.to_onnx_model on purpose: it is the bare LSTM/GRU node
+(output Y [T, D, B, H]), without the Transpose/Reshape nodes the exporter appends for a
+batch-major result, so ONNX Runtime is timed on its RNN kernel alone.
 """
 import numpy as np
 
-_TORCH_ORDER = {"lstm": ("input", "forget", "cell", "output"),
-                "gru": ("reset", "update", "candidate")}
-_ONNX_ORDER = {"lstm": ("input", "output", "forget", "cell"),
-               "gru": ("update", "reset", "candidate")}
-_KERAS_ORDER = {"lstm": ("input", "forget", "cell", "output"),
-                "gru": ("update", "reset", "candidate")}
-
-
-def _cell(layer):
-    return "lstm" if layer._num_gates == 4 else "gru"
-
-
-def _reset_after(layer):
-    return getattr(layer, "reset_after", True)
-
-
-def _stacked(layer, k, direction, order, part, transpose):
-    """(G*H, rows) if transpose else (rows, G*H) matrix / (G*H,) vector of one part in `order`;
-    a missing part (LSTM recurrent_bias) is zeros."""
-    sd = layer.state_dict()
-    H = layer.hidden_size
-    blocks = []
-    for g in order:
-        key = f"layer{k}.{direction}.{g}.{part}"
-        v = sd[key] if key in sd else np.zeros(H, layer.dtype)
-        blocks.append(v.T if transpose else v)
-    return np.concatenate(blocks, axis=0 if (transpose or v.ndim == 1) else 1)
+from fastrnn.io import _common
+from fastrnn.io.keras import to_keras
+from fastrnn.io.onnx import GATE_ORDER as _ONNX_ORDER
+from fastrnn.io.torch import to_torch_module  # noqa: F401  (re-exported for the peers)
 
 
 def _check_plain(layer, what):
     if getattr(layer, "reverse", False):
         raise ValueError(f"{what}: reverse=True layers have no equivalent")
-
-
-def to_torch_module(layer):
-    """torch.nn.LSTM / torch.nn.GRU (batch_first=True) with the layer's weights and dtype.
-    torch's GRU is reset-after only; LSTM biases go into bias_ih (bias_hh = 0)."""
-    import torch
-
-    _check_plain(layer, "to_torch_module")
-    cell = _cell(layer)
-    if cell == "gru" and not _reset_after(layer):
-        raise ValueError("to_torch_module: torch.nn.GRU has no reset_after=False variant")
-    cls = torch.nn.LSTM if cell == "lstm" else torch.nn.GRU
-    mod = cls(layer.input_size, layer.hidden_size, num_layers=layer.num_layers,
-              bidirectional=layer.bidirectional, batch_first=True)
-    mod = mod.to(torch.float64 if layer.dtype == np.float64 else torch.float32)
-    order = _TORCH_ORDER[cell]
-    dirs = ["forward", "backward"] if layer.bidirectional else ["forward"]
-    with torch.no_grad():
-        for k in range(layer.num_layers):
-            for direction in dirs:
-                sfx = f"_l{k}" + ("_reverse" if direction == "backward" else "")
-                get = getattr
-                get(mod, "weight_ih" + sfx).copy_(torch.from_numpy(
-                    _stacked(layer, k, direction, order, "kernel", True)))
-                get(mod, "weight_hh" + sfx).copy_(torch.from_numpy(
-                    _stacked(layer, k, direction, order, "recurrent", True)))
-                get(mod, "bias_ih" + sfx).copy_(torch.from_numpy(
-                    _stacked(layer, k, direction, order, "bias", False)))
-                get(mod, "bias_hh" + sfx).copy_(torch.from_numpy(
-                    _stacked(layer, k, direction, order, "recurrent_bias", False)))
-    return mod
 
 
 def to_onnx_model(layer):
@@ -96,20 +37,21 @@ def to_onnx_model(layer):
     if layer.num_layers != 1:
         raise ValueError("to_onnx_model: ONNX LSTM/GRU nodes are single-layer; "
                          "export one layer at a time")
-    cell = _cell(layer)
-    order = _ONNX_ORDER[cell]
-    dirs = ["forward", "backward"] if layer.bidirectional else ["forward"]
-    W = np.stack([_stacked(layer, 0, d, order, "kernel", True) for d in dirs])
-    R = np.stack([_stacked(layer, 0, d, order, "recurrent", True) for d in dirs])
-    B = np.stack([np.concatenate([_stacked(layer, 0, d, order, "bias", False),
-                                  _stacked(layer, 0, d, order, "recurrent_bias", False)])
-                  for d in dirs])
+    cell = layer._cell
+    dirs = _common.DIRECTIONS[:layer.num_directions]
+    parts = [_common.join_rows(layer, _ONNX_ORDER[cell], 0, d) for d in dirs]
+    W = np.stack([w for w, _, _, _ in parts])
+    R = np.stack([r for _, r, _, _ in parts])
+    G, H = len(_ONNX_ORDER[cell]), layer.hidden_size
+    zeros = np.zeros(2 * G * H, layer.dtype)
+    B = np.stack([np.concatenate([bw, br]) if bw is not None else zeros
+                  for _, _, bw, br in parts])
     elem = TensorProto.DOUBLE if layer.dtype == np.float64 else TensorProto.FLOAT
     H, D = layer.hidden_size, len(dirs)
     outputs = ["Y", "Y_h"] + (["Y_c"] if cell == "lstm" else [])
     attrs = dict(hidden_size=H, direction="bidirectional" if D == 2 else "forward", layout=0)
     if cell == "gru":
-        attrs["linear_before_reset"] = 1 if _reset_after(layer) else 0
+        attrs["linear_before_reset"] = int(layer.reset_after)
     node = helper.make_node(cell.upper(), ["X", "W", "R", "B"], outputs, **attrs)
     graph = helper.make_graph(
         [node], f"fastrnn_{cell}",
@@ -133,21 +75,12 @@ def to_keras_layer(layer):
     _check_plain(layer, "to_keras_layer")
     if layer.num_layers != 1 or layer.bidirectional:
         raise ValueError("to_keras_layer: single-layer unidirectional layers only")
-    cell = _cell(layer)
-    order = _KERAS_ORDER[cell]
     dtype = "float64" if layer.dtype == np.float64 else "float32"
-    kernel = _stacked(layer, 0, "forward", order, "kernel", False)
-    recurrent = _stacked(layer, 0, "forward", order, "recurrent", False)
-    bias = _stacked(layer, 0, "forward", order, "bias", False)
-    if cell == "lstm":
-        klayer = keras.layers.LSTM(layer.hidden_size, return_sequences=True, return_state=True,
-                                   dtype=dtype)
+    kw = dict(return_sequences=True, return_state=True, use_bias=layer.use_bias, dtype=dtype)
+    if layer._cell == "lstm":
+        klayer = keras.layers.LSTM(layer.hidden_size, **kw)
     else:
-        klayer = keras.layers.GRU(layer.hidden_size, return_sequences=True, return_state=True,
-                                  reset_after=_reset_after(layer), dtype=dtype)
-        rbias = _stacked(layer, 0, "forward", order, "recurrent_bias", False)
-        # reset-before: every recurrent bias sits outside the reset product, so it sums
-        bias = np.stack([bias, rbias]) if _reset_after(layer) else bias + rbias
+        klayer = keras.layers.GRU(layer.hidden_size, reset_after=layer.reset_after, **kw)
     klayer.build((None, None, layer.input_size))
-    klayer.set_weights([kernel, recurrent, bias])
+    klayer.set_weights(to_keras(layer))
     return klayer

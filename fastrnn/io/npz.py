@@ -1,0 +1,68 @@
+"""fastrnn's own `.npz` format: the layer's state_dict plus a JSON config entry.
+
+Members: one array per state_dict key ("layer0.forward.input.kernel", ...) and `__config__`, a
+unicode scalar holding JSON {"format": "fastrnn-npz", "version": 1, "cell", "input_size", ...}.
+Read with np.load(allow_pickle=False): a file can never run code.
+"""
+import io
+import json
+
+import numpy as np
+
+from ._common import build, read_source
+
+CONFIG_KEY = "__config__"
+FORMAT = "fastrnn-npz"
+VERSION = 1
+_KEYS = ("input_size", "hidden_size", "num_layers", "bidirectional", "use_bias", "reverse",
+         "dropout", "recurrent_dropout", "masked_output", "name")
+
+
+def layer_config(layer):
+    """The constructor arguments that define a layer (JSON-serialisable)."""
+    config = {k: getattr(layer, k) for k in _KEYS}
+    config["cell"] = layer._cell
+    config["dtype"] = layer.dtype.name
+    if layer._cell == "gru":
+        config["reset_after"] = layer.reset_after
+    return config
+
+
+def save_npz(layer, path):
+    config = dict(format=FORMAT, version=VERSION, **layer_config(layer))
+    arrays = layer.state_dict()
+    arrays[CONFIG_KEY] = np.array(json.dumps(config))
+    with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a path
+        np.savez(f, **arrays)
+
+
+def load_npz(path_or_bytes, *, dtype=None):
+    data, label = read_source(path_or_bytes)
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:  # zipfile.BadZipFile, ValueError (pickled member), EOFError ...
+        raise ValueError(f"{label}: not a readable fastrnn .npz file ({exc})") from exc
+    if CONFIG_KEY not in arrays:
+        raise ValueError(f"{label}: no {CONFIG_KEY} entry; not a fastrnn .npz file")
+    try:
+        config = json.loads(str(arrays.pop(CONFIG_KEY)))
+    except ValueError as exc:
+        raise ValueError(f"{label}: {CONFIG_KEY} is not valid JSON") from exc
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ValueError(f"{label}: {CONFIG_KEY} does not describe a {FORMAT} file")
+    if config.get("version") != VERSION:
+        raise ValueError(f"{label}: {FORMAT} version {config.get('version')} is not supported "
+                         f"(this fastrnn reads version {VERSION})")
+    cell = config.pop("cell", None)
+    if cell not in ("lstm", "gru"):
+        raise ValueError(f"{label}: unknown cell {cell!r}")
+    kwargs = {k: config[k] for k in _KEYS if k in config}
+    if cell == "gru":
+        kwargs["reset_after"] = config.get("reset_after", True)
+    missing = [k for k in ("input_size", "hidden_size") if k not in kwargs]
+    if missing:
+        raise ValueError(f"{label}: config lacks {missing}")
+    input_size, hidden_size = kwargs.pop("input_size"), kwargs.pop("hidden_size")
+    return build(cell, input_size, hidden_size, arrays,
+                 dtype=dtype or config.get("dtype"), **kwargs)
