@@ -201,3 +201,33 @@ def test_batch_size_invariance():
     for b in (0, 6, 12):
         single, _ = layer(x[b:b + 1])
         np.testing.assert_array_equal(single[0], full[b])
+
+
+@pytest.mark.parametrize("cell,kw", [("lstm", {}), ("gru", {"reset_after": False})])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("B,T,H", [(12, 90, 200), (2, 170, 520)])  # 2 threads: rows / hidden
+def test_long_calls_match_the_reference_and_every_thread_count(cell, kw, bidirectional, B, T, H):
+    """Long calls with a projection of several MB, split by rows (B=12) and by hidden units
+    (B=2) over 2 threads: results match the reference, and 1 and 2 threads agree bitwise (each
+    run several times: a race would show as a difference)."""
+    import fastrnn
+    cls = fastrnn.LSTM if cell == "lstm" else fastrnn.GRU
+    layer = cls(24, H, bidirectional=bidirectional, dtype="float64", seed=5, **kw)
+    x = np.random.default_rng(5).normal(size=(B, T, 24))
+    rng_state = np.random.default_rng(6)
+    h0 = rng_state.normal(size=(layer.num_directions, B, H))
+    state = (h0, h0 * 0.5) if cell == "lstm" else h0
+    before = fastrnn.get_num_threads()
+    try:
+        fastrnn.set_num_threads(1)
+        out1, _ = layer(x, initial_state=state)
+        fastrnn.set_num_threads(2)
+        for _ in range(3):
+            out2, _ = layer(x, initial_state=state)
+            np.testing.assert_array_equal(out1, out2)
+    finally:
+        fastrnn.set_num_threads(before)
+    ref_out, _ = rnn_forward(cell, layer.state_dict(), x, hidden_size=H,
+                                 bidirectional=bidirectional, initial_state=state,
+                                 reset_after=kw.get("reset_after", True))
+    np.testing.assert_allclose(out1, ref_out, atol=1e-11)
