@@ -117,6 +117,13 @@ cdef inline void* _data(cnp.ndarray a, int typenum, Py_ssize_t size, str what) e
     return cnp.PyArray_DATA(a)
 
 
+cdef inline void* _bytes(cnp.ndarray a, size_t need, str what) except NULL:
+    """A caller-provided uint8 buffer (workspace, training record) of at least `need` bytes."""
+    if a.dtype != np.uint8 or not a.flags.c_contiguous or <size_t>a.nbytes < need or need == 0:
+        raise ValueError(f"{what} too small: {a.nbytes} bytes, need {need}")
+    return cnp.PyArray_DATA(a)
+
+
 cdef class LayerEngine:
     """One layer (all directions) bound to weight arrays in the padded canonical layout.
 
@@ -196,10 +203,8 @@ cdef class LayerEngine:
                       if in_mask is not None else NULL)
         tr.rec_mask = (_data(rec_mask, self.typenum, D * B * H, "rec_mask")
                        if rec_mask is not None else NULL)
-        if record.dtype != np.uint8 or not record.flags.c_contiguous or \
-                <size_t>record.nbytes < fr_record_size(&self.desc, B, T, in_mask is not None):
-            raise ValueError("record too small")
-        tr.record = cnp.PyArray_DATA(record)
+        tr.record = _bytes(record, fr_record_size(&self.desc, B, T, in_mask is not None),
+                           "training record")
         tr.record_size = record.nbytes
         return 0
 
@@ -223,10 +228,8 @@ cdef class LayerEngine:
             self._train(&tr, B, T, in_mask, rec_mask, record)
         elif rec_mask is not None or in_mask is not None:
             raise ValueError("dropout masks need a training record")
-        cdef size_t need = fr_workspace_size(&self.desc, B, T, num_threads)
-        if workspace.dtype != np.uint8 or <size_t>workspace.nbytes < need:
-            raise ValueError("workspace too small")
-        cdef void *ws = cnp.PyArray_DATA(workspace)
+        cdef void *ws = _bytes(workspace, fr_workspace_size(&self.desc, B, T, num_threads),
+                               "workspace")
         cdef size_t ws_size = workspace.nbytes
         cdef int rc
         with nogil:
@@ -279,10 +282,8 @@ cdef class LayerEngine:
                                              "grad recurrent_bias") if rb is not None else NULL
                 gw[d].ld = ld
             gp = gw
-        cdef size_t need = fr_backward_workspace_size(&self.desc, B, T, num_threads)
-        if workspace.dtype != np.uint8 or <size_t>workspace.nbytes < need:
-            raise ValueError("workspace too small")
-        cdef void *ws = cnp.PyArray_DATA(workspace)
+        cdef void *ws = _bytes(
+            workspace, fr_backward_workspace_size(&self.desc, B, T, num_threads), "workspace")
         cdef size_t ws_size = workspace.nbytes
         cdef int rc
         with nogil:
