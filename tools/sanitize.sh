@@ -16,14 +16,20 @@ make -C src clean >/dev/null
 # Tracked and untracked-but-not-ignored files only: no build products, no virtualenv.
 git ls-files -z --cached --others --exclude-standard | (cd "$root" && xargs -0 cp --parents -t "$scratch")
 cd "$scratch"
-FASTRNN_SANITIZE=address,undefined python setup.py -q build_ext --inplace 2>&1 | grep -v "^warning" || true
+# The build needs Cython and setuptools in this environment (a pip install with build isolation
+# does not leave them behind).
+python -c "import Cython, setuptools" 2>/dev/null || python -m pip install --quiet "cython>=3" "setuptools>=77"
+FASTRNN_SANITIZE=address,undefined python setup.py -q build_ext --inplace
 asan=$(${CC:-cc} -print-file-name=libasan.so)
 ubsan=$(${CC:-cc} -print-file-name=libubsan.so)
 # Python itself is not instrumented: preload the runtimes; leaks of the interpreter are noise.
 export LD_PRELOAD="$asan:$ubsan"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
-python -c "import fastrnn, sys; sys.exit(0 if fastrnn.__file__.startswith('$scratch') else 1)"
+# The sanitized extension itself must be the one imported (an editable install elsewhere would
+# otherwise provide fastrnn._core).
+python -c "import fastrnn._core as c, sys; sys.exit(0 if c.__file__.startswith('$scratch') else 1)" \
+    || { echo "sanitize.sh: the sanitized build is not the one imported" >&2; exit 1; }
 tests=(tests/test_forward.py tests/test_backward.py tests/test_validation.py tests/test_fuzz_api.py
        tests/test_threads.py tests/test_numerics.py tests/test_dropout.py)
 [ $# -gt 0 ] && tests=("$@")
