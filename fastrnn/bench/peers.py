@@ -26,6 +26,18 @@ from fastrnn.bench import _convert
 from fastrnn.bench.numpy_peer import NumpyRNN
 
 
+
+@contextlib.contextmanager
+def _torch_threads(torch, n):
+    """torch's intra-op threads set to n for the block (Keras on the torch backend uses them
+    too), restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
 class Unsupported(Exception):
     """This peer cannot run this case (the message says why)."""
 
@@ -135,14 +147,8 @@ class TorchPeer:
         self.version = torch.__version__
         return None
 
-    @contextlib.contextmanager
     def threads(self, n):
-        before = self.torch.get_num_threads()
-        self.torch.set_num_threads(n)
-        try:
-            yield
-        finally:
-            self.torch.set_num_threads(before)
+        return _torch_threads(self.torch, n)
 
     def prepare(self, case, layer, data):
         torch = self.torch
@@ -366,14 +372,8 @@ class KerasPeer:
         self.version = keras.__version__
         return None
 
-    @contextlib.contextmanager
     def threads(self, n):
-        before = self.torch.get_num_threads()
-        self.torch.set_num_threads(n)
-        try:
-            yield
-        finally:
-            self.torch.set_num_threads(before)
+        return _torch_threads(self.torch, n)
 
     def prepare(self, case, layer, data):
         torch = self.torch

@@ -69,13 +69,18 @@ int fr_openmp_enabled(void)
 #endif
 }
 
-static fr_dir_fn dir_kernel(fr_dtype dtype)
+const fr_kernels *fr_kernels_for(fr_dtype dtype)
 {
+    static const fr_kernels baseline[2] = {
+        {fr_dir_forward_f32_baseline, fr_dir_backward_f32_baseline, fr_step_layer_f32_baseline},
+        {fr_dir_forward_f64_baseline, fr_dir_backward_f64_baseline, fr_step_layer_f64_baseline}};
 #ifdef FR_HAVE_AVX2_BUILD
-    if (fr_get_isa() == FR_ISA_AVX2)
-        return dtype == FR_FLOAT32 ? fr_dir_forward_f32_avx2 : fr_dir_forward_f64_avx2;
+    static const fr_kernels avx2[2] = {
+        {fr_dir_forward_f32_avx2, fr_dir_backward_f32_avx2, fr_step_layer_f32_avx2},
+        {fr_dir_forward_f64_avx2, fr_dir_backward_f64_avx2, fr_step_layer_f64_avx2}};
+    if (fr_get_isa() == FR_ISA_AVX2) return &avx2[dtype == FR_FLOAT64];
 #endif
-    return dtype == FR_FLOAT32 ? fr_dir_forward_f32_baseline : fr_dir_forward_f64_baseline;
+    return &baseline[dtype == FR_FLOAT64];
 }
 
 /* ---- layout helpers ---- */
@@ -294,7 +299,7 @@ static int layer_forward(const fr_layer_desc *d, const fr_weights *w, const fr_i
 
     fr_split split;
     int threads = plan_threads(d, io->batch, nt, &split);
-    fr_dir_fn kernel = dir_kernel(d->dtype);
+    fr_dir_fn kernel = fr_kernels_for(d->dtype)->forward;
     for (int dir = 0; dir < d->num_directions; dir++) {
         fr_dir_args a;
         dir_args(d, w, io, tr, dir, threads, split, &a);
@@ -328,15 +333,6 @@ size_t fr_backward_workspace_size(const fr_layer_desc *d, int batch, int time, i
         fr_gate_stride(d->dtype, d->hidden_size), nt);
 }
 
-static fr_dir_bwd_fn dir_backward_kernel(fr_dtype dtype)
-{
-#ifdef FR_HAVE_AVX2_BUILD
-    if (fr_get_isa() == FR_ISA_AVX2)
-        return dtype == FR_FLOAT32 ? fr_dir_backward_f32_avx2 : fr_dir_backward_f64_avx2;
-#endif
-    return dtype == FR_FLOAT32 ? fr_dir_backward_f32_baseline : fr_dir_backward_f64_baseline;
-}
-
 int fr_layer_backward(const fr_layer_desc *d, const fr_weights *w, const fr_io *io,
                       const fr_train *tr, const fr_grad_io *g, const fr_grads *grads,
                       void *workspace, size_t workspace_size, int num_threads)
@@ -359,7 +355,7 @@ int fr_layer_backward(const fr_layer_desc *d, const fr_weights *w, const fr_io *
 
     fr_split split;
     int threads = plan_threads(d, io->batch, nt, &split);
-    fr_dir_bwd_fn kernel = dir_backward_kernel(d->dtype);
+    fr_dir_bwd_fn kernel = fr_kernels_for(d->dtype)->backward;
     const size_t state = (size_t)io->batch * d->hidden_size * elem_size(d->dtype);
     for (int dir = 0; dir < d->num_directions; dir++) {
         fr_dir_args a;

@@ -184,4 +184,14 @@ void fr_step_layer_f32_avx2(const fr_step_args *a);
 void fr_step_layer_f64_avx2(const fr_step_args *a);
 #endif
 
+/* The kernels of one (ISA, dtype): chosen once per call by fr_kernels_for (fastrnn.c) from the
+ * ISA selected now (an atomic load, so fr_set_isa applies to the next call). */
+typedef struct fr_kernels {
+    fr_dir_fn forward;
+    fr_dir_bwd_fn backward;
+    fr_step_fn step;
+} fr_kernels;
+
+const fr_kernels *fr_kernels_for(fr_dtype dtype);
+
 #endif /* FASTRNN_INTERNAL_H */

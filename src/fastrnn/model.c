@@ -537,15 +537,6 @@ int fr_forward(const fr_model *m, const fr_sequence *s, void *workspace, size_t 
 
 /* ---- streaming ---- */
 
-static fr_step_fn step_kernel(fr_dtype dtype)
-{
-#ifdef FR_HAVE_AVX2_BUILD
-    if (fr_get_isa() == FR_ISA_AVX2)
-        return dtype == FR_FLOAT32 ? fr_step_layer_f32_avx2 : fr_step_layer_f64_avx2;
-#endif
-    return dtype == FR_FLOAT32 ? fr_step_layer_f32_baseline : fr_step_layer_f64_baseline;
-}
-
 /* State memory, in order (each part FR_ALIGN-aligned): the fr_state, per-layer step args,
  * h double buffer (2 * L * B * Hp), c (L * B * Hp), GRU scratch z, r*h, x-projection of the
  * candidate (3 * B * Hp), zero bias vector (G * Hp). Returns 0 for an invalid request. */
@@ -706,7 +697,7 @@ int fr_step(const fr_model *m, fr_state *s, const void *x_t, void *y_t)
     const int p = s->parity, L = s->num_layers;
     const size_t lb = s->layer_bytes;
     const char *x = (const char *)x_t;
-    const fr_step_fn step = step_kernel(s->dtype);  /* an atomic load: follows fr_set_isa */
+    const fr_step_fn step = fr_kernels_for(s->dtype)->step;  /* follows fr_set_isa */
     const unsigned fpmode = fr_fpmode_enter();  /* denormals as in fr_layer_forward */
     for (int k = 0; k < L; k++) {
         fr_step_args *a = &s->args[k];
