@@ -26,6 +26,7 @@ import zlib
 
 import numpy as np
 
+from ._isolated import in_child, parse_keras_bytes
 from ._common import (DIRECTIONS, as_array, build, read_source, require,
                       single_or_dict, split_columns)
 
@@ -167,17 +168,24 @@ def from_keras(source, name=None, *, dtype=None):
     if hasattr(source, "get_config") and hasattr(source, "get_weights"):
         return single_or_dict(_from_objects(source, dtype), name, "Keras model")
     data, label = read_source(source)
+    if data[:4] != b"PK\x03\x04" and data[:8] != _HDF5_SIGNATURE:
+        raise ValueError(f"{label}: not a Keras file (neither a .keras zip nor HDF5)")
+    require("h5py", "keras")
+    # libhdf5 may loop forever on a damaged file: parse in a child process with a time limit.
+    layers = _parse_bytes(data, label, dtype) if in_child() else \
+        parse_keras_bytes(data, label, None if dtype is None else np.dtype(dtype).name)
+    return single_or_dict(layers, name, label)
+
+
+def _parse_bytes(data, label, dtype):
+    """{user name: layer} from `.keras` zip or HDF5 bytes, in this process."""
     try:
         if data[:4] == b"PK\x03\x04":
-            layers = _from_keras_zip(data, label, dtype)
-        elif data[:8] == _HDF5_SIGNATURE:
-            layers = _from_h5(data, label, dtype)
-        else:
-            raise ValueError(f"{label}: not a Keras file (neither a .keras zip nor HDF5)")
+            return _from_keras_zip(data, label, dtype)
+        return _from_h5(data, label, dtype)
     except (OSError, RuntimeError, KeyError) as exc:  # h5py's errors for damaged structures
         raise ValueError(f"{label}: damaged Keras/HDF5 file ({type(exc).__name__}: {exc})"
                          ) from exc
-    return single_or_dict(layers, name, label)
 
 
 def _from_objects(obj, dtype):
