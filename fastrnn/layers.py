@@ -18,6 +18,7 @@ from ._phase import resolve_training
 _DIRECTIONS = ("forward", "backward")
 _MASKED_OUTPUT = ("zero", "carry")
 _INITS = ("keras", "torch")
+_WORKSPACE_CACHE_BYTES = 1 << 20  # per thread and layer
 
 
 def _positive_int(value, what):
@@ -299,6 +300,11 @@ class _Recurrent:
         return tuple(out)
 
     def _workspace(self, nbytes):
+        """Scratch memory for one kernel call. Small workspaces (streaming, short sequences,
+        where an allocation would cost as much as the call) are kept per thread and reused;
+        larger ones live for the call only, so an inference call keeps no memory alive."""
+        if nbytes > _WORKSPACE_CACHE_BYTES:
+            return np.empty(nbytes, np.uint8)
         ws = getattr(self._local, "ws", None)
         if ws is None or ws.nbytes < nbytes:
             ws = np.empty(nbytes, np.uint8)
@@ -370,20 +376,6 @@ class _Recurrent:
             self._local.tape = _Tape(x, m, h0, c0, tape)
         return inp, self._pack_state(h_n, c_n)
 
-    def _grad_buffers(self, layer):
-        """Per-thread padded gradient arrays of one stacked layer, one tuple per direction in
-        the order of the weight dict (kernel, recurrent, bias, recurrent_bias); the kernels
-        overwrite them and `grads` receives copies."""
-        bufs = getattr(self._local, "grad_bufs", None)
-        if bufs is None:
-            bufs = self._local.grad_bufs = {}
-        if layer not in bufs:
-            bufs[layer] = [tuple(_aligned_zeros(a.shape, self.dtype) if a is not None and
-                                 (part in ("kernel", "recurrent") or self.use_bias) else None
-                                 for part, a in w.items())
-                           for w in self._w[layer]]
-        return bufs[layer]
-
     def backward(self, grad_out, grad_state=None):
         """Gradients of the most recent (training-mode) call of this layer in this thread.
 
@@ -421,7 +413,10 @@ class _Recurrent:
             dx = np.empty((B, T, inp.shape[2]), self.dtype)
             out = None
             if self.trainable:
-                out = self._grad_buffers(layer)
+                out = [tuple(_aligned_zeros(a.shape, self.dtype) if a is not None and
+                             (part in ("kernel", "recurrent") or self.use_bias) else None
+                             for part, a in w.items())
+                       for w in self._w[layer]]
             ws = self._workspace(engine.backward_workspace_size(B, T, nt))
             engine.backward(inp, tape.mask, None if tape.h0 is None else tape.h0[s],
                             None if tape.c0 is None else tape.c0[s], in_mask, rec_mask, record,
@@ -435,7 +430,8 @@ class _Recurrent:
                         lo = gi * self._stride
                         for part in self._parts():
                             key = f"layer{layer}.{_DIRECTIONS[d]}.{gate}.{part}"
-                            grads[key] = np.array(arrays[part][..., lo:lo + self.hidden_size])
+                            grads[key] = np.ascontiguousarray(
+                                arrays[part][..., lo:lo + self.hidden_size])
             dy = dx
         self.grads = grads
         return dy, self._pack_state(dh0, dc0)

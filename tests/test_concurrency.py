@@ -139,3 +139,22 @@ def test_no_growth_over_many_forward_backward_calls():
     assert growth < 64 * 1024, f"Python heap grew by {growth} bytes over 10,000 calls"
     assert rss1 - rss0 < 8 * 1024, f"RSS grew by {rss1 - rss0} kB over 10,000 calls"
     assert layer._local.tape is None  # the last call was an inference call: nothing kept
+
+
+def test_inference_calls_keep_no_large_workspace_alive():
+    """Workspaces above 1 MB live for the call only (api.md: an inference call keeps nothing;
+    small ones are reused per thread, where an allocation would cost as much as the call)."""
+    layer = fastrnn.LSTM(64, 256, seed=4)
+    x = np.random.default_rng(4).normal(size=(16, 100, 64)).astype(np.float32)
+    layer(x)  # warm-up: imports, thread pools
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    out, _ = layer(x)
+    need = layer._engines[0].workspace_size(16, 100, fastrnn.get_num_threads())
+    del out
+    gc.collect()
+    kept = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    assert need > 4 << 20  # the call needed several MB of workspace...
+    assert kept < 1 << 20, f"{kept} bytes kept after an inference call"  # ...and kept none
