@@ -331,11 +331,16 @@ class _Recurrent:
 
     def __call__(self, x, *, mask=None, lengths=None, initial_state=None, training=None):
         training = resolve_training(training)
+        given = x
         x = self._as_input(x)
+        if training and np.may_share_memory(x, given):
+            x = x.copy()  # backward() reads it later: the caller may reuse their array meanwhile
         B, T = x.shape[0], x.shape[1]
         m = self._mask(mask, lengths, B, T)
         h0, *rest = self._state(initial_state, B)
         c0 = rest[0] if rest else None
+        if training:  # kept for backward(): the caller's arrays may change meanwhile
+            h0, c0 = (None if a is None else a.copy() for a in (h0, c0))
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         h_n = np.zeros((L * D, B, H), self.dtype) if h0 is None else h0.copy()
         c_n = None

@@ -220,3 +220,22 @@ def test_record_is_what_the_docs_say_and_inference_keeps_none(cell, kw, per_step
     assert layer._local.tape is not None
     layer(x)
     assert layer._local.tape is None
+
+
+def test_backward_is_not_affected_by_the_caller_reusing_its_arrays():
+    """A training call keeps what backward needs: overwriting the input array (a data loader
+    reusing its buffer) between the call and backward() changes nothing."""
+    rng = np.random.default_rng(11)
+    layer = _layer("gru", 3, 4, seed=11)
+    x = rng.normal(size=(2, 5, 3))
+    h0 = rng.normal(size=(1, 2, 4))
+    g = rng.normal(size=(2, 5, 4))
+    layer(x, initial_state=h0, training=True)
+    expected = layer.backward(g)[0], dict(layer.grads)
+    layer(x, initial_state=h0, training=True)
+    x[...] = rng.normal(size=x.shape)
+    h0[...] = 0
+    gx, _ = layer.backward(g)
+    np.testing.assert_array_equal(gx, expected[0])
+    for k, v in expected[1].items():
+        np.testing.assert_array_equal(layer.grads[k], v)
