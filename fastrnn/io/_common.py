@@ -53,14 +53,8 @@ def split_rows(cell, order, W, R, b_w, b_r, H, prefix, sd):
         raise ValueError(f"{prefix}: input weight has shape {W.shape}, expected ({G * H}, "
                          f"input_size) for a {cell.upper()} with {G} gates of hidden size {H}")
     expect_shape(R, (G * H, H), f"{prefix}: recurrent weight")
-    for what, b in (("input bias", b_w), ("recurrent bias", b_r)):
-        if b is not None:
-            expect_shape(np.asarray(b), (G * H,), f"{prefix}: {what}")
-    for k, gate in enumerate(order):
-        rows = slice(k * H, (k + 1) * H)
-        sd[f"{prefix}.{gate}.kernel"] = W[rows].T
-        sd[f"{prefix}.{gate}.recurrent"] = R[rows].T
-        _put_biases(cell, sd, f"{prefix}.{gate}", b_w, b_r, rows)
+    # The row-block layout is the column-block one transposed.
+    split_columns(cell, order, W.T, R.T, b_w, b_r, H, prefix, sd)
 
 
 def split_columns(cell, order, K, Rk, b_w, b_r, H, prefix, sd):

@@ -283,6 +283,13 @@ static int check_call(const fr_layer_desc *d, const fr_weights *w, const fr_io *
     return FR_OK;
 }
 
+/* A training record big enough for this call. */
+static int record_ok(const fr_layer_desc *d, const fr_io *io, const fr_train *tr)
+{
+    return tr->record &&
+           tr->record_size >= fr_record_size(d, io->batch, io->time, tr->in_mask != NULL);
+}
+
 static int layer_forward(const fr_layer_desc *d, const fr_weights *w, const fr_io *io,
                          const fr_train *tr, void *workspace, size_t workspace_size,
                          int num_threads)
@@ -290,9 +297,7 @@ static int layer_forward(const fr_layer_desc *d, const fr_weights *w, const fr_i
     int rc = check_call(d, w, io);
     if (rc != FR_OK) return rc;
     if (!io->y) return FR_EINVAL;
-    if (tr && (!tr->record ||
-               tr->record_size < fr_record_size(d, io->batch, io->time, tr->in_mask != NULL)))
-        return FR_EINVAL;
+    if (tr && !record_ok(d, io, tr)) return FR_EINVAL;
     int nt = num_threads < 1 ? 1 : num_threads;
     size_t need = fr_workspace_size(d, io->batch, io->time, nt);
     if (!workspace || workspace_size < need) return FR_EWORKSPACE;
@@ -339,9 +344,7 @@ int fr_layer_backward(const fr_layer_desc *d, const fr_weights *w, const fr_io *
 {
     int rc = check_call(d, w, io);
     if (rc != FR_OK) return rc;
-    if (!tr || !tr->record ||
-        tr->record_size < fr_record_size(d, io->batch, io->time, tr->in_mask != NULL))
-        return FR_EINVAL;
+    if (!tr || !record_ok(d, io, tr)) return FR_EINVAL;
     if (!g || !g->dy || !g->dx) return FR_EINVAL;
     const int G = fr_num_gates(d->cell);
     const int Hp = fr_gate_stride(d->dtype, d->hidden_size);
