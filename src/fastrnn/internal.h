@@ -10,6 +10,7 @@
 #define FR_VEC_BYTES 32
 #define FR_PANEL_BYTES (2 * FR_VEC_BYTES)
 #define FR_MR 6             /* rows per micro-tile */
+#define FR_CHUNK_ROWS (4 * FR_MR) /* rows per gate-outer chunk of a step (forward_impl.inc) */
 #define FR_ALIGN 64
 #define FR_PACK_MIN_STEPS 8  /* sequences at least this long get a packed recurrent matrix */
 
@@ -88,7 +89,7 @@ typedef void (*fr_dir_bwd_fn)(const fr_dir_bwd_args *a);
 /* Workspace of one direction, in order: xproj (B*T*G*Hp), bias_eff (G*Hp), rbias_n (Hp),
  * h double buffer (2*B*Hp), c (B*Hp), z (B*Hp), r*h (B*Hp), recurrent dropout multipliers
  * (B*Hp), dropped-h double buffer (2*B*Hp), packed recurrent weights
- * (G*Hp*H, sized G*Hp*Hp), per-thread tile scratch (threads * FR_MR * G * panel), and for
+ * (G*Hp*H, sized G*Hp*Hp), per-thread tile scratch (threads * FR_CHUNK_ROWS * G * panel), and for
  * masked calls the row order (3*B ints), the valid-step map (B*T) and the gathered valid
  * inputs (B*T*I). Each part starts on an FR_ALIGN boundary. */
 static inline size_t fr_round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
@@ -105,7 +106,7 @@ static inline size_t fr_dir_workspace_bytes(size_t elem, int G, int B, int T, in
     n += 4 * fr_round_up((size_t)B * Hp * elem, FR_ALIGN);
     n += fr_round_up((size_t)2 * B * Hp * elem, FR_ALIGN);
     n += fr_round_up((size_t)G * Hp * Hp * elem, FR_ALIGN); /* packed recurrent weights */
-    n += (size_t)threads * fr_round_up((size_t)FR_MR * G * panel * elem, FR_ALIGN);
+    n += (size_t)threads * fr_round_up((size_t)FR_CHUNK_ROWS * G * panel * elem, FR_ALIGN);
     n += fr_round_up((size_t)3 * B * sizeof(int), FR_ALIGN);           /* row order (masked) */
     n += fr_round_up((size_t)B * T * sizeof(ptrdiff_t), FR_ALIGN);     /* valid-step map */
     n += fr_round_up((size_t)B * T * I * elem, FR_ALIGN);              /* gathered inputs */
