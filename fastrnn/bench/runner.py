@@ -31,7 +31,10 @@ FLOP_CONVENTION = ("FLOPs = 2*T*B*G*H*(I+H), G=4 LSTM, G=3 GRU (matmul multiply-
                    "ragged batches: valid steps only; training: 3x forward; step: T=1)")
 TOLERANCE = {"float32": 1e-3, "float64": 1e-9}
 SQUARE_N = 1024
-COOLDOWN_S = {"numpy": 0.1, None: 0.02}   # pause after each timed block, at > 1 thread
+# Pause after each timed block, at > 1 thread. OpenBLAS (numpy) and ONNX Runtime's intra-op
+# pool keep spinning for tens of ms after a call (measured: a 2-thread fastrnn call right after
+# onnxruntime took 15 ms instead of 3.5 ms, until 50-100 ms had passed); OpenMP pools far less.
+COOLDOWN_S = {"numpy": 0.1, "onnxruntime": 0.1, None: 0.02}
 
 
 class Progress:
@@ -179,7 +182,6 @@ def run_case(case, nthreads, impl_fastrnn, peers, *, dtype, repeats, min_time,
         entry["ok"] = True
         funcs[peer.name] = run_p
     # Pools of BLAS/OpenMP threads spin after a call; let them sleep before the next one runs.
-    # OpenBLAS (numpy) spins for ~0.1 s, the OpenMP and ONNX Runtime pools for far less.
     pause = {name: (COOLDOWN_S.get(name, COOLDOWN_S[None]) if nthreads > 1 else 0.0)
              for name in funcs}
     t_case = time.perf_counter()

@@ -13,6 +13,9 @@ def interleaved(funcs, *, repeats=7, warmup=1, min_time=0.0, cooldown=0.0, budge
     Thread pools of BLAS and OpenMP runtimes busy-wait after a call (OpenBLAS for ~0.1 s);
     without a pause those spinning threads steal the cores of whichever implementation runs
     next.
+    After a pause the cores may have idled (a virtual machine's vCPUs are descheduled, clocks
+    drop): each timed block then starts with one untimed call, so that it measures the steady
+    state, as the blocks of every implementation do alike.
     budget: seconds after which no further round starts once `min_repeats` rounds are done
     (bounds the run time on a slow or busy machine; fewer repeats then)."""
     pause = cooldown if isinstance(cooldown, dict) else {name: cooldown for name in funcs}
@@ -25,6 +28,8 @@ def interleaved(funcs, *, repeats=7, warmup=1, min_time=0.0, cooldown=0.0, budge
         if budget is not None and rnd >= min_repeats and time.perf_counter() - start > budget:
             break
         for name, f in funcs.items():
+            if any(pause.values()):
+                f()
             n, t0 = 0, time.perf_counter()
             while True:  # loop tiny calls until min_time so the clock resolution does not matter
                 f()
