@@ -468,20 +468,23 @@ cdef class StreamModel:
 
     cdef inline bint _exact(self, object a, int ndim, Py_ssize_t d0, Py_ssize_t d1,
                             Py_ssize_t d2):
-        """a is an ndarray of the model's dtype, C-contiguous, of shape (d0, d1[, d2])."""
-        if not cnp.PyArray_Check(a):
+        """a is exactly an ndarray (no subclass) of the model's dtype in native byte order,
+        C-contiguous and aligned, of shape (d0, d1[, d2])."""
+        if not cnp.PyArray_CheckExact(a):
             return False
         cdef cnp.ndarray arr = <cnp.ndarray>a
-        if (cnp.PyArray_TYPE(arr) != self.typenum or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
-                or cnp.PyArray_NDIM(arr) != ndim):
+        if (cnp.PyArray_TYPE(arr) != self.typenum or not cnp.PyArray_ISCARRAY_RO(arr)
+                or not cnp.PyArray_ISNOTSWAPPED(arr) or cnp.PyArray_NDIM(arr) != ndim):
             return False
         cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(arr)
         return dims[0] == d0 and dims[1] == d1 and (ndim == 2 or dims[2] == d2)
 
-    def step_if_exact(self, object x, object state):
-        """Layer.step's fast path: when x (B, I) and the state ((h, c) for LSTM, h or (h,) for
-        GRU, each (L, B, H)) are already contiguous arrays of the model's dtype, run the step
-        and return (y, h_n, c_n); otherwise return None (the caller validates and converts)."""
+    def step_packed(self, object x, object state):
+        """Layer.step's fast path, returning what Layer.step returns: (y, (h_n, c_n)) for LSTM,
+        (y, h_n) for GRU. It runs only when x (B, I) and the state ((h, c) for LSTM, h or (h,)
+        for GRU, each (L, B, H)) are plain arrays already in the model's dtype, native byte
+        order and C order, of this model's batch; otherwise it returns None and the caller
+        validates and converts (a byte-swapped array must never be read as native)."""
         cdef Py_ssize_t L = self.num_layers, B = self.batch, H = self.hidden_size
         if not self._exact(x, 2, B, self.input_size, 0):
             return None
@@ -502,9 +505,10 @@ cdef class StreamModel:
                 h0 = state
             if not self._exact(h0, 3, L, B, H):
                 return None
-        return self._run(cnp.PyArray_DATA(<cnp.ndarray>x),
-                         cnp.PyArray_DATA(<cnp.ndarray>h0) if h0 is not None else NULL,
-                         cnp.PyArray_DATA(<cnp.ndarray>c0) if c0 is not None else NULL)
+        y, h_n, c_n = self._run(cnp.PyArray_DATA(<cnp.ndarray>x),
+                                cnp.PyArray_DATA(<cnp.ndarray>h0) if h0 is not None else NULL,
+                                cnp.PyArray_DATA(<cnp.ndarray>c0) if c0 is not None else NULL)
+        return (y, (h_n, c_n)) if self.is_lstm else (y, h_n)
 
     cdef object _run(self, const void *px, const void *ph0, const void *pc0):
         cdef cnp.npy_intp ydims[2]

@@ -443,13 +443,15 @@ class _Recurrent:
 
     def step(self, x_t, state=None):
         """One time step for streaming: x_t (batch, input_size) -> (y_t, new state)."""
+        # Fast path: this thread's streaming model of the last batch size takes arrays already
+        # in the layer's dtype and shape as they are (None: anything else, validated below).
+        fast = getattr(self._local, "step_fast", None)
+        if fast is not None:
+            out = fast(x_t, state)
+            if out is not None:
+                return out
         if self.bidirectional or self.reverse:
             raise ValueError("step() needs a unidirectional, forward layer")
-        if type(x_t) is np.ndarray and x_t.ndim == 2 and x_t.shape[0]:
-            # Fast path: arrays already contiguous, in the layer dtype and well shaped.
-            out = self._stream(x_t.shape[0]).step_if_exact(x_t, state)
-            if out is not None:
-                return out[0], (out[1], out[2]) if self._n_state == 2 else out[1]
         x = self._as_input(x_t, rank=2)
         B = x.shape[0]
         h0, *rest = self._state(state, B, what="state")
@@ -460,7 +462,9 @@ class _Recurrent:
             c_n = np.zeros((L, 0, H), self.dtype) if self._n_state == 2 else None
             return np.zeros((0, H), self.dtype), self._pack_state(h_n, c_n)
         # The C streaming path (fr_step): bitwise the same results as a T = 1 forward call.
-        y, h_n, c_n = self._stream(B).step_arrays(x, h0, c0)
+        stream = self._stream(B)
+        self._local.step_fast = stream.step_packed
+        y, h_n, c_n = stream.step_arrays(x, h0, c0)
         return y, self._pack_state(h_n, c_n)
 
     def _stream(self, batch):

@@ -231,3 +231,34 @@ def test_long_calls_match_the_reference_and_every_thread_count(cell, kw, bidirec
                                  bidirectional=bidirectional, initial_state=state,
                                  reset_after=kw.get("reset_after", True))
     np.testing.assert_allclose(out1, ref_out, atol=1e-11)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_step_fast_path_takes_only_native_plain_arrays(cell):
+    """step()'s fast path hands arrays to C as they are: a byte-swapped, subclassed, strided or
+    other-batch input must be converted, not read raw (a byte-swapped x or state once came out
+    as garbage here)."""
+    rng = np.random.default_rng(11)
+    layer = make_layer(cell, 3, 4, reset_after=True, num_layers=2, dtype="float32")
+    randomize(layer, rng)
+    x = rng.normal(size=(2, 3)).astype(np.float32)
+    h = rng.normal(size=(2, 2, 4)).astype(np.float32)
+    state = (h, h + 1) if cell == "lstm" else h
+    y_ref, s_ref = layer.step(x, state)        # establishes the fast path for batch 2
+    y_again, _ = layer.step(x, state)
+    np.testing.assert_array_equal(y_again, y_ref)
+    swap = lambda a: a.astype(a.dtype.newbyteorder(">"))  # noqa: E731
+    variants = {
+        "swapped x": (swap(x), state),
+        "swapped state": (x, tuple(swap(s) for s in state) if cell == "lstm" else swap(h)),
+        "strided x": (np.repeat(x, 2, axis=1)[:, ::2], state),
+        "float64 x": (x.astype(np.float64), state),
+        "list x": (x.tolist(), state),
+    }
+    for name, (xv, sv) in variants.items():
+        y, s = layer.step(xv, sv)
+        np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-6, err_msg=name)
+    y1, _ = layer.step(x[:1], tuple(s[:, :1] for s in state) if cell == "lstm" else h[:, :1])
+    np.testing.assert_allclose(y1, y_ref[:1], rtol=0, atol=1e-6)
+    y2, _ = layer.step(x, state)               # back to batch 2 after batch 1
+    np.testing.assert_array_equal(y2, y_ref)
