@@ -108,8 +108,10 @@ cdef inline void* _data(cnp.ndarray a, int typenum, Py_ssize_t size, str what) e
     if cnp.PyArray_TYPE(a) != typenum:
         raise TypeError(f"{what}: expected dtype {np.dtype(cnp.PyArray_DescrFromType(typenum))}, "
                         f"got {a.dtype}")
-    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
-        raise ValueError(f"{what}: array must be C-contiguous")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISALIGNED(a):
+        raise ValueError(f"{what}: array must be C-contiguous and aligned")
+    if not cnp.PyArray_ISNOTSWAPPED(a):
+        raise ValueError(f"{what}: array must be in native byte order")
     if cnp.PyArray_SIZE(a) != size:
         raise ValueError(f"{what}: expected {size} elements, got {cnp.PyArray_SIZE(a)}")
     if size == 0:
