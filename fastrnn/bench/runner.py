@@ -33,8 +33,9 @@ TOLERANCE = {"float32": 1e-3, "float64": 1e-9}
 SQUARE_N = 1024
 # Pause after each timed block, at > 1 thread. OpenBLAS (numpy) and ONNX Runtime's intra-op
 # pool keep spinning for tens of ms after a call (measured: a 2-thread fastrnn call right after
-# onnxruntime took 15 ms instead of 3.5 ms, until 50-100 ms had passed); OpenMP pools far less.
-COOLDOWN_S = {"numpy": 0.1, "onnxruntime": 0.1, None: 0.02}
+# onnxruntime took 15 ms instead of 3.5 ms, until 50-100 ms had passed); OpenMP pools less, but
+# a sub-microsecond step still showed their noise at 20 ms. Every implementation gets the same.
+COOLDOWN_S = {None: 0.1}
 
 
 class Progress:

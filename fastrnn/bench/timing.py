@@ -3,6 +3,8 @@ import time
 
 import numpy as np
 
+REWARM_S = 0.02   # untimed calls before each timed block that follows a pause
+
 
 def interleaved(funcs, *, repeats=7, warmup=1, min_time=0.0, cooldown=0.0, budget=None,
                 min_repeats=3):
@@ -14,8 +16,8 @@ def interleaved(funcs, *, repeats=7, warmup=1, min_time=0.0, cooldown=0.0, budge
     without a pause those spinning threads steal the cores of whichever implementation runs
     next.
     After a pause the cores may have idled (a virtual machine's vCPUs are descheduled, clocks
-    drop): each timed block then starts with one untimed call, so that it measures the steady
-    state, as the blocks of every implementation do alike.
+    drop): each timed block then starts with REWARM_S of untimed calls (at least one), so that it
+    measures the steady state, as the blocks of every implementation do alike.
     budget: seconds after which no further round starts once `min_repeats` rounds are done
     (bounds the run time on a slow or busy machine; fewer repeats then)."""
     pause = cooldown if isinstance(cooldown, dict) else {name: cooldown for name in funcs}
@@ -29,7 +31,9 @@ def interleaved(funcs, *, repeats=7, warmup=1, min_time=0.0, cooldown=0.0, budge
             break
         for name, f in funcs.items():
             if any(pause.values()):
-                f()
+                t0 = time.perf_counter()
+                while time.perf_counter() - t0 < REWARM_S:
+                    f()
             n, t0 = 0, time.perf_counter()
             while True:  # loop tiny calls until min_time so the clock resolution does not matter
                 f()
