@@ -262,3 +262,36 @@ def test_step_fast_path_takes_only_native_plain_arrays(cell):
     np.testing.assert_allclose(y1, y_ref[:1], rtol=0, atol=1e-6)
     y2, _ = layer.step(x, state)               # back to batch 2 after batch 1
     np.testing.assert_array_equal(y2, y_ref)
+
+
+@pytest.mark.parametrize("cell,reset_after", CELLS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_single_row_streamed_weights_match_tiled_path(cell, reset_after, dtype):
+    """A batch of one row, a short sequence and recurrent weights of 2 MB or more take the
+    row-streaming path (no packed copy); it must compute exactly what the tiled path computes
+    for the same row inside a larger batch: masks, initial state, both directions, threads,
+    training record."""
+    rng = np.random.default_rng(21)
+    H = 432  # recurrent weights: 432 x (G * 432) elements, >= 2 MiB in float32 for G = 3 too
+    for reverse in (False, True):
+        layer = make_layer(cell, 9, H, reset_after=reset_after, dtype=dtype, reverse=reverse)
+        randomize(layer, rng)
+        x = rng.normal(size=(2, 12, 9)).astype(dtype)
+        mask = np.ones((2, 12), bool)
+        mask[0, 4:7] = False
+        h0 = rng.normal(size=(1, 2, H)).astype(dtype)
+        state = (h0, h0 * 0.5) if cell == "lstm" else h0
+        one = (h0[:, :1], h0[:, :1] * 0.5) if cell == "lstm" else h0[:, :1]
+        y2, s2 = layer(x, mask=mask, initial_state=state)
+        for threads in (1, 2):
+            fastrnn.set_num_threads(threads)
+            try:
+                y1, s1 = layer(x[:1], mask=mask[:1], initial_state=one)
+                yt, _ = layer(x[:1], mask=mask[:1], initial_state=one, training=True)
+            finally:
+                fastrnn.set_num_threads(1)
+            np.testing.assert_array_equal(y1[0], y2[0])
+            np.testing.assert_array_equal(yt[0], y2[0])
+            for a, b in zip(s1 if isinstance(s1, tuple) else (s1,),
+                            s2 if isinstance(s2, tuple) else (s2,)):
+                np.testing.assert_array_equal(a[:, 0], b[:, 0])

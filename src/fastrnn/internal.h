@@ -11,6 +11,13 @@
 #define FR_PANEL_BYTES (2 * FR_VEC_BYTES)
 #define FR_MR 6             /* rows per micro-tile */
 #define FR_CHUNK_ROWS (4 * FR_MR) /* rows per gate-outer chunk of a step (forward_impl.inc) */
+/* A batch of one row, at most FR_ROWSTREAM_MAX_STEPS long, whose recurrent weights take
+ * [FR_ROWSTREAM_MIN_BYTES, FR_ROWSTREAM_MAX_BYTES) streams them row by row (forward_impl.inc,
+ * step_rowstream) instead of packing them per call. Below: they fit L2 and the tiled kernels
+ * are faster; above (H = 1024: rows 16 KB apart) the packed layout streams faster per step. */
+#define FR_ROWSTREAM_MIN_BYTES ((size_t)2 << 20)
+#define FR_ROWSTREAM_MAX_BYTES ((size_t)8 << 20)
+#define FR_ROWSTREAM_MAX_STEPS 32
 #define FR_ALIGN 64
 #define FR_PACK_MIN_STEPS 8  /* sequences at least this long get a packed recurrent matrix */
 
@@ -89,10 +96,18 @@ typedef void (*fr_dir_bwd_fn)(const fr_dir_bwd_args *a);
 /* Workspace of one direction, in order: xproj (B*T*G*Hp), bias_eff (G*Hp), rbias_n (Hp),
  * h double buffer (2*B*Hp), c (B*Hp), z (B*Hp), r*h (B*Hp), recurrent dropout multipliers
  * (B*Hp), dropped-h double buffer (2*B*Hp), packed recurrent weights
- * (G*Hp*H, sized G*Hp*Hp), per-thread tile scratch (threads * FR_CHUNK_ROWS * G * panel), and for
+ * (G*Hp*H, sized G*Hp*Hp), per-thread tile scratch (threads * fr_tile_scratch_elems), and for
  * masked calls the row order (3*B ints), the valid-step map (B*T) and the gathered valid
  * inputs (B*T*I). Each part starts on an FR_ALIGN boundary. */
 static inline size_t fr_round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+/* Per-thread scratch of a forward step: the chunk tile (FR_CHUNK_ROWS rows of G panels), or for
+ * a row-streamed single row its products for all gates (G * Hp) plus one gathered block. */
+static inline size_t fr_tile_scratch_elems(int G, int Hp, size_t panel)
+{
+    size_t chunk = (size_t)FR_CHUNK_ROWS * G * panel, row = (size_t)G * Hp + G * panel;
+    return chunk > row ? chunk : row;
+}
 
 static inline size_t fr_dir_workspace_bytes(size_t elem, int G, int B, int T, int I, int Hp,
                                             int threads)
@@ -106,7 +121,7 @@ static inline size_t fr_dir_workspace_bytes(size_t elem, int G, int B, int T, in
     n += 4 * fr_round_up((size_t)B * Hp * elem, FR_ALIGN);
     n += fr_round_up((size_t)2 * B * Hp * elem, FR_ALIGN);
     n += fr_round_up((size_t)G * Hp * Hp * elem, FR_ALIGN); /* packed recurrent weights */
-    n += (size_t)threads * fr_round_up((size_t)FR_CHUNK_ROWS * G * panel * elem, FR_ALIGN);
+    n += (size_t)threads * fr_round_up(fr_tile_scratch_elems(G, Hp, panel) * elem, FR_ALIGN);
     n += fr_round_up((size_t)3 * B * sizeof(int), FR_ALIGN);           /* row order (masked) */
     n += fr_round_up((size_t)B * T * sizeof(ptrdiff_t), FR_ALIGN);     /* valid-step map */
     n += fr_round_up((size_t)B * T * I * elem, FR_ALIGN);              /* gathered inputs */
