@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CORE = os.path.join("src", "fastrnn")
 BASE_FLAGS = ["-O3", "-std=gnu11", "-fno-trapping-math", "-fno-math-errno", "-fopenmp-simd",
               "-Wno-psabi"]
-AVX2_FLAGS = ["-mavx2", "-mfma"]
+AVX2_FLAGS = ["-mavx2", "-mfma", "-fno-wrapv"]
 OPENMP_TEST = textwrap.dedent("""
     #include <omp.h>
     #include <stdio.h>

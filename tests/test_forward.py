@@ -266,13 +266,14 @@ def test_step_fast_path_takes_only_native_plain_arrays(cell):
 
 @pytest.mark.parametrize("cell,reset_after", CELLS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_single_row_streamed_weights_match_tiled_path(cell, reset_after, dtype):
-    """A batch of one row, a short sequence and recurrent weights of 2 MB or more take the
-    row-streaming path (no packed copy); it must compute exactly what the tiled path computes
-    for the same row inside a larger batch: masks, initial state, both directions, threads,
-    training record."""
+@pytest.mark.parametrize("H", [48, 432])
+def test_single_row_matches_row_tiles(cell, reset_after, dtype, H):
+    """A batch of one row runs its own paths: one epilogue over all hidden blocks at once, and
+    with a short sequence and 2-8 MB of recurrent weights (H = 432: >= 2 MiB in float32 for
+    G = 3 too) the row-streamed products instead of a packed copy. Each must compute exactly
+    what the row tiles compute for the same row inside a larger batch: masks, initial state,
+    both directions, threads, training record."""
     rng = np.random.default_rng(21)
-    H = 432  # recurrent weights: 432 x (G * 432) elements, >= 2 MiB in float32 for G = 3 too
     for reverse in (False, True):
         layer = make_layer(cell, 9, H, reset_after=reset_after, dtype=dtype, reverse=reverse)
         randomize(layer, rng)
