@@ -26,7 +26,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CORE = os.path.join("src", "fastrnn")
 BASE_FLAGS = ["-O3", "-std=gnu11", "-fno-trapping-math", "-fno-math-errno", "-fopenmp-simd",
               "-Wno-psabi"]
-AVX2_FLAGS = ["-mavx2", "-mfma", "-fno-wrapv"]
+# Python's own CFLAGS carry -fwrapv; under it gcc runs int-indexed `omp simd` loops scalar. The
+# kernels rely on no signed wrap-around (UBSan checks), so their objects are built without it.
+KERNEL_FLAGS = ["-fno-wrapv"]
+AVX2_FLAGS = ["-mavx2", "-mfma"]
 OPENMP_TEST = textwrap.dedent("""
     #include <omp.h>
     #include <stdio.h>
@@ -91,17 +94,25 @@ class BuildExt(build_ext):
             flags = BASE_FLAGS + (["-march=native"] if native else []) + sanitize
             ext.extra_compile_args = flags + (["-fopenmp"] if omp else [])
             ext.extra_link_args = [f for f in (omp or []) if f != "-Xpreprocessor"] + sanitize[:1]
+            # The kernels are objects of their own, compiled with their own flags (setuptools
+            # has no per-file flags) and linked in as extra_objects: the baseline ones always,
+            # the AVX2+FMA ones (the same source again) on x86-64.
+            objs = self.compiler.compile(
+                [os.path.join(CORE, "kernels_baseline.c"),
+                 os.path.join(CORE, "stream_kernels_baseline.c")],
+                output_dir=self.build_temp,
+                include_dirs=[CORE],
+                extra_postargs=ext.extra_compile_args + KERNEL_FLAGS,
+            )
             if _is_x86_64():
-                # The AVX2+FMA kernels are one more object of the same source, compiled with
-                # their own flags (setuptools has no per-file flags), linked in as extra_objects.
-                objs = self.compiler.compile(
+                objs += self.compiler.compile(
                     [os.path.join(CORE, "kernels_avx2.c"),
                      os.path.join(CORE, "stream_kernels_avx2.c")],
                     output_dir=self.build_temp,
                     include_dirs=[CORE],
-                    extra_postargs=ext.extra_compile_args + AVX2_FLAGS,
+                    extra_postargs=ext.extra_compile_args + KERNEL_FLAGS + AVX2_FLAGS,
                 )
-                ext.extra_objects = list(objs)
+            ext.extra_objects = list(objs)
         self.openmp_flags = omp
         super().build_extensions()
 
@@ -112,9 +123,7 @@ extensions = [
         sources=[
             "fastrnn/_core.pyx",
             os.path.join(CORE, "fastrnn.c"),
-            os.path.join(CORE, "kernels_baseline.c"),
             os.path.join(CORE, "model.c"),
-            os.path.join(CORE, "stream_kernels_baseline.c"),
         ],
         include_dirs=[CORE, np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
