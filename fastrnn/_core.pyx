@@ -8,6 +8,7 @@ can make the core read or write out of bounds.
 cimport numpy as cnp
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport uintptr_t
+from libc.string cimport memcpy
 from ._capi cimport *
 
 import numpy as np
@@ -298,22 +299,33 @@ cdef class LayerEngine:
 cdef extern from "activations.h" nogil:
     float fr_tanh_f32(float x)
     float fr_sigmoid_f32(float x)
+    ctypedef struct fr_f32x8:
+        pass
+    fr_f32x8 fr_vtanh_f32x8(fr_f32x8 x)
+    fr_f32x8 fr_vsigmoid_f32x8(fr_f32x8 x)
 
 
-def eval_activation_f32(str name, x):
-    """The float32 activation the kernels use, applied elementwise (for accuracy tests)."""
-    cdef cnp.ndarray[cnp.float32_t, ndim=1] a = np.ascontiguousarray(x, np.float32).ravel()
-    cdef cnp.ndarray[cnp.float32_t, ndim=1] out = np.empty_like(a)
-    cdef Py_ssize_t i, n = a.shape[0]
-    if name == "tanh":
-        for i in range(n):
-            out[i] = fr_tanh_f32(a[i])
-    elif name == "sigmoid":
-        for i in range(n):
-            out[i] = fr_sigmoid_f32(a[i])
-    else:
+def eval_activation_f32(str name, x, bint vector=False):
+    """The float32 activation the kernels use, applied elementwise (for accuracy tests):
+    the scalar form, or with vector=True the eight-wide form of the kernels' epilogues."""
+    if name not in ("tanh", "sigmoid"):
         raise ValueError(f"unknown activation {name!r}")
-    return out
+    cdef cnp.ndarray[cnp.float32_t, ndim=1] a = np.ascontiguousarray(x, np.float32).ravel()
+    cdef Py_ssize_t i, n = a.shape[0], n8 = (n + 7) // 8 * 8
+    cdef cnp.ndarray[cnp.float32_t, ndim=1] buf = np.zeros(n8, np.float32)
+    cdef cnp.ndarray[cnp.float32_t, ndim=1] out = np.empty(n8, np.float32)
+    cdef bint tanh = name == "tanh"
+    cdef fr_f32x8 v
+    buf[:n] = a
+    if vector:
+        for i in range(0, n8, 8):
+            memcpy(&v, &buf[i], sizeof(v))
+            v = fr_vtanh_f32x8(v) if tanh else fr_vsigmoid_f32x8(v)
+            memcpy(&out[i], &v, sizeof(v))
+    else:
+        for i in range(n):
+            out[i] = fr_tanh_f32(buf[i]) if tanh else fr_sigmoid_f32(buf[i])
+    return out[:n]
 
 
 def fma_peak_gflops(int num_threads, double seconds=0.2):

@@ -9,17 +9,34 @@ def sweep(lo, hi, n=2_000_001):
     return np.linspace(lo, hi, n, dtype=np.float32)
 
 
-def test_tanh_max_abs_error():
+@pytest.mark.parametrize("vector", [False, True])
+def test_tanh_max_abs_error(vector):
     x = np.concatenate([sweep(-20, 20), sweep(-1e-3, 1e-3, 200_001)])
-    err = np.abs(_core.eval_activation_f32("tanh", x).astype(np.float64) - np.tanh(x.astype(np.float64)))
+    t = _core.eval_activation_f32("tanh", x, vector=vector)
+    err = np.abs(t.astype(np.float64) - np.tanh(x.astype(np.float64)))
     assert err.max() < 4e-7, err.max()
 
 
-def test_sigmoid_max_abs_error():
+@pytest.mark.parametrize("vector", [False, True])
+def test_sigmoid_max_abs_error(vector):
     x = sweep(-40, 40)
     ref = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
-    err = np.abs(_core.eval_activation_f32("sigmoid", x).astype(np.float64) - ref)
+    err = np.abs(_core.eval_activation_f32("sigmoid", x, vector=vector).astype(np.float64) - ref)
     assert err.max() < 3e-7, err.max()
+
+
+@pytest.mark.parametrize("name", ["tanh", "sigmoid"])
+def test_vector_form_equals_scalar_form(name):
+    """The epilogues' eight-wide form (min/max clamps) gives the scalar form's bits, specials
+    included: the backward pass recomputes tanh(c) with the scalar form."""
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2**32, 1_000_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    special = np.array([0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf, 9.0, -9.0, 9.000001,
+                        18.0, -18.0, 1e-45, -1e-45, 3.4e38, -3.4e38], np.float32)
+    x = np.concatenate([special, sweep(-20, 20, 400_003), bits])
+    a = _core.eval_activation_f32(name, x)
+    b = _core.eval_activation_f32(name, x, vector=True)
+    np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
 
 
 def test_saturation_and_range():
@@ -39,6 +56,7 @@ def test_tanh_is_odd_and_monotone():
     assert np.all(np.diff(t.astype(np.float64)) >= -5e-7)
 
 
+@pytest.mark.parametrize("vector", [False, True])
 @pytest.mark.parametrize("name", ["tanh", "sigmoid"])
-def test_nan_propagates(name):
-    assert np.isnan(_core.eval_activation_f32(name, [np.nan])[0])
+def test_nan_propagates(name, vector):
+    assert np.isnan(_core.eval_activation_f32(name, [np.nan, 1.0], vector=vector)[0])

@@ -1,7 +1,8 @@
 /* Elementwise activations used by the gate epilogues.
  *
- * float32: rational approximations (the Eigen / MLAS coefficients) written as branch-free
- * scalar code that gcc and clang vectorise under `omp simd` with -fno-trapping-math.
+ * float32: rational approximations (the Eigen / MLAS coefficients), branch-free, for one float
+ * (fr_tanh_f32) or eight (fr_vtanh_f32x8, what the kernels' epilogues call); both give the
+ * same results.
  *   tanh:    odd 13/6 rational on [-9, 9], clamped to [-1, 1]; max abs error 3.6e-7,
  *            monotone up to float32 rounding (dips <= 4.2e-7).
  *   sigmoid: 0.5 + 0.5 * tanh(x / 2); max abs error ~2e-7.
@@ -13,33 +14,112 @@
 
 #include <math.h>
 
-static inline float fr_tanh_f32(float x)
-{
-    const float lim = 9.0f;
-    x = x > lim ? lim : x;
-    x = x < -lim ? -lim : x;
-    const float x2 = x * x;
-    float p = -2.76076847742355e-16f;
-    p = p * x2 + 2.00018790482477e-13f;
-    p = p * x2 + -8.60467152213735e-11f;
-    p = p * x2 + 5.12229709037114e-08f;
-    p = p * x2 + 1.48572235717979e-05f;
-    p = p * x2 + 6.37261928875436e-04f;
-    p = p * x2 + 4.89352455891786e-03f;
-    p = p * x;
-    float q = 1.19825839466702e-06f;
-    q = q * x2 + 1.18534705686654e-04f;
-    q = q * x2 + 2.26843463243900e-03f;
-    q = q * x2 + 4.89352518554385e-03f;
-    float r = p / q;
-    r = r > 1.0f ? 1.0f : r;
-    r = r < -1.0f ? -1.0f : r;
+/* The rational's coefficients: p(y) odd part over q(y), y = x * x, evaluated by Horner. */
+#define FR_TANH_P6 -2.76076847742355e-16f
+#define FR_TANH_P5 2.00018790482477e-13f
+#define FR_TANH_P4 -8.60467152213735e-11f
+#define FR_TANH_P3 5.12229709037114e-08f
+#define FR_TANH_P2 1.48572235717979e-05f
+#define FR_TANH_P1 6.37261928875436e-04f
+#define FR_TANH_P0 4.89352455891786e-03f
+#define FR_TANH_Q3 1.19825839466702e-06f
+#define FR_TANH_Q2 1.18534705686654e-04f
+#define FR_TANH_Q1 2.26843463243900e-03f
+#define FR_TANH_Q0 4.89352518554385e-03f
+#define FR_TANH_LIM 9.0f
+
+/* The same operations in the same order for a scalar (T = float) or a vector of floats. The
+ * clamps use MIN(c, x) = (c < x ? c : x) and MAX(c, x) = (c > x ? c : x) for a float c, which
+ * return x when it is NaN. */
+#define FR_TANH_F32_BODY(T, MIN, MAX)                                                       \
+    x = MIN(FR_TANH_LIM, x);                                                                \
+    x = MAX(-FR_TANH_LIM, x);                                                               \
+    const T y = x * x;                                                                      \
+    T p = y * FR_TANH_P6 + FR_TANH_P5;                                                      \
+    p = p * y + FR_TANH_P4;                                                                 \
+    p = p * y + FR_TANH_P3;                                                                 \
+    p = p * y + FR_TANH_P2;                                                                 \
+    p = p * y + FR_TANH_P1;                                                                 \
+    p = p * y + FR_TANH_P0;                                                                 \
+    p = p * x;                                                                              \
+    T q = y * FR_TANH_Q3 + FR_TANH_Q2;                                                      \
+    q = q * y + FR_TANH_Q1;                                                                 \
+    q = q * y + FR_TANH_Q0;                                                                 \
+    T r = p / q;                                                                            \
+    r = MIN(1.0f, r);                                                                       \
+    r = MAX(-1.0f, r);                                                                      \
     return r;
-}
+
+#define FR_SCALAR_MIN(c, x) ((c) < (x) ? (c) : (x))
+#define FR_SCALAR_MAX(c, x) ((c) > (x) ? (c) : (x))
+
+static inline float fr_tanh_f32(float x) { FR_TANH_F32_BODY(float, FR_SCALAR_MIN, FR_SCALAR_MAX) }
 
 static inline float fr_sigmoid_f32(float x)
 {
     return 0.5f + 0.5f * fr_tanh_f32(0.5f * x);
+}
+
+/* Eight floats at once, for the kernels' epilogues: gcc vectorises the scalar clamps above as
+ * compares and blends, while min/max instructions give the same results (NaN included) and made
+ * a whole LSTM epilogue 1.5x faster. */
+typedef float fr_f32x8 __attribute__((vector_size(32)));
+
+#if defined(__AVX__)
+#include <immintrin.h>
+static inline fr_f32x8 fr_vmin_f32x8(float c, fr_f32x8 x)
+{
+    return (fr_f32x8)_mm256_min_ps(_mm256_set1_ps(c), (__m256)x);
+}
+static inline fr_f32x8 fr_vmax_f32x8(float c, fr_f32x8 x)
+{
+    return (fr_f32x8)_mm256_max_ps(_mm256_set1_ps(c), (__m256)x);
+}
+#elif defined(__SSE__)
+#include <string.h>
+#include <xmmintrin.h>
+static inline fr_f32x8 fr_vmin_f32x8(float c, fr_f32x8 x)
+{
+    __m128 h[2];
+    memcpy(h, &x, sizeof h);
+    h[0] = _mm_min_ps(_mm_set1_ps(c), h[0]);
+    h[1] = _mm_min_ps(_mm_set1_ps(c), h[1]);
+    memcpy(&x, h, sizeof h);
+    return x;
+}
+static inline fr_f32x8 fr_vmax_f32x8(float c, fr_f32x8 x)
+{
+    __m128 h[2];
+    memcpy(h, &x, sizeof h);
+    h[0] = _mm_max_ps(_mm_set1_ps(c), h[0]);
+    h[1] = _mm_max_ps(_mm_set1_ps(c), h[1]);
+    memcpy(&x, h, sizeof h);
+    return x;
+}
+#else
+typedef int fr_i32x8 __attribute__((vector_size(32)));
+static inline fr_f32x8 fr_vmin_f32x8(float c, fr_f32x8 x)
+{
+    const fr_f32x8 cv = (fr_f32x8){0} + c;
+    const fr_i32x8 m = cv < x;
+    return (fr_f32x8)(((fr_i32x8)cv & m) | ((fr_i32x8)x & ~m));
+}
+static inline fr_f32x8 fr_vmax_f32x8(float c, fr_f32x8 x)
+{
+    const fr_f32x8 cv = (fr_f32x8){0} + c;
+    const fr_i32x8 m = cv > x;
+    return (fr_f32x8)(((fr_i32x8)cv & m) | ((fr_i32x8)x & ~m));
+}
+#endif
+
+static inline fr_f32x8 fr_vtanh_f32x8(fr_f32x8 x)
+{
+    FR_TANH_F32_BODY(fr_f32x8, fr_vmin_f32x8, fr_vmax_f32x8)
+}
+
+static inline fr_f32x8 fr_vsigmoid_f32x8(fr_f32x8 x)
+{
+    return 0.5f + 0.5f * fr_vtanh_f32x8(0.5f * x);
 }
 
 static inline double fr_tanh_f64(double x) { return tanh(x); }

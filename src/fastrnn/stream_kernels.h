@@ -11,18 +11,30 @@
 #define FR_NAME(x) FR_CAT3(x, f32, FR_ISA)
 #define FR_TANH fr_tanh_f32
 #define FR_SIGMOID fr_sigmoid_f32
+#define FR_LANE fr_f32x8
+#define FR_LTANH fr_vtanh_f32x8
+#define FR_LSIGMOID fr_vsigmoid_f32x8
 #include "stream_impl.inc"
 #undef FR_T
 #undef FR_NAME
 #undef FR_TANH
 #undef FR_SIGMOID
+#undef FR_LANE
+#undef FR_LTANH
+#undef FR_LSIGMOID
 
 #define FR_T double
 #define FR_NAME(x) FR_CAT3(x, f64, FR_ISA)
 #define FR_TANH fr_tanh_f64
 #define FR_SIGMOID fr_sigmoid_f64
+#define FR_LANE double
+#define FR_LTANH fr_tanh_f64
+#define FR_LSIGMOID fr_sigmoid_f64
 #include "stream_impl.inc"
 #undef FR_T
 #undef FR_NAME
 #undef FR_TANH
 #undef FR_SIGMOID
+#undef FR_LANE
+#undef FR_LTANH
+#undef FR_LSIGMOID
