@@ -267,32 +267,33 @@ def test_step_fast_path_takes_only_native_plain_arrays(cell):
 @pytest.mark.parametrize("cell,reset_after", CELLS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("H", [48, 432])
-def test_single_row_matches_row_tiles(cell, reset_after, dtype, H):
-    """A batch of one row runs its own paths: one epilogue over all hidden blocks at once, and
-    with a short sequence and 2-8 MB of recurrent weights (H = 432: >= 2 MiB in float32 for
-    G = 3 too) the row-streamed products instead of a packed copy. Each must compute exactly
-    what the row tiles compute for the same row inside a larger batch: masks, initial state,
-    both directions, threads, training record."""
+def test_few_rows_match_row_tiles(cell, reset_after, dtype, H):
+    """Batches of 1-4 rows run their own paths: one row has one epilogue over all hidden blocks
+    at once, and with a short sequence and 2-8 MB of recurrent weights (H = 432: >= 2 MiB in
+    float32 for G = 3 too) 1-4 rows get row-streamed products instead of a packed copy. Each must
+    compute exactly what the row tiles of a larger batch (6 rows) compute for the same rows:
+    masks, initial state, both directions, threads, training record."""
     rng = np.random.default_rng(21)
     for reverse in (False, True):
         layer = make_layer(cell, 9, H, reset_after=reset_after, dtype=dtype, reverse=reverse)
         randomize(layer, rng)
-        x = rng.normal(size=(2, 12, 9)).astype(dtype)
-        mask = np.ones((2, 12), bool)
+        x = rng.normal(size=(6, 12, 9)).astype(dtype)
+        mask = np.ones((6, 12), bool)
         mask[0, 4:7] = False
-        h0 = rng.normal(size=(1, 2, H)).astype(dtype)
-        state = (h0, h0 * 0.5) if cell == "lstm" else h0
-        one = (h0[:, :1], h0[:, :1] * 0.5) if cell == "lstm" else h0[:, :1]
-        y2, s2 = layer(x, mask=mask, initial_state=state)
-        for threads in (1, 2):
-            fastrnn.set_num_threads(threads)
-            try:
-                y1, s1 = layer(x[:1], mask=mask[:1], initial_state=one)
-                yt, _ = layer(x[:1], mask=mask[:1], initial_state=one, training=True)
-            finally:
-                fastrnn.set_num_threads(1)
-            np.testing.assert_array_equal(y1[0], y2[0])
-            np.testing.assert_array_equal(yt[0], y2[0])
-            for a, b in zip(s1 if isinstance(s1, tuple) else (s1,),
-                            s2 if isinstance(s2, tuple) else (s2,)):
-                np.testing.assert_array_equal(a[:, 0], b[:, 0])
+        mask[2, 9:] = False
+        h0 = rng.normal(size=(1, 6, H)).astype(dtype)
+        y6, s6 = layer(x, mask=mask, initial_state=(h0, h0 * 0.5) if cell == "lstm" else h0)
+        s6 = s6 if isinstance(s6, tuple) else (s6,)
+        for rows in (1, 2, 3, 4):
+            part = (h0[:, :rows], h0[:, :rows] * 0.5) if cell == "lstm" else h0[:, :rows]
+            for threads in (1, 2):
+                fastrnn.set_num_threads(threads)
+                try:
+                    y, s = layer(x[:rows], mask=mask[:rows], initial_state=part)
+                    yt, _ = layer(x[:rows], mask=mask[:rows], initial_state=part, training=True)
+                finally:
+                    fastrnn.set_num_threads(1)
+                np.testing.assert_array_equal(y, y6[:rows])
+                np.testing.assert_array_equal(yt, y6[:rows])
+                for got, ref in zip(s if isinstance(s, tuple) else (s,), s6):
+                    np.testing.assert_array_equal(got, ref[:, :rows])

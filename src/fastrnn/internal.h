@@ -11,13 +11,14 @@
 #define FR_PANEL_BYTES (2 * FR_VEC_BYTES)
 #define FR_MR 6             /* rows per micro-tile */
 #define FR_CHUNK_ROWS (4 * FR_MR) /* rows per gate-outer chunk of a step (forward_impl.inc) */
-/* A batch of one row, at most FR_ROWSTREAM_MAX_STEPS long, whose recurrent weights take
- * [FR_ROWSTREAM_MIN_BYTES, FR_ROWSTREAM_MAX_BYTES) streams them row by row (forward_impl.inc,
- * step_rowstream) instead of packing them per call. Below: they fit L2 and the tiled kernels
+/* A batch of at most FR_ROWSTREAM_MAX_ROWS rows, at most FR_ROWSTREAM_MAX_STEPS long, whose
+ * recurrent weights take [FR_ROWSTREAM_MIN_BYTES, FR_ROWSTREAM_MAX_BYTES) streams them row by
+ * row (forward_impl.inc, step_rowstream) instead of packing them per call. Below: they fit L2 and the tiled kernels
  * are faster; above (H = 1024: rows 16 KB apart) the packed layout streams faster per step. */
 #define FR_ROWSTREAM_MIN_BYTES ((size_t)2 << 20)
 #define FR_ROWSTREAM_MAX_BYTES ((size_t)8 << 20)
 #define FR_ROWSTREAM_MAX_STEPS 32
+#define FR_ROWSTREAM_MAX_ROWS 4
 #define FR_ALIGN 64
 #define FR_PACK_MIN_STEPS 8  /* sequences at least this long get a packed recurrent matrix */
 
@@ -101,11 +102,13 @@ typedef void (*fr_dir_bwd_fn)(const fr_dir_bwd_args *a);
  * inputs (B*T*I). Each part starts on an FR_ALIGN boundary. */
 static inline size_t fr_round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
-/* Per-thread scratch of a forward step: the chunk tile (FR_CHUNK_ROWS rows of G panels), or for
- * a row-streamed single row its products for all gates (G * Hp) plus one gathered block. */
+/* Per-thread scratch of a forward step: the chunk tile (FR_CHUNK_ROWS rows of G panels), or
+ * the products of all gates of up to FR_ROWSTREAM_MAX_ROWS rows (one row of a tiled step, or
+ * the rows of a row-streamed one), plus one gathered block. */
 static inline size_t fr_tile_scratch_elems(int G, int Hp, size_t panel)
 {
-    size_t chunk = (size_t)FR_CHUNK_ROWS * G * panel, row = (size_t)G * Hp + G * panel;
+    size_t chunk = (size_t)FR_CHUNK_ROWS * G * panel;
+    size_t row = (size_t)FR_ROWSTREAM_MAX_ROWS * G * Hp + G * panel;
     return chunk > row ? chunk : row;
 }
 
