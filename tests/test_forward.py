@@ -301,11 +301,12 @@ def test_few_rows_match_row_tiles(cell, reset_after, dtype, H):
 
 @pytest.mark.parametrize("cell,reset_after", CELLS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("I,H", [(1, 8), (3, 48), (1, 200), (20, 20)])
+@pytest.mark.parametrize("I,H", [(1, 8), (3, 48), (1, 200), (20, 20), (64, 48), (300, 40)])
 def test_one_unmasked_row_matches_row_tiles(cell, reset_after, dtype, I, H):
-    """An unmasked inference call of one row with small input weights runs as streaming steps;
-    it must give exactly the bits the forward kernel's row tiles give that row in a batch of 7:
-    initial state, reverse and bidirectional, two layers, T = 1."""
+    """An unmasked inference call of one row runs as streaming steps (input products inside
+    each step, or for larger input weights, I >= 64 here, the whole sequence's projection
+    first); it must give exactly the bits the forward kernel's row tiles give that row in a
+    batch of 7: initial state, reverse and bidirectional, two layers, T = 1."""
     rng = np.random.default_rng(8)
     for kw in ({}, {"reverse": True}, {"bidirectional": True, "num_layers": 2}):
         layer = make_layer(cell, I, H, reset_after=reset_after, dtype=dtype, **kw)

@@ -72,12 +72,16 @@ int fr_openmp_enabled(void)
 const fr_kernels *fr_kernels_for(fr_dtype dtype)
 {
     static const fr_kernels baseline[2] = {
-        {fr_dir_forward_f32_baseline, fr_dir_backward_f32_baseline, fr_step_layer_f32_baseline},
-        {fr_dir_forward_f64_baseline, fr_dir_backward_f64_baseline, fr_step_layer_f64_baseline}};
+        {fr_dir_forward_f32_baseline, fr_dir_project_f32_baseline, fr_dir_backward_f32_baseline,
+         fr_step_layer_f32_baseline},
+        {fr_dir_forward_f64_baseline, fr_dir_project_f64_baseline, fr_dir_backward_f64_baseline,
+         fr_step_layer_f64_baseline}};
 #ifdef FR_HAVE_AVX2_BUILD
     static const fr_kernels avx2[2] = {
-        {fr_dir_forward_f32_avx2, fr_dir_backward_f32_avx2, fr_step_layer_f32_avx2},
-        {fr_dir_forward_f64_avx2, fr_dir_backward_f64_avx2, fr_step_layer_f64_avx2}};
+        {fr_dir_forward_f32_avx2, fr_dir_project_f32_avx2, fr_dir_backward_f32_avx2,
+         fr_step_layer_f32_avx2},
+        {fr_dir_forward_f64_avx2, fr_dir_project_f64_avx2, fr_dir_backward_f64_avx2,
+         fr_step_layer_f64_avx2}};
     if (fr_get_isa() == FR_ISA_AVX2) return &avx2[dtype == FR_FLOAT64];
 #endif
     return &baseline[dtype == FR_FLOAT64];
@@ -290,15 +294,17 @@ static int record_ok(const fr_layer_desc *d, const fr_io *io, const fr_train *tr
            tr->record_size >= fr_record_size(d, io->batch, io->time, tr->in_mask != NULL);
 }
 
-/* An unmasked inference call of one row on one thread, with small input weights and recurrent
- * weights that fit L2, runs its sequence as T streaming steps (stream_impl.inc: the products
- * and the epilogue of a hidden block in one pass, no per-step bookkeeping). They compute
- * exactly what the forward kernel computes (stream_impl.inc says why; the tests compare them
- * bitwise). Measured at T=100 against the forward kernel: LSTM I=1 H=8 1.6x faster, H=32
- * 1.3x, H=64 1.2x, H=128 1.1x, H=256 1.07x; I=H=16 1.2x, I=H=32 (16 KB of input weights)
- * 1.04x; but I=H=64 (48-64 KB) 1.12x slower and I=H=128 1.24x slower: there the forward
- * kernel's one GEMM for the whole sequence's input beats a matrix-vector product per step. */
-#define FR_STREAM_MAX_WX_BYTES ((size_t)24 << 10)
+/* An unmasked inference call of one row on one thread whose recurrent weights fit L2 runs its
+ * sequence as T streaming steps (stream_impl.inc: the recurrent products and the epilogue of a
+ * hidden block in one pass, no per-step bookkeeping), which compute exactly what the forward
+ * kernel computes (stream_impl.inc says why; the tests compare them bitwise). Small input
+ * weights are multiplied inside each step; larger ones are projected for the whole sequence
+ * first, by the forward kernel's own GEMM. Measured at T=100 against the forward kernel: LSTM
+ * I=1 H=8 1.6x faster, H=16-32 1.3x, H=64 1.2x, H=128 1.1x, H=256 1.07x; I=H=16 1.2x; with
+ * the projection first, I=H=64 5% (LSTM) and 11% (GRU), I=H=128 5%, I=H=256 2%. With the input
+ * products inside each step, I=H=64 (48-64 KB of input weights) was 1.12x slower and I=H=128
+ * 1.24x slower than the forward kernel, hence the projection first above 24 KB. */
+#define FR_STREAM_STEP_WX_BYTES ((size_t)24 << 10)
 #define FR_STREAM_MAX_WH_BYTES ((size_t)1 << 20)
 
 static int stream_eligible(const fr_layer_desc *d, const fr_io *io, const fr_train *tr,
@@ -307,25 +313,30 @@ static int stream_eligible(const fr_layer_desc *d, const fr_io *io, const fr_tra
     const size_t e = elem_size(d->dtype);
     const size_t gh = (size_t)fr_num_gates(d->cell) * fr_gate_stride(d->dtype, d->hidden_size);
     return !tr && !io->mask && io->batch == 1 && threads == 1
-           && gh * d->input_size * e <= FR_STREAM_MAX_WX_BYTES
            && gh * d->hidden_size * e <= FR_STREAM_MAX_WH_BYTES;
 }
 
 /* One direction of a one-row, unmasked inference call as T streaming steps (see above). The
- * workspace holds far more than the 6 * Hp + 2 * G * Hp elements used here. */
-static void stream_direction(const fr_layer_desc *d, const fr_dir_args *a, fr_step_fn step,
-                             void *ws)
+ * forward workspace holds more than the T * G * Hp + 2 * G * Hp + 7 * Hp elements used here. */
+static void stream_direction(const fr_layer_desc *d, const fr_dir_args *a,
+                             const fr_kernels *kernels, void *ws)
 {
     const size_t e = elem_size(d->dtype);
-    const int T = a->T, H = a->H, lstm = a->cell == FR_LSTM;
-    const size_t vec = fr_round_up((size_t)a->Hp * e, FR_ALIGN);
+    const int T = a->T, H = a->H, G = a->G, lstm = a->cell == FR_LSTM;
+    const size_t gh = (size_t)G * a->Hp, vec = fr_round_up((size_t)a->Hp * e, FR_ALIGN);
+    const int project = gh * a->I * e > FR_STREAM_STEP_WX_BYTES;
     char *p = ws;
+    char *xproj = p;
+    if (project) p += fr_round_up((size_t)T * gh * e, FR_ALIGN);
+    char *pws = p;  /* fr_dir_project's G * Hp + Hp */
+    p += fr_round_up((gh + a->Hp) * e, FR_ALIGN);
     char *h[2] = {p, p + vec};
     char *c = p + 2 * vec, *z = p + 3 * vec, *rh = p + 4 * vec, *xn = p + 5 * vec;
     char *zeros = p + 6 * vec;  /* G * Hp: stands in for missing biases */
-    memset(p, 0, 6 * vec + (size_t)a->G * a->Hp * e);
+    memset(p, 0, 6 * vec + gh * e);
     if (a->h0) memcpy(h[0], a->h0, (size_t)H * e);
     if (a->c0 && lstm) memcpy(c, a->c0, (size_t)H * e);
+    if (project) kernels->project(a, xproj, pws);
     fr_step_args s;
     memset(&s, 0, sizeof s);
     s.cell = a->cell;
@@ -345,13 +356,15 @@ static void stream_direction(const fr_layer_desc *d, const fr_dir_args *a, fr_st
     s.z = z;
     s.rh = rh;
     s.xn = xn;
+    s.xproj_ld = (ptrdiff_t)gh;
     const unsigned fpmode = fr_fpmode_enter();  /* denormals as in the forward kernels */
     for (int i = 0; i < T; i++) {
         const int t = a->backward ? T - 1 - i : i;
         s.x = (const char *)a->x + (size_t)t * a->I * e;
+        if (project) s.xproj = xproj + (size_t)t * gh * e;
         s.hprev = h[i & 1];
         s.hnew = h[(i + 1) & 1];
-        step(&s);
+        kernels->step(&s);
         memcpy((char *)a->y + ((size_t)t * a->y_ld + a->y_off) * e, s.hnew, (size_t)H * e);
     }
     fr_fpmode_leave(fpmode);
@@ -380,7 +393,7 @@ static int layer_forward(const fr_layer_desc *d, const fr_weights *w, const fr_i
         dir_args(d, w, io, tr, dir, threads, split, &a);
         if (tr && tr->in_mask) drop_input(d, io, tr, dir, (void *)a.x);
         a.ws = align_up(workspace);
-        if (stream) stream_direction(d, &a, kernels->step, a.ws);
+        if (stream) stream_direction(d, &a, kernels, a.ws);
         else kernels->forward(&a);
     }
     return FR_OK;

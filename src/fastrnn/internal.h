@@ -74,6 +74,8 @@ typedef struct fr_dir_args {
 } fr_dir_args;
 
 typedef void (*fr_dir_fn)(const fr_dir_args *a);
+/* The input projection alone (forward_impl.inc, fr_dir_project). */
+typedef void (*fr_dir_project_fn)(const fr_dir_args *a, void *xproj, void *ws);
 
 /* Backward pass of one direction: reads the forward arguments (with their training record)
  * and the output gradients, writes input / initial-state / weight gradients. */
@@ -156,13 +158,17 @@ static inline size_t fr_dir_bwd_workspace_bytes(size_t elem, int G, int B, int T
 
 /* Per-ISA, per-dtype direction kernels (defined in kernels_<isa>.c). */
 void fr_dir_forward_f32_baseline(const fr_dir_args *a);
+void fr_dir_project_f32_baseline(const fr_dir_args *a, void *xproj, void *ws);
 void fr_dir_forward_f64_baseline(const fr_dir_args *a);
+void fr_dir_project_f64_baseline(const fr_dir_args *a, void *xproj, void *ws);
 void fr_dir_backward_f32_baseline(const fr_dir_bwd_args *a);
 void fr_dir_backward_f64_baseline(const fr_dir_bwd_args *a);
 #if defined(__x86_64__) || defined(_M_X64)
 #define FR_HAVE_AVX2_BUILD 1
 void fr_dir_forward_f32_avx2(const fr_dir_args *a);
+void fr_dir_project_f32_avx2(const fr_dir_args *a, void *xproj, void *ws);
 void fr_dir_forward_f64_avx2(const fr_dir_args *a);
+void fr_dir_project_f64_avx2(const fr_dir_args *a, void *xproj, void *ws);
 void fr_dir_backward_f32_avx2(const fr_dir_bwd_args *a);
 void fr_dir_backward_f64_avx2(const fr_dir_bwd_args *a);
 #endif
@@ -192,6 +198,10 @@ typedef struct fr_step_args {
     const void *hprev;
     void *hnew, *c;
     void *z, *rh, *xn;           /* GRU reset-before scratch */
+    /* NULL, or the input projection made beforehand (fr_dir_project: effective bias + x @ Wx,
+     * G * Hp per row, row b at xproj + b * xproj_ld elements); x and Wx are then not read. */
+    const void *xproj;
+    ptrdiff_t xproj_ld;
 } fr_step_args;
 
 typedef void (*fr_step_fn)(const fr_step_args *a);
@@ -207,6 +217,7 @@ void fr_step_layer_f64_avx2(const fr_step_args *a);
  * ISA selected now (an atomic load, so fr_set_isa applies to the next call). */
 typedef struct fr_kernels {
     fr_dir_fn forward;
+    fr_dir_project_fn project;
     fr_dir_bwd_fn backward;
     fr_step_fn step;
 } fr_kernels;
