@@ -331,6 +331,10 @@ class _Recurrent:
 
     def __call__(self, x, *, mask=None, lengths=None, initial_state=None, training=None):
         training = resolve_training(training)
+        if (not training and mask is None and lengths is None and initial_state is None
+                and type(x) is np.ndarray and x.dtype == self.dtype and x.ndim == 3
+                and x.shape[2] == self.input_size and x.flags.c_contiguous and x.size):
+            return self._infer(x)  # nothing to convert: ~1.5 us less per call
         given = x
         x = self._as_input(x)
         if training and np.may_share_memory(x, given):
@@ -379,6 +383,25 @@ class _Recurrent:
             inp = y
         if training:
             self._local.tape = _Tape(x, m, h0, c0, tape)
+        return inp, self._pack_state(h_n, c_n)
+
+    def _infer(self, x):
+        """Inference from a zero state on an input that needs no conversion: C-contiguous,
+        in the layer dtype, (B, T, input_size) with B, T > 0."""
+        B, T = x.shape[0], x.shape[1]
+        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        h_n = np.zeros((L * D, B, H), self.dtype)
+        c_n = np.zeros((L * D, B, H), self.dtype) if self._n_state == 2 else None
+        self._local.tape = None  # an inference call releases the last training record
+        nt = get_num_threads()
+        inp = x
+        for layer, engine in enumerate(self._engines):
+            s = slice(layer * D, (layer + 1) * D)
+            y = np.empty((B, T, D * H), self.dtype)
+            ws = self._workspace(engine.workspace_size(B, T, nt))
+            engine.forward(inp, None, None, None, y, h_n[s], None if c_n is None else c_n[s],
+                           ws, nt)
+            inp = y
         return inp, self._pack_state(h_n, c_n)
 
     def backward(self, grad_out, grad_state=None):

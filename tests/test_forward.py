@@ -264,6 +264,34 @@ def test_step_fast_path_takes_only_native_plain_arrays(cell):
     np.testing.assert_array_equal(y2, y_ref)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_call_fast_path_takes_only_ready_arrays(cell):
+    """A plain inference call skips the input conversion only for a C-contiguous array of the
+    layer's dtype and byte order: every other input is converted first and gives the same
+    result; training calls, masks and initial states take the general path."""
+    rng = np.random.default_rng(12)
+    layer = make_layer(cell, 3, 5, reset_after=True, num_layers=2, dtype="float32")
+    randomize(layer, rng)
+    x = rng.normal(size=(2, 4, 3)).astype(np.float32)
+    y_ref, s_ref = layer(x)
+    swap = lambda a: a.astype(a.dtype.newbyteorder(">"))  # noqa: E731
+    variants = {
+        "swapped": swap(x), "strided": np.repeat(x, 2, axis=2)[:, :, ::2],
+        "fortran": np.asfortranarray(x), "float64": x.astype(np.float64), "list": x.tolist(),
+        "subclass": x.view(type("Sub", (np.ndarray,), {})),
+    }
+    for name, xv in variants.items():
+        y, s = layer(xv)
+        np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-6, err_msg=name)
+    for kw in ({"lengths": [4, 4]}, {"mask": np.ones((2, 4), bool)}, {"training": True},
+               {"initial_state": tuple(np.zeros_like(a) for a in s_ref) if cell == "lstm"
+                else np.zeros_like(s_ref)}):
+        y, _ = layer(x, **kw)
+        np.testing.assert_array_equal(y, y_ref, err_msg=str(list(kw)))
+    with pytest.raises(ValueError):
+        layer(x[:, :, :2])
+
+
 @pytest.mark.parametrize("cell,reset_after", CELLS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("H", [48, 432])
