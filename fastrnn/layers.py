@@ -343,23 +343,21 @@ class _Recurrent:
         m = self._mask(mask, lengths, B, T)
         h0, *rest = self._state(initial_state, B)
         c0 = rest[0] if rest else None
-        if training:  # kept for backward(): the caller's arrays may change meanwhile
-            h0, c0 = (None if a is None else a.copy() for a in (h0, c0))
-        L, D, H = self.num_layers, self.num_directions, self.hidden_size
-        h_n = np.zeros((L * D, B, H), self.dtype) if h0 is None else h0.copy()
-        c_n = None
-        if self._n_state == 2:
-            c_n = np.zeros((L * D, B, H), self.dtype) if c0 is None else c0.copy()
-        # A training call records what backward() needs; any other call releases it.
-        tape = [] if training else None
+        if not training:
+            return self._infer(x, m, h0, c0)
+        # A training call records what backward() needs. The caller's state arrays may change
+        # before backward(), so it keeps copies.
+        h0, c0 = (None if a is None else a.copy() for a in (h0, c0))
+        h_n, c_n = self._final_state(B, h0, c0)
+        tape = []
         # Records of this thread's previous training call are reused (same sizes in a training
         # loop): no fresh pages to fault in at every step.
         old = getattr(self._local, "tape", None)
         spare = [rec for *_, rec in old.layers] if old is not None else []
         self._local.tape = None
+        D, H = self.num_directions, self.hidden_size
         if B == 0 or T == 0:
-            if training:
-                self._local.tape = _Tape(x, m, h0, c0, [])
+            self._local.tape = _Tape(x, m, h0, c0, [])
             return np.zeros((B, T, D * H), self.dtype), self._pack_state(h_n, c_n)
         nt = get_num_threads()
         inp = x
@@ -367,40 +365,45 @@ class _Recurrent:
             s = slice(layer * D, (layer + 1) * D)
             y = np.empty((B, T, D * H), self.dtype)
             ws = self._workspace(engine.workspace_size(B, T, nt))
-            h0s = None if h0 is None else h0[s]
-            c0s = None if c0 is None else c0[s]
-            if training:
-                in_mask, rec_mask = self._dropout_masks(B, inp.shape[2])
-                need = engine.record_size(B, T, in_mask is not None)
-                record = spare.pop(0) if spare and spare[0].nbytes == need else \
-                    np.empty(need, np.uint8)
-                engine.forward(inp, m, h0s, c0s, y, h_n[s], None if c_n is None else c_n[s],
-                               ws, nt, in_mask, rec_mask, record)
-                tape.append((inp, in_mask, rec_mask, record))
-            else:
-                engine.forward(inp, m, h0s, c0s, y, h_n[s], None if c_n is None else c_n[s],
-                               ws, nt)
+            in_mask, rec_mask = self._dropout_masks(B, inp.shape[2])
+            need = engine.record_size(B, T, in_mask is not None)
+            record = spare.pop(0) if spare and spare[0].nbytes == need else \
+                np.empty(need, np.uint8)
+            engine.forward(inp, m, None if h0 is None else h0[s],
+                           None if c0 is None else c0[s], y, h_n[s],
+                           None if c_n is None else c_n[s], ws, nt, in_mask, rec_mask, record)
+            tape.append((inp, in_mask, rec_mask, record))
             inp = y
-        if training:
-            self._local.tape = _Tape(x, m, h0, c0, tape)
+        self._local.tape = _Tape(x, m, h0, c0, tape)
         return inp, self._pack_state(h_n, c_n)
 
-    def _infer(self, x):
-        """Inference from a zero state on an input that needs no conversion: C-contiguous,
-        in the layer dtype, (B, T, input_size) with B, T > 0."""
+    def _final_state(self, B, h0, c0):
+        """The arrays the kernels write the final state into, starting from the initial one."""
+        shape = (self.num_layers * self.num_directions, B, self.hidden_size)
+        h_n = np.zeros(shape, self.dtype) if h0 is None else h0.copy()
+        c_n = None
+        if self._n_state == 2:
+            c_n = np.zeros(shape, self.dtype) if c0 is None else c0.copy()
+        return h_n, c_n
+
+    def _infer(self, x, m=None, h0=None, c0=None):
+        """An inference call on a validated input (C-contiguous, layer dtype, (B, T, I)), mask
+        and initial state. It releases this thread's last training record."""
         B, T = x.shape[0], x.shape[1]
-        L, D, H = self.num_layers, self.num_directions, self.hidden_size
-        h_n = np.zeros((L * D, B, H), self.dtype)
-        c_n = np.zeros((L * D, B, H), self.dtype) if self._n_state == 2 else None
-        self._local.tape = None  # an inference call releases the last training record
+        D, H = self.num_directions, self.hidden_size
+        h_n, c_n = self._final_state(B, h0, c0)
+        self._local.tape = None
+        if B == 0 or T == 0:
+            return np.zeros((B, T, D * H), self.dtype), self._pack_state(h_n, c_n)
         nt = get_num_threads()
         inp = x
         for layer, engine in enumerate(self._engines):
             s = slice(layer * D, (layer + 1) * D)
             y = np.empty((B, T, D * H), self.dtype)
             ws = self._workspace(engine.workspace_size(B, T, nt))
-            engine.forward(inp, None, None, None, y, h_n[s], None if c_n is None else c_n[s],
-                           ws, nt)
+            engine.forward(inp, m, None if h0 is None else h0[s],
+                           None if c0 is None else c0[s], y, h_n[s],
+                           None if c_n is None else c_n[s], ws, nt)
             inp = y
         return inp, self._pack_state(h_n, c_n)
 
