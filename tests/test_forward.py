@@ -329,26 +329,28 @@ def test_few_rows_match_row_tiles(cell, reset_after, dtype, H):
 
 @pytest.mark.parametrize("cell,reset_after", CELLS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("I,H", [(1, 8), (3, 48), (1, 200), (20, 20), (64, 48), (300, 40)])
+@pytest.mark.parametrize("I,H", [(1, 8), (3, 48), (1, 200), (20, 20), (64, 48), (300, 40),
+                                 (5, 4), (70, 8)])
 def test_one_unmasked_row_matches_row_tiles(cell, reset_after, dtype, I, H):
-    """An unmasked inference call of one row runs as streaming steps (input products inside
-    each step, or for larger input weights, I >= 64 here, the whole sequence's projection
-    first); it must give exactly the bits the forward kernel's row tiles give that row in a
-    batch of 7: initial state, reverse and bidirectional, two layers, T = 1."""
+    """An unmasked inference call of one row, or of a few rows when H is at most half a panel
+    (H = 4, 8 here), runs as streaming steps (input products inside each step, or for larger
+    input weights, I >= 64 here, the whole sequence's projection first); it must give exactly
+    the bits the forward kernel's row tiles give those rows in a batch of 17 (more rows than
+    are ever streamed): initial state, reverse and bidirectional, two layers, T = 1."""
     rng = np.random.default_rng(8)
     for kw in ({}, {"reverse": True}, {"bidirectional": True, "num_layers": 2}):
         layer = make_layer(cell, I, H, reset_after=reset_after, dtype=dtype, **kw)
         randomize(layer, rng)
         L, D = layer.num_layers, layer.num_directions
         for T in (1, 13):
-            x = rng.normal(size=(7, T, I)).astype(dtype)
-            h0 = rng.normal(size=(L * D, 7, H)).astype(dtype)
+            x = rng.normal(size=(17, T, I)).astype(dtype)
+            h0 = rng.normal(size=(L * D, 17, H)).astype(dtype)
             state = (h0, h0 * 0.5) if cell == "lstm" else h0
-            y7, s7 = layer(x, initial_state=state)
-            s7 = s7 if isinstance(s7, tuple) else (s7,)
-            for b in (0, 4):
-                one = tuple(s[:, b:b + 1] for s in (state if cell == "lstm" else (state,)))
-                y1, s1 = layer(x[b:b + 1], initial_state=one if cell == "lstm" else one[0])
-                np.testing.assert_array_equal(y1[0], y7[b])
-                for got, ref in zip(s1 if isinstance(s1, tuple) else (s1,), s7):
-                    np.testing.assert_array_equal(got[:, 0], ref[:, b])
+            y17, s17 = layer(x, initial_state=state)
+            s17 = s17 if isinstance(s17, tuple) else (s17,)
+            for b, n in ((0, 1), (4, 1), (1, 2), (2, 3), (3, 4)):
+                part = tuple(s[:, b:b + n] for s in (state if cell == "lstm" else (state,)))
+                y1, s1 = layer(x[b:b + n], initial_state=part if cell == "lstm" else part[0])
+                np.testing.assert_array_equal(y1, y17[b:b + n])
+                for got, ref in zip(s1 if isinstance(s1, tuple) else (s1,), s17):
+                    np.testing.assert_array_equal(got, ref[:, b:b + n])
