@@ -78,38 +78,33 @@ static inline fr_f32x8 fr_vmax_f32x8(float c, fr_f32x8 x)
 #elif defined(__SSE__)
 #include <string.h>
 #include <xmmintrin.h>
-static inline fr_f32x8 fr_vmin_f32x8(float c, fr_f32x8 x)
-{
-    __m128 h[2];
-    memcpy(h, &x, sizeof h);
-    h[0] = _mm_min_ps(_mm_set1_ps(c), h[0]);
-    h[1] = _mm_min_ps(_mm_set1_ps(c), h[1]);
-    memcpy(&x, h, sizeof h);
-    return x;
-}
-static inline fr_f32x8 fr_vmax_f32x8(float c, fr_f32x8 x)
-{
-    __m128 h[2];
-    memcpy(h, &x, sizeof h);
-    h[0] = _mm_max_ps(_mm_set1_ps(c), h[0]);
-    h[1] = _mm_max_ps(_mm_set1_ps(c), h[1]);
-    memcpy(&x, h, sizeof h);
-    return x;
-}
+/* Two 4-wide halves. */
+#define FR_CLAMP_F32X8(name, op)                                                            \
+    static inline fr_f32x8 name(float c, fr_f32x8 x)                                        \
+    {                                                                                       \
+        __m128 h[2];                                                                        \
+        memcpy(h, &x, sizeof h);                                                            \
+        h[0] = op(_mm_set1_ps(c), h[0]);                                                    \
+        h[1] = op(_mm_set1_ps(c), h[1]);                                                    \
+        memcpy(&x, h, sizeof h);                                                            \
+        return x;                                                                           \
+    }
+FR_CLAMP_F32X8(fr_vmin_f32x8, _mm_min_ps)
+FR_CLAMP_F32X8(fr_vmax_f32x8, _mm_max_ps)
+#undef FR_CLAMP_F32X8
 #else
+/* Generic vectors: select c where `c cmp x` holds (false for NaN, which keeps x). */
 typedef int fr_i32x8 __attribute__((vector_size(32)));
-static inline fr_f32x8 fr_vmin_f32x8(float c, fr_f32x8 x)
-{
-    const fr_f32x8 cv = (fr_f32x8){0} + c;
-    const fr_i32x8 m = cv < x;
-    return (fr_f32x8)(((fr_i32x8)cv & m) | ((fr_i32x8)x & ~m));
-}
-static inline fr_f32x8 fr_vmax_f32x8(float c, fr_f32x8 x)
-{
-    const fr_f32x8 cv = (fr_f32x8){0} + c;
-    const fr_i32x8 m = cv > x;
-    return (fr_f32x8)(((fr_i32x8)cv & m) | ((fr_i32x8)x & ~m));
-}
+#define FR_CLAMP_F32X8(name, cmp)                                                           \
+    static inline fr_f32x8 name(float c, fr_f32x8 x)                                        \
+    {                                                                                       \
+        const fr_f32x8 cv = (fr_f32x8){0} + c;                                              \
+        const fr_i32x8 m = cv cmp x;                                                        \
+        return (fr_f32x8)(((fr_i32x8)cv & m) | ((fr_i32x8)x & ~m));                         \
+    }
+FR_CLAMP_F32X8(fr_vmin_f32x8, <)
+FR_CLAMP_F32X8(fr_vmax_f32x8, >)
+#undef FR_CLAMP_F32X8
 #endif
 
 static inline fr_f32x8 fr_vtanh_f32x8(fr_f32x8 x)
