@@ -30,6 +30,7 @@ BASE_FLAGS = ["-O3", "-std=gnu11", "-fno-trapping-math", "-fno-math-errno", "-fo
 # kernels rely on no signed wrap-around (UBSan checks), so their objects are built without it.
 KERNEL_FLAGS = ["-fno-wrapv"]
 AVX2_FLAGS = ["-mavx2", "-mfma"]
+AVX512_FLAGS = AVX2_FLAGS + ["-mavx512f", "-mavx512vl"]
 OPENMP_TEST = textwrap.dedent("""
     #include <omp.h>
     #include <stdio.h>
@@ -96,7 +97,7 @@ class BuildExt(build_ext):
             ext.extra_link_args = [f for f in (omp or []) if f != "-Xpreprocessor"] + sanitize[:1]
             # The kernels are objects of their own, compiled with their own flags (setuptools
             # has no per-file flags) and linked in as extra_objects: the baseline ones always,
-            # the AVX2+FMA ones (the same source again) on x86-64.
+            # the AVX2+FMA and AVX-512 ones (the same source again) on x86-64.
             objs = self.compiler.compile(
                 [os.path.join(CORE, "kernels_baseline.c"),
                  os.path.join(CORE, "stream_kernels_baseline.c")],
@@ -111,6 +112,12 @@ class BuildExt(build_ext):
                     output_dir=self.build_temp,
                     include_dirs=[CORE],
                     extra_postargs=ext.extra_compile_args + KERNEL_FLAGS + AVX2_FLAGS,
+                )
+                objs += self.compiler.compile(
+                    [os.path.join(CORE, "kernels_avx512.c")],
+                    output_dir=self.build_temp,
+                    include_dirs=[CORE],
+                    extra_postargs=ext.extra_compile_args + KERNEL_FLAGS + AVX512_FLAGS,
                 )
             ext.extra_objects = list(objs)
         self.openmp_flags = omp

@@ -12,6 +12,7 @@ cdef extern from "fastrnn.h" nogil:
     ctypedef enum fr_isa:
         FR_ISA_BASELINE
         FR_ISA_AVX2
+        FR_ISA_AVX512
     enum:
         FR_OK
         FR_EINVAL

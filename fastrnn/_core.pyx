@@ -43,7 +43,7 @@ cdef extern from *:
     int fr_py_openmp_version() nogil
     const char *fr_py_compiler
 
-_ISA_BY_NAME = {"baseline": FR_ISA_BASELINE, "avx2": FR_ISA_AVX2}
+_ISA_BY_NAME = {"baseline": FR_ISA_BASELINE, "avx2": FR_ISA_AVX2, "avx512": FR_ISA_AVX512}
 
 
 cdef fr_dtype _dtype_code(object dtype) except *:
@@ -67,7 +67,7 @@ def recommended_ld(str cell, dtype, int hidden_size):
 
 
 def get_isa():
-    """Name of the kernel variant in use ("baseline" or "avx2")."""
+    """Name of the kernel variant in use ("baseline", "avx2" or "avx512")."""
     return fr_isa_name(fr_get_isa()).decode()
 
 

@@ -20,6 +20,18 @@ static int cpu_has_avx2_fma(void)
 #endif
 }
 
+/* The OS must also save the zmm state: gcc's and clang's checks read XCR0 for that. */
+static int cpu_has_avx512(void)
+{
+#if defined(FR_HAVE_AVX512_BUILD) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    return cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512vl");
+#else
+    return 0;
+#endif
+}
+
 /* -1 = not chosen yet. Chosen lazily on first use (every racing first caller computes the
  * same value) or by fr_set_isa; atomic so concurrent callers never race. */
 static _Atomic int g_isa = -1;
@@ -28,6 +40,7 @@ int fr_isa_available(fr_isa isa)
 {
     if (isa == FR_ISA_BASELINE) return 1;
     if (isa == FR_ISA_AVX2) return cpu_has_avx2_fma();
+    if (isa == FR_ISA_AVX512) return cpu_has_avx512();
     return 0;
 }
 
@@ -36,9 +49,11 @@ fr_isa fr_get_isa(void)
     int isa = atomic_load_explicit(&g_isa, memory_order_relaxed);
     if (isa < 0) {
         const char *env = getenv("FASTRNN_ISA");
-        if (env && strcmp(env, "baseline") == 0) isa = FR_ISA_BASELINE;
-        else if (fr_isa_available(FR_ISA_AVX2)) isa = FR_ISA_AVX2;
-        else isa = FR_ISA_BASELINE;
+        for (int i = FR_ISA_COUNT - 1; i >= 0; i--) {  /* the widest available by default */
+            if (!fr_isa_available((fr_isa)i)) continue;
+            if (isa < 0) isa = i;
+            if (env && strcmp(env, fr_isa_name((fr_isa)i)) == 0) { isa = i; break; }
+        }
         atomic_store_explicit(&g_isa, isa, memory_order_relaxed);
     }
     return (fr_isa)isa;
@@ -56,6 +71,7 @@ const char *fr_isa_name(fr_isa isa)
     switch (isa) {
     case FR_ISA_BASELINE: return "baseline";
     case FR_ISA_AVX2: return "avx2";
+    case FR_ISA_AVX512: return "avx512";
     }
     return "unknown";
 }
@@ -83,6 +99,16 @@ const fr_kernels *fr_kernels_for(fr_dtype dtype)
         {fr_dir_forward_f64_avx2, fr_dir_project_f64_avx2, fr_dir_backward_f64_avx2,
          fr_step_layer_f64_avx2}};
     if (fr_get_isa() == FR_ISA_AVX2) return &avx2[dtype == FR_FLOAT64];
+#endif
+#ifdef FR_HAVE_AVX512_BUILD
+    /* The streaming step keeps the AVX2 kernels: its blocks are often half a panel wide, and
+     * the wider registers measured no faster there. */
+    static const fr_kernels avx512[2] = {
+        {fr_dir_forward_f32_avx512, fr_dir_project_f32_avx512, fr_dir_backward_f32_avx512,
+         fr_step_layer_f32_avx2},
+        {fr_dir_forward_f64_avx512, fr_dir_project_f64_avx512, fr_dir_backward_f64_avx512,
+         fr_step_layer_f64_avx2}};
+    if (fr_get_isa() == FR_ISA_AVX512) return &avx512[dtype == FR_FLOAT64];
 #endif
     return &baseline[dtype == FR_FLOAT64];
 }
@@ -496,6 +522,9 @@ int fr_layer_backward(const fr_layer_desc *d, const fr_weights *w, const fr_io *
 double fr_fma_peak_gflops(int num_threads, double seconds)
 {
     if (num_threads < 1 || !(seconds > 0.0 && seconds <= 60.0)) return -1.0;
+#ifdef FR_HAVE_AVX512_BUILD
+    if (fr_isa_available(FR_ISA_AVX512)) return fr_fma_peak_gflops_avx512(num_threads, seconds);
+#endif
 #ifdef FR_HAVE_AVX2_BUILD
     if (fr_isa_available(FR_ISA_AVX2)) return fr_fma_peak_gflops_avx2(num_threads, seconds);
 #endif

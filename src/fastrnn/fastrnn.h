@@ -57,7 +57,8 @@ typedef enum { FR_FLOAT32 = 0, FR_FLOAT64 = 1 } fr_dtype;
 typedef enum { FR_MASKED_ZERO = 0, FR_MASKED_CARRY = 1 } fr_masked_output;
 
 /* Kernel variants (instruction sets). */
-typedef enum { FR_ISA_BASELINE = 0, FR_ISA_AVX2 = 1 } fr_isa;
+typedef enum { FR_ISA_BASELINE = 0, FR_ISA_AVX2 = 1, FR_ISA_AVX512 = 2 } fr_isa;
+#define FR_ISA_COUNT 3
 
 /* Status codes. */
 enum {
@@ -171,8 +172,10 @@ int fr_layer_backward(const fr_layer_desc *desc, const fr_weights *w, const fr_i
                       const fr_grads *grads /* num_directions entries, or NULL */,
                       void *workspace, size_t workspace_size, int num_threads);
 
-/* Kernel variant selection. The default is the best the CPU supports, unless the environment
- * variable FASTRNN_ISA=baseline forces the portable build. fr_set_isa is process-wide and
+/* Kernel variant selection. The default is the best the CPU supports (avx512, then avx2, then
+ * baseline), unless the environment variable FASTRNN_ISA names an available one (baseline,
+ * avx2 or avx512). Every variant gives the same bits as avx2 except baseline, which has no
+ * fused multiply-add. fr_set_isa is process-wide and
  * must not be called while another thread is inside fr_layer_forward. */
 fr_isa fr_get_isa(void);
 int fr_set_isa(fr_isa isa);
@@ -183,8 +186,8 @@ int fr_openmp_enabled(void);
 
 /* The machine's FP32 arithmetic limit, measured now: num_threads threads (ignored without
  * OpenMP) each run independent register-only fused multiply-add chains for about `seconds`
- * seconds with the widest vector ISA the CPU supports (AVX2+FMA on x86-64 when available,
- * whatever FASTRNN_ISA says). Returns GFLOP/s (one FMA = 2 flops) summed over the threads,
+ * seconds with the widest vector ISA the CPU supports (AVX-512 or AVX2+FMA on x86-64 when
+ * available, whatever FASTRNN_ISA says). Returns GFLOP/s (one FMA = 2 flops) summed over the threads,
  * or a negative value for invalid arguments (num_threads < 1, seconds <= 0 or > 60).
  * Thread-safe; occupies the calling thread(s) for the whole duration. */
 double fr_fma_peak_gflops(int num_threads, double seconds);

@@ -171,12 +171,23 @@ void fr_dir_forward_f64_avx2(const fr_dir_args *a);
 void fr_dir_project_f64_avx2(const fr_dir_args *a, void *xproj, void *ws);
 void fr_dir_backward_f32_avx2(const fr_dir_bwd_args *a);
 void fr_dir_backward_f64_avx2(const fr_dir_bwd_args *a);
+/* AVX-512: the same sources, whose micro-kernels then hold a whole panel in one register. */
+#define FR_HAVE_AVX512_BUILD 1
+void fr_dir_forward_f32_avx512(const fr_dir_args *a);
+void fr_dir_project_f32_avx512(const fr_dir_args *a, void *xproj, void *ws);
+void fr_dir_forward_f64_avx512(const fr_dir_args *a);
+void fr_dir_project_f64_avx512(const fr_dir_args *a, void *xproj, void *ws);
+void fr_dir_backward_f32_avx512(const fr_dir_bwd_args *a);
+void fr_dir_backward_f64_avx512(const fr_dir_bwd_args *a);
 #endif
 
 /* FP32 FMA peak loops (peak_impl.inc, instantiated per ISA like the kernels). */
 double fr_fma_peak_gflops_baseline(int nthreads, double seconds);
 #ifdef FR_HAVE_AVX2_BUILD
 double fr_fma_peak_gflops_avx2(int nthreads, double seconds);
+#endif
+#ifdef FR_HAVE_AVX512_BUILD
+double fr_fma_peak_gflops_avx512(int nthreads, double seconds);
 #endif
 
 /* ---- streaming step kernels (stream_impl.inc, compiled per ISA like the forward kernels) ---- */

@@ -216,7 +216,7 @@ int main(void)
 {
     static const int shapes[][4] = {{1, 1, 1, 1}, {3, 5, 2, 9}, {7, 4, 5, 17}, {13, 3, 4, 8},
                                     {2, 6, 3, 20}};
-    for (int isa = 0; isa < 2; isa++) {
+    for (int isa = 0; isa < FR_ISA_COUNT; isa++) {
         if (fr_set_isa((fr_isa)isa) != FR_OK) continue;
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
             for (int cv = 0; cv < 3; cv++) {

@@ -210,7 +210,7 @@ int main(void)
     static const int shapes[][4] = {{1, 1, 1, 1}, {1, 5, 3, 17}, {3, 4, 2, 16}, {7, 6, 5, 33},
                                     {13, 3, 8, 8}, {2, 9, 1, 40}, {9, 2, 40, 9},
                                     {12, 4, 30, 64}, {2, 5, 64, 96}, {3, 3, 20, 70}};
-    for (int isa = 0; isa < 2; isa++) {
+    for (int isa = 0; isa < FR_ISA_COUNT; isa++) {
         if (fr_set_isa((fr_isa)isa) != FR_OK) continue;
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
             for (int dt = 0; dt < 2; dt++)

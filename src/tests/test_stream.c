@@ -352,7 +352,7 @@ int main(int argc, char **argv)
 {
     /* "quick": the default kernel variant and the small cases only (for runs under valgrind) */
     const int quick = argc > 1 && strcmp(argv[1], "quick") == 0;
-    for (int isa = 0; isa < 2; isa++) {
+    for (int isa = 0; isa < FR_ISA_COUNT; isa++) {
         if (quick ? isa != (int)fr_get_isa() : fr_set_isa((fr_isa)isa) != FR_OK) continue;
         for (int dt = 0; dt < 2; dt++)
             for (int cv = 0; cv < 3; cv++) {
