@@ -175,9 +175,10 @@ def test_kernel_variants_agree(cell, reset_after):
 
 
 # Shapes that reach every forward path: streaming steps (one row; up to 16 rows at H <= 8),
-# row streaming (1-4 rows, 2-8 MB of recurrent weights, T <= 32), tiles of 1-6 rows, chunks.
-WIDE_SHAPES = [(1, 9, 5, 40), (3, 9, 8, 8), (2, 5, 16, 384), (4, 3, 7, 512), (7, 6, 9, 33),
-               (13, 5, 24, 70), (33, 4, 5, 20)]
+# row streaming (1-4 rows, 2-8 MB of recurrent weights, T <= 32), tiles of 1-6 rows (AVX-512:
+# 2-6 rows with several gate panels per call), chunks.
+WIDE_SHAPES = [(1, 9, 5, 40), (3, 9, 8, 8), (2, 5, 16, 384), (4, 3, 7, 512), (3, 6, 10, 40),
+               (5, 4, 6, 24), (7, 6, 9, 33), (13, 5, 24, 70), (33, 4, 5, 20)]
 
 
 @pytest.mark.parametrize("cell,reset_after", CELLS)
