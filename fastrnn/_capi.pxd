@@ -20,6 +20,24 @@ cdef extern from "fastrnn.h" nogil:
         FR_EUNSUPPORTED
     const char *FR_VERSION
 
+    ctypedef enum fr_act_kind:
+        FR_ACT_DEFAULT
+        FR_ACT_SIGMOID
+        FR_ACT_TANH
+        FR_ACT_RELU
+        FR_ACT_HARD_SIGMOID
+        FR_ACT_SOFTSIGN
+        FR_ACT_SOFTPLUS
+        FR_ACT_ELU
+        FR_ACT_LEAKY_RELU
+        FR_ACT_THRESHOLDED_RELU
+        FR_ACT_SCALED_TANH
+        FR_ACT_AFFINE
+    ctypedef struct fr_activation:
+        fr_act_kind kind
+        double alpha
+        double beta
+
     ctypedef struct fr_layer_desc:
         fr_cell cell
         fr_dtype dtype
@@ -29,6 +47,11 @@ cdef extern from "fastrnn.h" nogil:
         int num_directions
         int reverse
         fr_masked_output masked_output
+        fr_activation act[2][3]
+        double clip
+        double cell_clip
+        int peepholes
+        int input_forget
 
     ctypedef struct fr_weights:
         const void *kernel
@@ -36,6 +59,7 @@ cdef extern from "fastrnn.h" nogil:
         const void *bias
         const void *recurrent_bias
         Py_ssize_t ld
+        const void *peephole
 
     ctypedef struct fr_io:
         int batch

@@ -8,7 +8,7 @@ can make the core read or write out of bounds.
 cimport numpy as cnp
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport uintptr_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from ._capi cimport *
 
 import numpy as np
@@ -53,6 +53,16 @@ cdef fr_dtype _dtype_code(object dtype) except *:
     if dtype == np.float64:
         return FR_FLOAT64
     raise TypeError(f"unsupported dtype {dtype}: fastrnn computes in float32 or float64")
+
+
+# The C core's activation kinds by name (docs/variants.md).
+ACTIVATION_CODES = {
+    "sigmoid": FR_ACT_SIGMOID, "tanh": FR_ACT_TANH, "relu": FR_ACT_RELU,
+    "hard_sigmoid": FR_ACT_HARD_SIGMOID, "softsign": FR_ACT_SOFTSIGN,
+    "softplus": FR_ACT_SOFTPLUS, "elu": FR_ACT_ELU, "leaky_relu": FR_ACT_LEAKY_RELU,
+    "thresholded_relu": FR_ACT_THRESHOLDED_RELU, "scaled_tanh": FR_ACT_SCALED_TANH,
+    "affine": FR_ACT_AFFINE,
+}
 
 
 def gate_stride(dtype, int hidden_size):
@@ -140,7 +150,14 @@ cdef class LayerEngine:
     cdef object weights  # keeps the arrays alive
 
     def __init__(self, str cell, dtype, bint reset_after, int input_size, int hidden_size,
-                 int num_directions, bint reverse, str masked_output, list weights):
+                 int num_directions, bint reverse, str masked_output, list weights,
+                 dict variant=None):
+        """weights: per direction (kernel, recurrent, bias, recurrent_bias[, peephole]).
+        variant (docs/variants.md; None = the plain cell): "act" per direction three
+        (kind code, alpha, beta) triples (slots f, g, h), "clip", "cell_clip" (0 = none),
+        "peepholes", "input_forget"."""
+        memset(&self.desc, 0, sizeof(self.desc))
+        memset(self.w, 0, sizeof(self.w))
         self.desc.cell = FR_LSTM if cell == "lstm" else FR_GRU
         self.desc.dtype = _dtype_code(dtype)
         self.desc.reset_after = reset_after
@@ -154,10 +171,24 @@ cdef class LayerEngine:
         self.Hp = fr_gate_stride(self.desc.dtype, hidden_size)
         if len(weights) != num_directions:
             raise ValueError("one weight tuple per direction is required")
-        cdef cnp.ndarray wx, wh, b, rb
+        if variant is not None:
+            for d in range(num_directions):
+                for k in range(3):
+                    kind, alpha, beta = variant["act"][d][k]
+                    self.desc.act[d][k].kind = kind
+                    self.desc.act[d][k].alpha = alpha
+                    self.desc.act[d][k].beta = beta
+            self.desc.clip = variant.get("clip", 0.0)
+            self.desc.cell_clip = variant.get("cell_clip", 0.0)
+            self.desc.peepholes = variant.get("peepholes", False)
+            self.desc.input_forget = variant.get("input_forget", False)
+        cdef cnp.ndarray wx, wh, b, rb, pp
         cdef Py_ssize_t ld
         for d in range(num_directions):
-            wx, wh, b, rb = weights[d]
+            wx, wh, b, rb = weights[d][:4]
+            pp = weights[d][4] if len(weights[d]) > 4 else None
+            if self.desc.peepholes:
+                self.w[d].peephole = _data(pp, self.typenum, 3 * self.Hp, "peephole")
             ld = wx.shape[1]
             if ld < self.G * self.Hp or wh.shape[1] != ld:
                 raise ValueError("weight row stride too small")

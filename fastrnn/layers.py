@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from . import _core
+from . import _core, _variants
 from ._config import get_num_threads
 from ._phase import resolve_training
 
@@ -19,6 +19,7 @@ _DIRECTIONS = ("forward", "backward")
 _MASKED_OUTPUT = ("zero", "carry")
 _INITS = ("keras", "torch")
 _WORKSPACE_CACHE_BYTES = 1 << 20  # per thread and layer
+_PEEPHOLE_GATES = ("input", "forget", "output")  # order of the C core's peephole vector
 
 
 def _positive_int(value, what):
@@ -71,7 +72,9 @@ class _Recurrent:
 
     def __init__(self, input_size, hidden_size, *, num_layers=1, bidirectional=False,
                  use_bias=True, reverse=False, dropout=0.0, recurrent_dropout=0.0,
-                 masked_output="zero", dtype="float32", init="keras", seed=None, name=None):
+                 masked_output="zero", dtype="float32", init="keras", seed=None, name=None,
+                 activation="tanh", recurrent_activation="sigmoid", activations=None,
+                 hard_sigmoid="keras3", clip=None):
         self.input_size = _positive_int(input_size, "input_size")
         self.hidden_size = _positive_int(hidden_size, "hidden_size")
         self.num_layers = _positive_int(num_layers, "num_layers")
@@ -92,6 +95,12 @@ class _Recurrent:
         if init not in _INITS:
             raise ValueError(f"init must be one of {_INITS}, got {init!r}")
         self.name = name
+        # Cell variant (docs/variants.md): subclasses set their own features before this.
+        self.hard_sigmoid = hard_sigmoid
+        self.activations = _variants.resolve_activations(
+            self._cell, self.num_directions, activation, recurrent_activation, activations,
+            hard_sigmoid)
+        self.clip = _variants.positive_or_none(clip, "clip")
         self.trainable = True
         self.grads = {}
         self._local = threading.local()  # per-thread workspace and tape: calls never share
@@ -115,12 +124,19 @@ class _Recurrent:
     def _layer_input_size(self, layer):
         return self.input_size if layer == 0 else self.num_directions * self.hidden_size
 
+    @property
+    def variant_features(self):
+        """The non-plain cell features in use, e.g. ["peepholes", "clip"] ([] = plain cell)."""
+        return _variants.variant_features(self)
+
     def _allocate(self):
         H, G, dt = self.hidden_size, self._num_gates, self.dtype
         self._stride = _core.gate_stride(dt, H)
         ld = _core.recommended_ld(self._cell, dt, H)
-        self._w = []  # [layer][direction] -> dict(kernel, recurrent, bias, recurrent_bias)
-        self._engines = []
+        peepholes = getattr(self, "peepholes", False)
+        variant = _variants.core_descriptor(self)
+        self._w = []  # [layer][direction] -> dict(kernel, recurrent, bias, recurrent_bias[,
+        self._engines = []  # peephole])
         for layer in range(self.num_layers):
             I = self._layer_input_size(layer)
             dirs = []
@@ -132,18 +148,33 @@ class _Recurrent:
                     "recurrent_bias": _aligned_zeros(G * self._stride, dt)
                     if self._cell == "gru" else None,
                 })
+                if peepholes:
+                    dirs[-1]["peephole"] = _aligned_zeros(3 * self._stride, dt)
             self._w.append(dirs)
             self._engines.append(_core.LayerEngine(
                 self._cell, dt, getattr(self, "reset_after", True), I, H, self.num_directions,
                 self.reverse, self.masked_output,
-                [(d["kernel"], d["recurrent"], d["bias"], d["recurrent_bias"]) for d in dirs]))
+                [(d["kernel"], d["recurrent"], d["bias"], d["recurrent_bias"],
+                  d.get("peephole")) for d in dirs], variant))
 
     def _view(self, layer, direction, gate_index, part):
-        a = self._w[layer][direction][part]
+        a = self._w[layer][direction].get(part)
         if a is None:
             return None
+        if part == "peephole":
+            name = self._gates[gate_index]
+            if name not in _PEEPHOLE_GATES:
+                return None
+            gate_index = _PEEPHOLE_GATES.index(name)
         lo = gate_index * self._stride
         return a[..., lo:lo + self.hidden_size]
+
+    def _gate_parts(self, gate):
+        """The state_dict parts of one gate."""
+        parts = self._parts()
+        if getattr(self, "peepholes", False) and gate in _PEEPHOLE_GATES:
+            parts = parts + ["peephole"]
+        return parts
 
     def _parts(self):
         parts = ["kernel", "recurrent"]
@@ -192,7 +223,7 @@ class _Recurrent:
         for layer in range(self.num_layers):
             for d in range(self.num_directions):
                 for g, gate in enumerate(self._gates):
-                    for part in self._parts():
+                    for part in self._gate_parts(gate):
                         key = f"layer{layer}.{_DIRECTIONS[d]}.{gate}.{part}"
                         out[key] = self._view(layer, d, g, part).copy()
         return out
@@ -233,7 +264,8 @@ class _Recurrent:
         rbias = self._view(layer, d, g, "recurrent_bias") if self.use_bias else None
         return SimpleNamespace(kernel=self._view(layer, d, g, "kernel"),
                                recurrent=self._view(layer, d, g, "recurrent"),
-                               bias=bias, recurrent_bias=rbias)
+                               bias=bias, recurrent_bias=rbias,
+                               peephole=self._view(layer, d, g, "peephole"))
 
     # ---- input checking ----
     def _as_input(self, x, rank=3):
@@ -345,6 +377,7 @@ class _Recurrent:
         c0 = rest[0] if rest else None
         if not training:
             return self._infer(x, m, h0, c0)
+        self._check_trainable_cell()
         # A training call records what backward() needs. The caller's state arrays may change
         # before backward(), so it keeps copies.
         h0, c0 = (None if a is None else a.copy() for a in (h0, c0))
@@ -376,6 +409,13 @@ class _Recurrent:
             inp = y
         self._local.tape = _Tape(x, m, h0, c0, tape)
         return inp, self._pack_state(h_n, c_n)
+
+    def _check_trainable_cell(self):
+        features = self.variant_features
+        if features:
+            raise NotImplementedError(
+                f"{self!r}: training mode (backward) is not implemented yet for the cell "
+                f"variant ({', '.join(features)}); inference (training=False) runs it")
 
     def _final_state(self, B, h0, c0):
         """The arrays the kernels write the final state into, starting from the initial one."""
@@ -511,10 +551,34 @@ class _Recurrent:
             ", use_bias=False" if not self.use_bias else "",
             f", reset_after={self.reset_after}" if self._cell == "gru" else "",
             f", masked_output={self.masked_output!r}" if self.masked_output != "zero" else "",
+            self._variant_repr(),
             f", dtype={self.dtype.name!r}",
             f", name={self.name!r}" if self.name else "",
         ])
         return f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra})"
+
+    def _variant_repr(self):
+        out = []
+        if "activations" in self.variant_features:
+            acts = self.activations[0] if len(set(self.activations)) == 1 else self.activations
+            out.append(f", activations={acts!r}")
+        for what in ("peepholes", "clip", "cell_clip", "input_forget"):
+            value = getattr(self, what, None)
+            if value:
+                out.append(f", {what}={value!r}")
+        return "".join(out)
+
+    def variant_config(self):
+        """The cell-variant constructor keywords of this layer (empty for the plain cell), in
+        the normalised form: passing them back to the constructor rebuilds the same cell."""
+        features = self.variant_features
+        out = {}
+        if "activations" in features:
+            out["activations"] = [list(a) for acts in self.activations for a in acts]
+        for what in ("clip", "cell_clip", "peepholes", "input_forget"):
+            if what in features:
+                out[what] = getattr(self, what)
+        return out
 
     # ---- export (formats live in fastrnn.io) ----
     def to_torch(self):
@@ -554,6 +618,20 @@ class LSTM(_Recurrent):
     _cell = "lstm"
     _gates = ("input", "forget", "cell", "output")
     _n_state = 2
+
+    def __init__(self, input_size, hidden_size, *, peepholes=False, cell_clip=None,
+                 input_forget=False, proj_size=0, **kwargs):
+        if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)) \
+                or proj_size < 0:
+            raise ValueError(f"proj_size must be an int >= 0, got {proj_size!r}")
+        if proj_size:
+            raise NotImplementedError("proj_size > 0 (LSTM projection, PyTorch proj_size / TF1 "
+                                      "num_proj) is not supported yet")
+        self.proj_size = 0
+        self.peepholes = bool(peepholes)
+        self.cell_clip = _variants.positive_or_none(cell_clip, "cell_clip")
+        self.input_forget = bool(input_forget)
+        super().__init__(input_size, hidden_size, **kwargs)
 
 
 class GRU(_Recurrent):

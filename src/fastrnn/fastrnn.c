@@ -177,6 +177,43 @@ static int plan_threads(const fr_layer_desc *d, int B, int requested, fr_split *
     return nt < 1 ? 1 : nt;
 }
 
+/* ---- cell variants ---- */
+
+static int check_activation(const fr_activation *f)
+{
+    if ((int)f->kind < 0 || (int)f->kind >= FR_ACT_COUNT) return 0;
+    return f->alpha == f->alpha && f->beta == f->beta;  /* not NaN */
+}
+
+int fr_desc_is_variant(const fr_layer_desc *d)
+{
+    static const fr_act_kind plain[3] = {FR_ACT_SIGMOID, FR_ACT_TANH, FR_ACT_TANH};
+    if (d->clip != 0 || d->cell_clip != 0 || d->peepholes || d->input_forget) return 1;
+    for (int dir = 0; dir < 2; dir++)
+        for (int k = 0; k < 3; k++) {
+            const fr_act_kind kind = d->act[dir][k].kind;
+            if (kind != FR_ACT_DEFAULT && kind != plain[k]) return 1;
+        }
+    return 0;
+}
+
+void fr_cell_variant_of(const fr_layer_desc *d, const fr_weights *w, int dir,
+                        fr_cell_variant *v)
+{
+    static const fr_act_kind plain[3] = {FR_ACT_SIGMOID, FR_ACT_TANH, FR_ACT_TANH};
+    memset(v, 0, sizeof *v);
+    v->on = fr_desc_is_variant(d);
+    if (!v->on) return;
+    for (int k = 0; k < 3; k++) {
+        v->act[k] = d->act[dir][k];
+        if (v->act[k].kind == FR_ACT_DEFAULT) v->act[k].kind = plain[k];
+    }
+    v->clip = d->clip;
+    v->cell_clip = d->cell == FR_LSTM ? d->cell_clip : 0;
+    v->input_forget = d->cell == FR_LSTM && d->input_forget;
+    v->peephole = d->cell == FR_LSTM && d->peepholes ? w[dir].peephole : NULL;
+}
+
 /* ---- validation and the layer entry point ---- */
 
 static int check_desc(const fr_layer_desc *d)
@@ -188,6 +225,12 @@ static int check_desc(const fr_layer_desc *d)
     if (d->num_directions != 1 && d->num_directions != 2) return FR_EINVAL;
     if (d->reverse && d->num_directions != 1) return FR_EINVAL;
     if (d->masked_output != FR_MASKED_ZERO && d->masked_output != FR_MASKED_CARRY)
+        return FR_EINVAL;
+    for (int dir = 0; dir < 2; dir++)
+        for (int k = 0; k < 3; k++)
+            if (!check_activation(&d->act[dir][k])) return FR_EINVAL;
+    if (!(d->clip >= 0) || !(d->cell_clip >= 0)) return FR_EINVAL;  /* NaN fails too */
+    if (d->cell != FR_LSTM && (d->cell_clip != 0 || d->peepholes || d->input_forget))
         return FR_EINVAL;
     return FR_OK;
 }
@@ -262,6 +305,7 @@ static void dir_args(const fr_layer_desc *d, const fr_weights *w, const fr_io *i
     a->c_n = io->c_n ? (char *)io->c_n + dir * state : NULL;
     a->num_threads = threads;
     a->split = split;
+    fr_cell_variant_of(d, w, dir, &a->var);
     if (tr) {
         const size_t bt = (size_t)io->batch * io->time, Hp = (size_t)a->Hp;
         const size_t st = fr_round_up(bt * Hp * e, FR_ALIGN);
@@ -307,9 +351,11 @@ static int check_call(const fr_layer_desc *d, const fr_weights *w, const fr_io *
     if (!w || !io || !io->x || io->batch < 1 || io->time < 1) return FR_EINVAL;
     const int G = fr_num_gates(d->cell);
     const int Hp = fr_gate_stride(d->dtype, d->hidden_size);
-    for (int dir = 0; dir < d->num_directions; dir++)
+    for (int dir = 0; dir < d->num_directions; dir++) {
         if (!w[dir].kernel || !w[dir].recurrent || w[dir].ld < (ptrdiff_t)G * Hp)
             return FR_EINVAL;
+        if (d->peepholes && !w[dir].peephole) return FR_EINVAL;
+    }
     return FR_OK;
 }
 
@@ -395,6 +441,7 @@ static void stream_direction(const fr_layer_desc *d, const fr_dir_args *a,
     s.z = z;
     s.rh = rh;
     s.xn = xn;
+    s.var = a->var;
     const unsigned fpmode = fr_fpmode_enter();  /* denormals as in the forward kernels */
     for (int i = 0; i < T; i++) {
         const int t = a->backward ? T - 1 - i : i;
@@ -422,6 +469,7 @@ static int layer_forward(const fr_layer_desc *d, const fr_weights *w, const fr_i
     if (rc != FR_OK) return rc;
     if (!io->y) return FR_EINVAL;
     if (tr && !record_ok(d, io, tr)) return FR_EINVAL;
+    if (tr && fr_desc_is_variant(d)) return FR_EUNSUPPORTED;  /* no variant backward yet */
     int nt = num_threads < 1 ? 1 : num_threads;
     size_t need = fr_workspace_size(d, io->batch, io->time, nt);
     if (!workspace || workspace_size < need) return FR_EWORKSPACE;
@@ -472,6 +520,7 @@ int fr_layer_backward(const fr_layer_desc *d, const fr_weights *w, const fr_io *
     if (rc != FR_OK) return rc;
     if (!tr || !record_ok(d, io, tr)) return FR_EINVAL;
     if (!g || !g->dy || !g->dx) return FR_EINVAL;
+    if (fr_desc_is_variant(d)) return FR_EUNSUPPORTED;
     const int G = fr_num_gates(d->cell);
     const int Hp = fr_gate_stride(d->dtype, d->hidden_size);
     if (grads)

@@ -65,8 +65,37 @@ enum {
     FR_OK = 0,
     FR_EINVAL = -1,      /* a descriptor field or pointer is invalid */
     FR_EWORKSPACE = -2,  /* workspace missing or smaller than fr_workspace_size() */
-    FR_EUNSUPPORTED = -3 /* ISA not available on this CPU / in this build */
+    FR_EUNSUPPORTED = -3 /* ISA not available on this CPU / in this build, or a cell variant
+                            the called function does not run yet */
 };
+
+/* Activation functions of the cell variants (docs/variants.md). FR_ACT_DEFAULT is the
+ * slot's plain-cell function: sigmoid for the gates (slot f), tanh for the cell input /
+ * candidate (slot g) and the LSTM output (slot h). */
+typedef enum {
+    FR_ACT_DEFAULT = 0,
+    FR_ACT_SIGMOID,          /* 1 / (1 + exp(-x)) */
+    FR_ACT_TANH,             /* tanh(x) */
+    FR_ACT_RELU,             /* max(0, x) */
+    FR_ACT_HARD_SIGMOID,     /* min(max(alpha * x + beta, 0), 1) */
+    FR_ACT_SOFTSIGN,         /* x / (1 + |x|) */
+    FR_ACT_SOFTPLUS,         /* log(1 + exp(x)) */
+    FR_ACT_ELU,              /* x > 0 ? x : alpha * (exp(x) - 1) */
+    FR_ACT_LEAKY_RELU,       /* x >= 0 ? x : alpha * x */
+    FR_ACT_THRESHOLDED_RELU, /* x > alpha ? x : 0 */
+    FR_ACT_SCALED_TANH,      /* alpha * tanh(beta * x) */
+    FR_ACT_AFFINE            /* alpha * x + beta (linear: alpha 1, beta 0) */
+} fr_act_kind;
+#define FR_ACT_COUNT 12
+
+typedef struct fr_activation {
+    fr_act_kind kind;
+    double alpha, beta;      /* used by the kinds that name them */
+} fr_activation;
+
+/* Activation slots: f = the gates (LSTM i, f, o; GRU z, r), g = the cell input (LSTM) or the
+ * candidate (GRU), h = the LSTM output activation applied to c_t. */
+enum { FR_SLOT_F = 0, FR_SLOT_G = 1, FR_SLOT_H = 2 };
 
 typedef struct fr_layer_desc {
     fr_cell cell;
@@ -77,6 +106,14 @@ typedef struct fr_layer_desc {
     int num_directions;   /* 1 or 2 (bidirectional: forward then backward) */
     int reverse;          /* num_directions == 1 only: process valid steps last to first */
     fr_masked_output masked_output;
+    /* Cell variants (docs/variants.md); all zero = the plain cell (tanh / sigmoid, no clip,
+     * no peepholes), which runs its own tuned epilogues. Inference only: fr_layer_forward_train
+     * and fr_layer_backward return FR_EUNSUPPORTED for a variant cell. */
+    fr_activation act[2][3];  /* per direction (forward first), per slot FR_SLOT_F/G/H */
+    double clip;              /* > 0: every gate pre-activation clipped to [-clip, clip] */
+    double cell_clip;         /* LSTM, > 0: c_t clipped to [-cell_clip, cell_clip] */
+    int peepholes;            /* LSTM: fr_weights.peephole is read */
+    int input_forget;         /* LSTM: coupled gates, f = 1 - i (the forget weights unused) */
 } fr_layer_desc;
 
 /* One direction's weights in the padded canonical layout (see above). */
@@ -86,6 +123,9 @@ typedef struct fr_weights {
     const void *bias;           /* (num_gates * gate_stride) or NULL = zeros */
     const void *recurrent_bias; /* (num_gates * gate_stride) or NULL = zeros; GRU only */
     ptrdiff_t ld;               /* row stride of kernel and recurrent, in elements */
+    /* LSTM with desc->peepholes: (3 * gate_stride) peephole weights of the gates input,
+     * forget, output (in that order, each gate_stride apart); NULL otherwise. */
+    const void *peephole;
 } fr_weights;
 
 /* One call's data. All arrays are C-contiguous in the layer's dtype. */

@@ -40,6 +40,24 @@ static inline unsigned fr_fpmode_enter(void) { return 0; }
 static inline void fr_fpmode_leave(unsigned old) { (void)old; }
 #endif
 
+/* The cell variant of one direction (docs/variants.md), resolved from the layer descriptor:
+ * on = 0 is the plain cell, whose tuned epilogues run; otherwise the variant epilogues of
+ * cell_impl.inc run on the same GEMM products. Activation kinds are never FR_ACT_DEFAULT
+ * here (resolved to the slot's function). */
+typedef struct fr_cell_variant {
+    int on;
+    fr_activation act[3];        /* slots FR_SLOT_F, FR_SLOT_G, FR_SLOT_H */
+    double clip, cell_clip;      /* 0 = none */
+    int input_forget;
+    const void *peephole;        /* LSTM: 3 * Hp (input, forget, output) or NULL */
+} fr_cell_variant;
+
+/* Fills v for direction dir of a layer (fastrnn.c). */
+void fr_cell_variant_of(const fr_layer_desc *d, const fr_weights *w, int dir,
+                        fr_cell_variant *v);
+/* 1 if the descriptor asks for anything but the plain cell. */
+int fr_desc_is_variant(const fr_layer_desc *d);
+
 /* How one direction's work is split across threads. */
 typedef enum {
     FR_SPLIT_ROWS = 0,   /* each thread owns a block of batch rows for every step: no barriers */
@@ -71,6 +89,7 @@ typedef struct fr_dir_args {
     void *ws;                    /* FR_ALIGN-aligned workspace of dir_workspace_bytes() */
     int num_threads;             /* threads to use (already planned) */
     fr_split split;
+    fr_cell_variant var;         /* var.on = 0: the plain cell */
 } fr_dir_args;
 
 typedef void (*fr_dir_fn)(const fr_dir_args *a);
@@ -213,6 +232,7 @@ typedef struct fr_step_args {
      * G * Hp per row, row b at xproj + b * xproj_ld elements); x and Wx are then not read. */
     const void *xproj;
     ptrdiff_t xproj_ld;
+    fr_cell_variant var;         /* var.on = 0: the plain cell */
 } fr_step_args;
 
 typedef void (*fr_step_fn)(const fr_step_args *a);

@@ -57,7 +57,7 @@ const char *fr_strerror(int status)
     case FR_OK: return "ok";
     case FR_EINVAL: return "invalid argument";
     case FR_EWORKSPACE: return "workspace missing or too small";
-    case FR_EUNSUPPORTED: return "kernel variant not available";
+    case FR_EUNSUPPORTED: return "kernel variant not available, or a cell variant this function does not run yet";
     case FR_EIO: return "file could not be read";
     case FR_EFORMAT: return "malformed .frnn data";
     case FR_EVERSION: return "unsupported .frnn version";
@@ -167,6 +167,7 @@ static int record_bytes(const frnn_header *h, int input_size, uint64_t *out)
 static int parse_header(const unsigned char *p, size_t len, frnn_header *h, char *err,
                         size_t err_size)
 {
+    memset(h, 0, sizeof *h);  /* a .frnn file holds the plain cell: no variant fields */
     if (len < 4 || memcmp(p, "FRNN", 4) != 0) {
         set_err(err, err_size, "not a .frnn file (magic bytes \"FRNN\" missing)");
         return FR_EFORMAT;
@@ -303,7 +304,9 @@ int fr_model_create(const fr_layer_desc *desc, int num_layers, const fr_weights 
     const ptrdiff_t min_ld = (ptrdiff_t)fr_num_gates(desc->cell)
                              * fr_gate_stride(desc->dtype, desc->hidden_size);
     for (int i = 0; i < num_layers * desc->num_directions; i++)
-        if (!w[i].kernel || !w[i].recurrent || w[i].ld < min_ld) return FR_EINVAL;
+        if (!w[i].kernel || !w[i].recurrent || w[i].ld < min_ld
+            || (desc->peepholes && !w[i].peephole))
+            return FR_EINVAL;
     fr_model *m = model_alloc(num_layers, desc->num_directions);
     if (!m) return FR_ENOMEM;
     model_set_layers(m, desc);
@@ -623,6 +626,7 @@ int fr_state_init(const fr_model *m, int batch, void *buf, size_t size, fr_state
         a->z = base + lay.scratch;
         a->rh = base + lay.scratch + scratch_part;
         a->xn = base + lay.scratch + 2 * scratch_part;
+        fr_cell_variant_of(&m->layers[k], w, 0, &a->var);
     }
     *out = s;
     return FR_OK;
