@@ -92,6 +92,7 @@ cdef extern from "fastrnn.h" nogil:
         void *bias
         void *recurrent_bias
         Py_ssize_t ld
+        void *peephole
 
     int fr_num_gates(fr_cell cell)
     int fr_gate_stride(fr_dtype dtype, int hidden_size)

@@ -297,14 +297,18 @@ cdef class LayerEngine:
         g.dx = _data(dx, self.typenum, B * T * I, "dx")
         g.dh0 = _data(dh0, self.typenum, D * B * H, "dh0") if dh0 is not None else NULL
         g.dc0 = _data(dc0, self.typenum, D * B * H, "dc0") if dc0 is not None else NULL
-        cdef cnp.ndarray wx, wh, b, rb
+        cdef cnp.ndarray wx, wh, b, rb, pp
         cdef Py_ssize_t ld
         cdef fr_grads *gp = NULL
+        memset(gw, 0, sizeof(gw))
         if grads is not None:
             if len(grads) != D:
                 raise ValueError("one gradient tuple per direction is required")
             for d in range(D):
-                wx, wh, b, rb = grads[d]
+                wx, wh, b, rb = grads[d][:4]
+                pp = grads[d][4] if len(grads[d]) > 4 else None
+                gw[d].peephole = (_data(pp, self.typenum, 3 * self.Hp, "grad peephole")
+                                  if self.desc.peepholes and pp is not None else NULL)
                 ld = self.w[d].ld
                 if wx.shape[1] != ld or wh.shape[1] != ld:
                     raise ValueError("gradient arrays must have the weights' row stride")

@@ -377,7 +377,6 @@ class _Recurrent:
         c0 = rest[0] if rest else None
         if not training:
             return self._infer(x, m, h0, c0)
-        self._check_trainable_cell()
         # A training call records what backward() needs. The caller's state arrays may change
         # before backward(), so it keeps copies.
         h0, c0 = (None if a is None else a.copy() for a in (h0, c0))
@@ -409,13 +408,6 @@ class _Recurrent:
             inp = y
         self._local.tape = _Tape(x, m, h0, c0, tape)
         return inp, self._pack_state(h_n, c_n)
-
-    def _check_trainable_cell(self):
-        features = self.variant_features
-        if features:
-            raise NotImplementedError(
-                f"{self!r}: training mode (backward) is not implemented yet for the cell "
-                f"variant ({', '.join(features)}); inference (training=False) runs it")
 
     def _final_state(self, B, h0, c0):
         """The arrays the kernels write the final state into, starting from the initial one."""
@@ -485,8 +477,8 @@ class _Recurrent:
             out = None
             if self.trainable:
                 out = [tuple(_aligned_zeros(a.shape, self.dtype) if a is not None and
-                             (part in ("kernel", "recurrent") or self.use_bias) else None
-                             for part, a in w.items())
+                             (part in ("kernel", "recurrent", "peephole") or self.use_bias)
+                             else None for part, a in w.items())
                        for w in self._w[layer]]
             ws = self._workspace(engine.backward_workspace_size(B, T, nt))
             engine.backward(inp, tape.mask, None if tape.h0 is None else tape.h0[s],
@@ -499,7 +491,9 @@ class _Recurrent:
                     arrays = dict(zip(self._w[layer][d], out[d]))
                     for gi, gate in enumerate(self._gates):
                         lo = gi * self._stride
-                        for part in self._parts():
+                        for part in self._gate_parts(gate):
+                            if part == "peephole":
+                                lo = _PEEPHOLE_GATES.index(gate) * self._stride
                             key = f"layer{layer}.{_DIRECTIONS[d]}.{gate}.{part}"
                             grads[key] = np.ascontiguousarray(
                                 arrays[part][..., lo:lo + self.hidden_size])

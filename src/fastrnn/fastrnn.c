@@ -255,6 +255,8 @@ static size_t record_dir_bytes(const fr_layer_desc *d, int B, int T, int input_d
     size_t n = fr_round_up(bt * (size_t)fr_num_gates(d->cell) * Hp * e, FR_ALIGN) + state;
     if (d->cell == FR_LSTM) n += state;                   /* cell states */
     if (d->cell == FR_GRU && d->reset_after) n += state;  /* h @ U_n + b_hn */
+    if (fr_desc_is_variant(d))                             /* gate pre-activations */
+        n += fr_round_up(bt * (size_t)fr_num_gates(d->cell) * Hp * e, FR_ALIGN);
     if (input_dropout) n += fr_round_up(bt * (size_t)d->input_size * e, FR_ALIGN);
     return n;
 }
@@ -316,6 +318,7 @@ static void dir_args(const fr_layer_desc *d, const fr_weights *w, const fr_io *i
         a->hs = p; p += st;
         if (d->cell == FR_LSTM) { a->cs = p; p += st; }
         if (d->cell == FR_GRU && d->reset_after) { a->ghn = p; p += st; }
+        if (a->var.on) { a->pre = p; p += fr_round_up(bt * G * Hp * e, FR_ALIGN); }
         if (drop_in) a->x = p;  /* this direction's dropped input, made by drop_input() */
         a->rec_mask = tr->rec_mask ? (const char *)tr->rec_mask + dir * state : NULL;
     }
@@ -469,7 +472,6 @@ static int layer_forward(const fr_layer_desc *d, const fr_weights *w, const fr_i
     if (rc != FR_OK) return rc;
     if (!io->y) return FR_EINVAL;
     if (tr && !record_ok(d, io, tr)) return FR_EINVAL;
-    if (tr && fr_desc_is_variant(d)) return FR_EUNSUPPORTED;  /* no variant backward yet */
     int nt = num_threads < 1 ? 1 : num_threads;
     size_t need = fr_workspace_size(d, io->batch, io->time, nt);
     if (!workspace || workspace_size < need) return FR_EWORKSPACE;
@@ -520,7 +522,6 @@ int fr_layer_backward(const fr_layer_desc *d, const fr_weights *w, const fr_io *
     if (rc != FR_OK) return rc;
     if (!tr || !record_ok(d, io, tr)) return FR_EINVAL;
     if (!g || !g->dy || !g->dx) return FR_EINVAL;
-    if (fr_desc_is_variant(d)) return FR_EUNSUPPORTED;
     const int G = fr_num_gates(d->cell);
     const int Hp = fr_gate_stride(d->dtype, d->hidden_size);
     if (grads)
@@ -556,6 +557,7 @@ int fr_layer_backward(const fr_layer_desc *d, const fr_weights *w, const fr_io *
             b.dWh = grads[dir].recurrent;
             b.db = grads[dir].bias;
             b.drb = d->cell == FR_GRU ? grads[dir].recurrent_bias : NULL;
+            b.dpeep = a.var.peephole ? grads[dir].peephole : NULL;
             b.gld = grads[dir].ld;
         }
         b.ws = align_up(workspace);

@@ -107,8 +107,9 @@ typedef struct fr_layer_desc {
     int reverse;          /* num_directions == 1 only: process valid steps last to first */
     fr_masked_output masked_output;
     /* Cell variants (docs/variants.md); all zero = the plain cell (tanh / sigmoid, no clip,
-     * no peepholes), which runs its own tuned epilogues. Inference only: fr_layer_forward_train
-     * and fr_layer_backward return FR_EUNSUPPORTED for a variant cell. */
+     * no peepholes), which runs its own tuned epilogues. A variant's training record also
+     * holds the gate pre-activations (G * Hp more elements per step). The derivative of a
+     * clip is taken as 0 where the value sits on the bound. */
     fr_activation act[2][3];  /* per direction (forward first), per slot FR_SLOT_F/G/H */
     double clip;              /* > 0: every gate pre-activation clipped to [-clip, clip] */
     double cell_clip;         /* LSTM, > 0: c_t clipped to [-cell_clip, cell_clip] */
@@ -199,6 +200,7 @@ typedef struct fr_grad_io {
 typedef struct fr_grads {
     void *kernel, *recurrent, *bias, *recurrent_bias;  /* like fr_weights, written */
     ptrdiff_t ld;
+    void *peephole;             /* LSTM with peepholes: 3 * gate_stride, or NULL to skip */
 } fr_grads;
 
 size_t fr_record_size(const fr_layer_desc *desc, int batch, int time, int input_dropout);

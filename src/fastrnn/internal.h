@@ -86,6 +86,9 @@ typedef struct fr_dir_args {
      * gates (B, T, G * Hp) activated gates of valid steps; hs / cs (B, T, Hp) the state after
      * the step (carried through masked steps); ghn (B, T, Hp) GRU reset-after h@U_n + b_hn. */
     void *gates, *hs, *cs, *ghn;
+    /* Variant cells only: (B, T, G * Hp) gate pre-activations after the clip, from which the
+     * backward pass takes the activations' derivatives. */
+    void *pre;
     void *ws;                    /* FR_ALIGN-aligned workspace of dir_workspace_bytes() */
     int num_threads;             /* threads to use (already planned) */
     fr_split split;
@@ -107,6 +110,7 @@ typedef struct fr_dir_bwd_args {
     const void *in_mask;         /* (B, I) input dropout multipliers or NULL (dx *= m) */
     void *dh0, *dc0;             /* (B, H) or NULL */
     void *dWx, *dWh, *db, *drb;  /* padded canonical, row stride gld; dWx NULL = none */
+    void *dpeep;                 /* LSTM peepholes (3 * Hp) or NULL */
     ptrdiff_t gld;
     void *ws;                    /* FR_ALIGN-aligned, fr_dir_bwd_workspace_bytes() */
     int num_threads;
