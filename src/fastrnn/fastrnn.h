@@ -115,6 +115,12 @@ typedef struct fr_layer_desc {
     double cell_clip;         /* LSTM, > 0: c_t clipped to [-cell_clip, cell_clip] */
     int peepholes;            /* LSTM: fr_weights.peephole is read */
     int input_forget;         /* LSTM: coupled gates, f = 1 - i (the forget weights unused) */
+    /* LSTM projection (PyTorch proj_size, TF1 num_proj): h_t = (o * act_h(c_t)) @ projection
+     * has proj_size = P units. Then the output y is (B, T, D * P), h0 / h_n are (D, B, P),
+     * c0 / c_n stay (D, B, H), the recurrent weights have P rows, and layer k > 0 of a model
+     * takes D * P inputs. 0 = no projection. */
+    int proj_size;
+    double proj_clip;         /* > 0 with proj_size: h_t clipped to [-proj_clip, proj_clip] */
 } fr_layer_desc;
 
 /* One direction's weights in the padded canonical layout (see above). */
@@ -127,6 +133,9 @@ typedef struct fr_weights {
     /* LSTM with desc->peepholes: (3 * gate_stride) peephole weights of the gates input,
      * forget, output (in that order, each gate_stride apart); NULL otherwise. */
     const void *peephole;
+    /* LSTM with desc->proj_size = P: (hidden_size, proj_ld) row-major, P columns used. */
+    const void *projection;
+    ptrdiff_t proj_ld;
 } fr_weights;
 
 /* One call's data. All arrays are C-contiguous in the layer's dtype. */
