@@ -52,6 +52,8 @@ cdef extern from "fastrnn.h" nogil:
         double cell_clip
         int peepholes
         int input_forget
+        int proj_size
+        double proj_clip
 
     ctypedef struct fr_weights:
         const void *kernel
@@ -60,6 +62,8 @@ cdef extern from "fastrnn.h" nogil:
         const void *recurrent_bias
         Py_ssize_t ld
         const void *peephole
+        const void *projection
+        Py_ssize_t proj_ld
 
     ctypedef struct fr_io:
         int batch

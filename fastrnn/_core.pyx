@@ -147,15 +147,16 @@ cdef class LayerEngine:
     cdef fr_weights w[2]
     cdef int typenum
     cdef int G, Hp
+    cdef int P  # units of h: proj_size, or hidden_size without a projection
     cdef object weights  # keeps the arrays alive
 
     def __init__(self, str cell, dtype, bint reset_after, int input_size, int hidden_size,
                  int num_directions, bint reverse, str masked_output, list weights,
                  dict variant=None):
-        """weights: per direction (kernel, recurrent, bias, recurrent_bias[, peephole]).
-        variant (docs/variants.md; None = the plain cell): "act" per direction three
-        (kind code, alpha, beta) triples (slots f, g, h), "clip", "cell_clip" (0 = none),
-        "peepholes", "input_forget"."""
+        """weights: per direction (kernel, recurrent, bias, recurrent_bias[, peephole[,
+        projection]]). variant (docs/variants.md; None = the plain cell): "act" per direction
+        three (kind code, alpha, beta) triples (slots f, g, h), "clip", "cell_clip",
+        "proj_clip" (0 = none), "peepholes", "input_forget", "proj_size" (0 = none)."""
         memset(&self.desc, 0, sizeof(self.desc))
         memset(self.w, 0, sizeof(self.w))
         self.desc.cell = FR_LSTM if cell == "lstm" else FR_GRU
@@ -182,18 +183,28 @@ cdef class LayerEngine:
             self.desc.cell_clip = variant.get("cell_clip", 0.0)
             self.desc.peepholes = variant.get("peepholes", False)
             self.desc.input_forget = variant.get("input_forget", False)
-        cdef cnp.ndarray wx, wh, b, rb, pp
+            self.desc.proj_size = variant.get("proj_size", 0)
+            self.desc.proj_clip = variant.get("proj_clip", 0.0)
+        self.P = self.desc.proj_size if self.desc.proj_size > 0 else hidden_size
+        cdef cnp.ndarray wx, wh, b, rb, pp, wp
         cdef Py_ssize_t ld
         for d in range(num_directions):
             wx, wh, b, rb = weights[d][:4]
             pp = weights[d][4] if len(weights[d]) > 4 else None
+            wp = weights[d][5] if len(weights[d]) > 5 else None
             if self.desc.peepholes:
                 self.w[d].peephole = _data(pp, self.typenum, 3 * self.Hp, "peephole")
+            if self.desc.proj_size > 0:
+                self.w[d].proj_ld = wp.shape[1]
+                if self.w[d].proj_ld < fr_gate_stride(self.desc.dtype, self.P):
+                    raise ValueError("projection row stride too small")
+                self.w[d].projection = _data(wp, self.typenum, hidden_size * wp.shape[1],
+                                             "projection")
             ld = wx.shape[1]
             if ld < self.G * self.Hp or wh.shape[1] != ld:
                 raise ValueError("weight row stride too small")
             self.w[d].kernel = _data(wx, self.typenum, input_size * ld, "kernel")
-            self.w[d].recurrent = _data(wh, self.typenum, hidden_size * ld, "recurrent")
+            self.w[d].recurrent = _data(wh, self.typenum, self.P * ld, "recurrent")
             self.w[d].bias = _data(b, self.typenum, self.G * self.Hp, "bias")
             self.w[d].recurrent_bias = (
                 _data(rb, self.typenum, self.G * self.Hp, "recurrent_bias")
@@ -222,7 +233,7 @@ cdef class LayerEngine:
         io.x = _data(x, self.typenum, B * T * self.desc.input_size, "x")
         io.mask = <const unsigned char*>(
             _data(mask, cnp.NPY_UINT8, B * T, "mask") if mask is not None else NULL)
-        io.h0 = _data(h0, self.typenum, D * B * H, "h0") if h0 is not None else NULL
+        io.h0 = _data(h0, self.typenum, D * B * self.P, "h0") if h0 is not None else NULL
         io.c0 = _data(c0, self.typenum, D * B * H, "c0") if c0 is not None else NULL
         io.y = NULL
         io.h_n = NULL
@@ -254,8 +265,8 @@ cdef class LayerEngine:
         self._io(&io, x, mask, h0, c0)
         cdef int B = io.batch, T = io.time
         cdef Py_ssize_t H = self.desc.hidden_size, D = self.desc.num_directions
-        io.y = _data(y, self.typenum, B * T * D * H, "y")
-        io.h_n = _data(h_n, self.typenum, D * B * H, "h_n") if h_n is not None else NULL
+        io.y = _data(y, self.typenum, B * T * D * self.P, "y")
+        io.h_n = _data(h_n, self.typenum, D * B * self.P, "h_n") if h_n is not None else NULL
         io.c_n = _data(c_n, self.typenum, D * B * H, "c_n") if c_n is not None else NULL
         cdef bint training = record is not None
         if training:
@@ -273,7 +284,8 @@ cdef class LayerEngine:
             else:
                 rc = fr_layer_forward(&self.desc, self.w, &io, ws, ws_size, num_threads)
         if rc != FR_OK:
-            raise RuntimeError(f"fastrnn core rejected the call (status {rc})")
+            raise RuntimeError(f"fastrnn core rejected the call: {fr_strerror(rc).decode()} "
+                               f"(status {rc})")
 
     def backward(self, cnp.ndarray x, object mask, object h0, object c0, object in_mask,
                  object rec_mask, cnp.ndarray record, cnp.ndarray dy, object dh_n, object dc_n, cnp.ndarray dx,

@@ -109,7 +109,7 @@ def variant_features(layer):
     out = []
     if any(tuple(a[0] for a in acts) != PLAIN[:len(acts)] for acts in layer.activations):
         out.append("activations")
-    for what in ("clip", "cell_clip", "peepholes", "input_forget"):
+    for what in ("clip", "cell_clip", "peepholes", "input_forget", "proj_size", "proj_clip"):
         if getattr(layer, what, None):
             out.append(what)
     return out
@@ -132,4 +132,6 @@ def core_descriptor(layer):
         act.append(row)
     return {"act": act, "clip": layer.clip or 0.0, "cell_clip": getattr(layer, "cell_clip", None)
             or 0.0, "peepholes": bool(getattr(layer, "peepholes", False)),
-            "input_forget": bool(getattr(layer, "input_forget", False))}
+            "input_forget": bool(getattr(layer, "input_forget", False)),
+            "proj_size": getattr(layer, "proj_size", 0) or 0,
+            "proj_clip": getattr(layer, "proj_clip", None) or 0.0}

@@ -122,7 +122,12 @@ class _Recurrent:
         return len(self._gates)
 
     def _layer_input_size(self, layer):
-        return self.input_size if layer == 0 else self.num_directions * self.hidden_size
+        return self.input_size if layer == 0 else self.num_directions * self._h_size
+
+    @property
+    def _h_size(self):
+        """Units of h (the output and the recurrence's input): proj_size or hidden_size."""
+        return getattr(self, "proj_size", 0) or self.hidden_size
 
     @property
     def variant_features(self):
@@ -134,6 +139,7 @@ class _Recurrent:
         self._stride = _core.gate_stride(dt, H)
         ld = _core.recommended_ld(self._cell, dt, H)
         peepholes = getattr(self, "peepholes", False)
+        P = self._h_size
         variant = _variants.core_descriptor(self)
         self._w = []  # [layer][direction] -> dict(kernel, recurrent, bias, recurrent_bias[,
         self._engines = []  # peephole])
@@ -143,24 +149,29 @@ class _Recurrent:
             for _ in range(self.num_directions):
                 dirs.append({
                     "kernel": _aligned_zeros((I, ld), dt),
-                    "recurrent": _aligned_zeros((H, ld), dt),
+                    "recurrent": _aligned_zeros((P, ld), dt),
                     "bias": _aligned_zeros(G * self._stride, dt),
                     "recurrent_bias": _aligned_zeros(G * self._stride, dt)
                     if self._cell == "gru" else None,
                 })
-                if peepholes:
-                    dirs[-1]["peephole"] = _aligned_zeros(3 * self._stride, dt)
+                if peepholes or P != H:
+                    dirs[-1]["peephole"] = _aligned_zeros(3 * self._stride, dt) \
+                        if peepholes else None
+                if P != H:  # (H, P) in a row stride of whole panels
+                    dirs[-1]["projection"] = _aligned_zeros((H, _core.gate_stride(dt, P)), dt)
             self._w.append(dirs)
             self._engines.append(_core.LayerEngine(
                 self._cell, dt, getattr(self, "reset_after", True), I, H, self.num_directions,
                 self.reverse, self.masked_output,
                 [(d["kernel"], d["recurrent"], d["bias"], d["recurrent_bias"],
-                  d.get("peephole")) for d in dirs], variant))
+                  d.get("peephole"), d.get("projection")) for d in dirs], variant))
 
     def _view(self, layer, direction, gate_index, part):
         a = self._w[layer][direction].get(part)
         if a is None:
             return None
+        if part == "projection":
+            return a[:, :self._h_size]
         if part == "peephole":
             name = self._gates[gate_index]
             if name not in _PEEPHOLE_GATES:
@@ -187,14 +198,18 @@ class _Recurrent:
     # ---- initialisation ----
     def _initialize(self, init, seed):
         rng = np.random.default_rng(seed)
-        H, G = self.hidden_size, self._num_gates
+        H, G, P = self.hidden_size, self._num_gates, self._h_size
         for layer in range(self.num_layers):
             I = self._layer_input_size(layer)
             for d in range(self.num_directions):
+                projection = None
                 if init == "keras":
                     limit = np.sqrt(6.0 / (I + G * H))
                     kernel = rng.uniform(-limit, limit, size=(I, G * H))
-                    recurrent = _orthogonal(rng, H, G * H)
+                    recurrent = _orthogonal(rng, P, G * H)
+                    if P != H:  # glorot-uniform, as TF1 LSTMCell's default initializer
+                        limit = np.sqrt(6.0 / (H + P))
+                        projection = rng.uniform(-limit, limit, size=(H, P))
                     bias = np.zeros(G * H)
                     if self._cell == "lstm":
                         bias[H:2 * H] = 1.0  # unit_forget_bias
@@ -202,11 +217,15 @@ class _Recurrent:
                 else:  # torch: every parameter U(-1/sqrt(H), 1/sqrt(H))
                     k = 1.0 / np.sqrt(H)
                     kernel = rng.uniform(-k, k, size=(G * H, I)).T
-                    recurrent = rng.uniform(-k, k, size=(G * H, H)).T
+                    recurrent = rng.uniform(-k, k, size=(G * H, P)).T
                     b_ih = rng.uniform(-k, k, size=G * H)
                     b_hh = rng.uniform(-k, k, size=G * H)
                     # LSTM's two torch biases always act as their sum; GRU keeps both.
                     bias, rbias = (b_ih + b_hh, None) if self._cell == "lstm" else (b_ih, b_hh)
+                    if P != H:  # torch's weight_hr (P, H)
+                        projection = rng.uniform(-k, k, size=(P, H)).T
+                if projection is not None:
+                    self._view(layer, d, 0, "projection")[...] = projection
                 for g in range(G):
                     cols = slice(g * H, (g + 1) * H)
                     self._view(layer, d, g, "kernel")[...] = kernel[:, cols]
@@ -226,6 +245,9 @@ class _Recurrent:
                     for part in self._gate_parts(gate):
                         key = f"layer{layer}.{_DIRECTIONS[d]}.{gate}.{part}"
                         out[key] = self._view(layer, d, g, part).copy()
+                if self._h_size != self.hidden_size:
+                    key = f"layer{layer}.{_DIRECTIONS[d]}.projection"
+                    out[key] = self._view(layer, d, 0, "projection").copy()
         return out
 
     def load_state_dict(self, state):
@@ -245,9 +267,9 @@ class _Recurrent:
                 raise ValueError(f"state_dict[{key!r}] has shape {a.shape}, expected {ref.shape}")
             arrays[key] = a
         for key, a in arrays.items():
-            layer, direction, gate, part = key.split(".")
+            layer, direction, *gate, part = key.split(".")
             self._view(int(layer[5:]), _DIRECTIONS.index(direction),
-                       self._gates.index(gate), part)[...] = a
+                       self._gates.index(gate[0]) if gate else 0, part)[...] = a
 
     def gate(self, name, layer=0, direction="forward"):
         """Writable views of one gate's weights: kernel, recurrent, bias, recurrent_bias."""
@@ -314,7 +336,8 @@ class _Recurrent:
     def _state(self, state, B, what="initial_state"):
         """(h, c) for LSTM, h for GRU: contiguous (L*D, B, H) arrays in the layer dtype."""
         n = self._n_state
-        shape = (self.num_layers * self.num_directions, B, self.hidden_size)
+        shapes = [(self.num_layers * self.num_directions, B, self._h_size),
+                  (self.num_layers * self.num_directions, B, self.hidden_size)]
         if state is None:
             return (None,) * n
         if self._cell == "gru" and not isinstance(state, (tuple, list)):
@@ -325,6 +348,7 @@ class _Recurrent:
         out = []
         for i, s in enumerate(state):
             s = _numeric(s, f"{what}[{i}]")
+            shape = shapes[i]
             if s.shape != shape:
                 raise ValueError(f"{what}[{i}] must have shape {shape} "
                                  f"(num_layers*num_directions, batch, hidden), got {s.shape}")
@@ -377,6 +401,10 @@ class _Recurrent:
         c0 = rest[0] if rest else None
         if not training:
             return self._infer(x, m, h0, c0)
+        if self._h_size != self.hidden_size:
+            raise NotImplementedError(
+                f"{self!r}: training mode (backward) with a projection (proj_size) is not "
+                "implemented yet; inference (training=False) runs it")
         # A training call records what backward() needs. The caller's state arrays may change
         # before backward(), so it keeps copies.
         h0, c0 = (None if a is None else a.copy() for a in (h0, c0))
@@ -387,7 +415,7 @@ class _Recurrent:
         old = getattr(self._local, "tape", None)
         spare = [rec for *_, rec in old.layers] if old is not None else []
         self._local.tape = None
-        D, H = self.num_directions, self.hidden_size
+        D, H = self.num_directions, self._h_size
         if B == 0 or T == 0:
             self._local.tape = _Tape(x, m, h0, c0, [])
             return np.zeros((B, T, D * H), self.dtype), self._pack_state(h_n, c_n)
@@ -411,18 +439,18 @@ class _Recurrent:
 
     def _final_state(self, B, h0, c0):
         """The arrays the kernels write the final state into, starting from the initial one."""
-        shape = (self.num_layers * self.num_directions, B, self.hidden_size)
-        h_n = np.zeros(shape, self.dtype) if h0 is None else h0.copy()
+        n = self.num_layers * self.num_directions
+        h_n = np.zeros((n, B, self._h_size), self.dtype) if h0 is None else h0.copy()
         c_n = None
         if self._n_state == 2:
-            c_n = np.zeros(shape, self.dtype) if c0 is None else c0.copy()
+            c_n = np.zeros((n, B, self.hidden_size), self.dtype) if c0 is None else c0.copy()
         return h_n, c_n
 
     def _infer(self, x, m=None, h0=None, c0=None):
         """An inference call on a validated input (C-contiguous, layer dtype, (B, T, I)), mask
         and initial state. It releases this thread's last training record."""
         B, T = x.shape[0], x.shape[1]
-        D, H = self.num_directions, self.hidden_size
+        D, H = self.num_directions, self._h_size
         h_n, c_n = self._final_state(B, h0, c0)
         self._local.tape = None
         if B == 0 or T == 0:
@@ -513,6 +541,11 @@ class _Recurrent:
         if self.bidirectional or self.reverse:
             raise ValueError("step() needs a unidirectional, forward layer")
         x = self._as_input(x_t, rank=2)
+        if self._h_size != self.hidden_size:
+            # The streaming kernels have no projection yet: a one-step sequence call computes
+            # the same step (with the per-call costs of a sequence).
+            y, st = self(x[:, None, :], initial_state=state, training=False)
+            return y[:, 0], st
         B = x.shape[0]
         h0, *rest = self._state(state, B, what="state")
         c0 = rest[0] if rest else None
@@ -556,7 +589,7 @@ class _Recurrent:
         if "activations" in self.variant_features:
             acts = self.activations[0] if len(set(self.activations)) == 1 else self.activations
             out.append(f", activations={acts!r}")
-        for what in ("peepholes", "clip", "cell_clip", "input_forget"):
+        for what in ("peepholes", "clip", "cell_clip", "input_forget", "proj_size", "proj_clip"):
             value = getattr(self, what, None)
             if value:
                 out.append(f", {what}={value!r}")
@@ -569,7 +602,7 @@ class _Recurrent:
         out = {}
         if "activations" in features:
             out["activations"] = [list(a) for acts in self.activations for a in acts]
-        for what in ("clip", "cell_clip", "peepholes", "input_forget"):
+        for what in ("clip", "cell_clip", "peepholes", "input_forget", "proj_size", "proj_clip"):
             if what in features:
                 out[what] = getattr(self, what)
         return out
@@ -614,14 +647,14 @@ class LSTM(_Recurrent):
     _n_state = 2
 
     def __init__(self, input_size, hidden_size, *, peepholes=False, cell_clip=None,
-                 input_forget=False, proj_size=0, **kwargs):
+                 input_forget=False, proj_size=0, proj_clip=None, **kwargs):
         if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)) \
                 or proj_size < 0:
             raise ValueError(f"proj_size must be an int >= 0, got {proj_size!r}")
-        if proj_size:
-            raise NotImplementedError("proj_size > 0 (LSTM projection, PyTorch proj_size / TF1 "
-                                      "num_proj) is not supported yet")
-        self.proj_size = 0
+        self.proj_size = int(proj_size)
+        self.proj_clip = _variants.positive_or_none(proj_clip, "proj_clip")
+        if self.proj_clip is not None and not self.proj_size:
+            raise ValueError("proj_clip needs a projection (proj_size > 0)")
         self.peepholes = bool(peepholes)
         self.cell_clip = _variants.positive_or_none(cell_clip, "cell_clip")
         self.input_forget = bool(input_forget)

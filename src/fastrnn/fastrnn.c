@@ -88,15 +88,15 @@ int fr_openmp_enabled(void)
 const fr_kernels *fr_kernels_for(fr_dtype dtype)
 {
     static const fr_kernels baseline[2] = {
-        {fr_dir_forward_f32_baseline, fr_dir_project_f32_baseline, fr_dir_backward_f32_baseline,
+        {fr_dir_forward_f32_baseline, fr_dir_forward_proj_f32_baseline, fr_dir_project_f32_baseline, fr_dir_backward_f32_baseline,
          fr_step_layer_f32_baseline},
-        {fr_dir_forward_f64_baseline, fr_dir_project_f64_baseline, fr_dir_backward_f64_baseline,
+        {fr_dir_forward_f64_baseline, fr_dir_forward_proj_f64_baseline, fr_dir_project_f64_baseline, fr_dir_backward_f64_baseline,
          fr_step_layer_f64_baseline}};
 #ifdef FR_HAVE_AVX2_BUILD
     static const fr_kernels avx2[2] = {
-        {fr_dir_forward_f32_avx2, fr_dir_project_f32_avx2, fr_dir_backward_f32_avx2,
+        {fr_dir_forward_f32_avx2, fr_dir_forward_proj_f32_avx2, fr_dir_project_f32_avx2, fr_dir_backward_f32_avx2,
          fr_step_layer_f32_avx2},
-        {fr_dir_forward_f64_avx2, fr_dir_project_f64_avx2, fr_dir_backward_f64_avx2,
+        {fr_dir_forward_f64_avx2, fr_dir_forward_proj_f64_avx2, fr_dir_project_f64_avx2, fr_dir_backward_f64_avx2,
          fr_step_layer_f64_avx2}};
     if (fr_get_isa() == FR_ISA_AVX2) return &avx2[dtype == FR_FLOAT64];
 #endif
@@ -104,9 +104,9 @@ const fr_kernels *fr_kernels_for(fr_dtype dtype)
     /* The streaming step keeps the AVX2 kernels: its blocks are often half a panel wide, and
      * the wider registers measured no faster there. */
     static const fr_kernels avx512[2] = {
-        {fr_dir_forward_f32_avx512, fr_dir_project_f32_avx512, fr_dir_backward_f32_avx512,
+        {fr_dir_forward_f32_avx512, fr_dir_forward_proj_f32_avx512, fr_dir_project_f32_avx512, fr_dir_backward_f32_avx512,
          fr_step_layer_f32_avx2},
-        {fr_dir_forward_f64_avx512, fr_dir_project_f64_avx512, fr_dir_backward_f64_avx512,
+        {fr_dir_forward_f64_avx512, fr_dir_forward_proj_f64_avx512, fr_dir_project_f64_avx512, fr_dir_backward_f64_avx512,
          fr_step_layer_f64_avx2}};
     if (fr_get_isa() == FR_ISA_AVX512) return &avx512[dtype == FR_FLOAT64];
 #endif
@@ -188,7 +188,8 @@ static int check_activation(const fr_activation *f)
 int fr_desc_is_variant(const fr_layer_desc *d)
 {
     static const fr_act_kind plain[3] = {FR_ACT_SIGMOID, FR_ACT_TANH, FR_ACT_TANH};
-    if (d->clip != 0 || d->cell_clip != 0 || d->peepholes || d->input_forget) return 1;
+    if (d->clip != 0 || d->cell_clip != 0 || d->peepholes || d->input_forget || d->proj_size)
+        return 1;
     for (int dir = 0; dir < 2; dir++)
         for (int k = 0; k < 3; k++) {
             const fr_act_kind kind = d->act[dir][k].kind;
@@ -232,7 +233,15 @@ static int check_desc(const fr_layer_desc *d)
     if (!(d->clip >= 0) || !(d->cell_clip >= 0)) return FR_EINVAL;  /* NaN fails too */
     if (d->cell != FR_LSTM && (d->cell_clip != 0 || d->peepholes || d->input_forget))
         return FR_EINVAL;
+    if (d->proj_size < 0 || (d->proj_size > 0 && d->cell != FR_LSTM)) return FR_EINVAL;
+    if (!(d->proj_clip >= 0) || (d->proj_clip > 0 && d->proj_size == 0)) return FR_EINVAL;
     return FR_OK;
+}
+
+/* Units of h (the output, the recurrence's input): proj_size with a projection, else H. */
+static int out_units(const fr_layer_desc *d)
+{
+    return d->proj_size > 0 ? d->proj_size : d->hidden_size;
 }
 
 size_t fr_workspace_size(const fr_layer_desc *d, int batch, int time, int num_threads)
@@ -240,6 +249,10 @@ size_t fr_workspace_size(const fr_layer_desc *d, int batch, int time, int num_th
     if (check_desc(d) != FR_OK || batch < 1 || time < 1) return 0;
     int nt = num_threads < 1 ? 1 : num_threads;
     size_t e = elem_size(d->dtype);
+    if (d->proj_size > 0)
+        return FR_ALIGN + fr_proj_workspace_bytes(e, fr_num_gates(d->cell), batch, time,
+                                                  fr_gate_stride(d->dtype, d->hidden_size),
+                                                  fr_gate_stride(d->dtype, d->proj_size));
     return FR_ALIGN + fr_dir_workspace_bytes(e, fr_num_gates(d->cell), batch, time,
                                              d->input_size,
                                              fr_gate_stride(d->dtype, d->hidden_size), nt);
@@ -277,9 +290,9 @@ static void *align_up(void *p)
 static void dir_args(const fr_layer_desc *d, const fr_weights *w, const fr_io *io,
                      const fr_train *tr, int dir, int threads, fr_split split, fr_dir_args *a)
 {
-    const int G = fr_num_gates(d->cell), H = d->hidden_size;
+    const int G = fr_num_gates(d->cell), H = d->hidden_size, P = out_units(d);
     const size_t e = elem_size(d->dtype);
-    const size_t state = (size_t)io->batch * H * e;
+    const size_t state = (size_t)io->batch * H * e, hstate = (size_t)io->batch * P * e;
     memset(a, 0, sizeof *a);
     a->cell = d->cell;
     a->reset_after = d->reset_after;
@@ -298,16 +311,23 @@ static void dir_args(const fr_layer_desc *d, const fr_weights *w, const fr_io *i
     a->rbias = d->cell == FR_GRU ? w[dir].recurrent_bias : NULL;
     a->x = io->x;
     a->mask = io->mask;
-    a->h0 = io->h0 ? (const char *)io->h0 + dir * state : NULL;
+    a->h0 = io->h0 ? (const char *)io->h0 + dir * hstate : NULL;
     a->c0 = io->c0 ? (const char *)io->c0 + dir * state : NULL;
     a->y = io->y;
-    a->y_ld = (ptrdiff_t)d->num_directions * H;
-    a->y_off = (ptrdiff_t)dir * H;
-    a->h_n = io->h_n ? (char *)io->h_n + dir * state : NULL;
+    a->y_ld = (ptrdiff_t)d->num_directions * P;
+    a->y_off = (ptrdiff_t)dir * P;
+    a->h_n = io->h_n ? (char *)io->h_n + dir * hstate : NULL;
     a->c_n = io->c_n ? (char *)io->c_n + dir * state : NULL;
     a->num_threads = threads;
     a->split = split;
     fr_cell_variant_of(d, w, dir, &a->var);
+    if (d->proj_size > 0) {
+        a->P = P;
+        a->Pp = fr_gate_stride(d->dtype, P);
+        a->Wp = w[dir].projection;
+        a->proj_ld = w[dir].proj_ld;
+        a->proj_clip = d->proj_clip;
+    }
     if (tr) {
         const size_t bt = (size_t)io->batch * io->time, Hp = (size_t)a->Hp;
         const size_t st = fr_round_up(bt * Hp * e, FR_ALIGN);
@@ -358,6 +378,9 @@ static int check_call(const fr_layer_desc *d, const fr_weights *w, const fr_io *
         if (!w[dir].kernel || !w[dir].recurrent || w[dir].ld < (ptrdiff_t)G * Hp)
             return FR_EINVAL;
         if (d->peepholes && !w[dir].peephole) return FR_EINVAL;
+        if (d->proj_size > 0 && (!w[dir].projection
+                                 || w[dir].proj_ld < fr_gate_stride(d->dtype, d->proj_size)))
+            return FR_EINVAL;
     }
     return FR_OK;
 }
@@ -395,7 +418,7 @@ static int stream_eligible(const fr_layer_desc *d, const fr_io *io, const fr_tra
     const size_t gh = (size_t)fr_num_gates(d->cell) * fr_gate_stride(d->dtype, d->hidden_size);
     const int rows_ok = io->batch == 1 || (io->batch <= FR_STREAM_MAX_ROWS
                                            && (size_t)d->hidden_size * e <= FR_PANEL_BYTES / 2);
-    return !tr && !io->mask && rows_ok && threads == 1
+    return !tr && !io->mask && rows_ok && threads == 1 && d->proj_size == 0
            && gh * d->hidden_size * e <= FR_STREAM_MAX_WH_BYTES;
 }
 
@@ -472,6 +495,7 @@ static int layer_forward(const fr_layer_desc *d, const fr_weights *w, const fr_i
     if (rc != FR_OK) return rc;
     if (!io->y) return FR_EINVAL;
     if (tr && !record_ok(d, io, tr)) return FR_EINVAL;
+    if (d->proj_size > 0 && tr) return FR_EUNSUPPORTED;  /* the projection trains: not yet */
     int nt = num_threads < 1 ? 1 : num_threads;
     size_t need = fr_workspace_size(d, io->batch, io->time, nt);
     if (!workspace || workspace_size < need) return FR_EWORKSPACE;
@@ -485,7 +509,8 @@ static int layer_forward(const fr_layer_desc *d, const fr_weights *w, const fr_i
         dir_args(d, w, io, tr, dir, threads, split, &a);
         if (tr && tr->in_mask) drop_input(d, io, tr, dir, (void *)a.x);
         a.ws = align_up(workspace);
-        if (stream) stream_direction(d, &a, kernels, a.ws);
+        if (d->proj_size > 0) kernels->forward_proj(&a);
+        else if (stream) stream_direction(d, &a, kernels, a.ws);
         else kernels->forward(&a);
     }
     return FR_OK;
@@ -522,6 +547,7 @@ int fr_layer_backward(const fr_layer_desc *d, const fr_weights *w, const fr_io *
     if (rc != FR_OK) return rc;
     if (!tr || !record_ok(d, io, tr)) return FR_EINVAL;
     if (!g || !g->dy || !g->dx) return FR_EINVAL;
+    if (d->proj_size > 0) return FR_EUNSUPPORTED;  /* the projection's backward: not yet */
     const int G = fr_num_gates(d->cell);
     const int Hp = fr_gate_stride(d->dtype, d->hidden_size);
     if (grads)

@@ -93,6 +93,12 @@ typedef struct fr_dir_args {
     int num_threads;             /* threads to use (already planned) */
     fr_split split;
     fr_cell_variant var;         /* var.on = 0: the plain cell */
+    /* LSTM projection (proj_impl.inc): P > 0 output units, Pp = P padded to a panel;
+     * Wp (H, proj_ld); h0 / h_n / y rows hold P units. */
+    int P, Pp;
+    const void *Wp;
+    ptrdiff_t proj_ld;
+    double proj_clip;
 } fr_dir_args;
 
 typedef void (*fr_dir_fn)(const fr_dir_args *a);
@@ -156,6 +162,19 @@ static inline size_t fr_dir_workspace_bytes(size_t elem, int G, int B, int T, in
     return n;
 }
 
+/* Workspace of one projection direction (proj_impl.inc): xproj (B*T*G*Hp), bias_eff (G*Hp),
+ * rbn (Hp), S (B*G*Hp), M (B*Hp), c (B*Hp), h double buffer (2*B*Pp). */
+static inline size_t fr_proj_workspace_bytes(size_t elem, int G, int B, int T, int Hp, int Pp)
+{
+    size_t n = fr_round_up((size_t)B * T * G * Hp * elem, FR_ALIGN);
+    n += fr_round_up((size_t)G * Hp * elem, FR_ALIGN);
+    n += fr_round_up((size_t)Hp * elem, FR_ALIGN);
+    n += fr_round_up((size_t)B * G * Hp * elem, FR_ALIGN);
+    n += 2 * fr_round_up((size_t)B * Hp * elem, FR_ALIGN);
+    n += fr_round_up((size_t)2 * B * Pp * elem, FR_ALIGN);
+    return n;
+}
+
 /* Backward workspace of one direction, in order: DP (B*T*G*Hp) pre-activation gradients,
  * DPN (B*T*Hp) GRU candidate gradient on the recurrent side, DY (B*T*Hp), XT (I*B*T),
  * HT and RHT (Hp*B*T each), WhT (G*Hp*Hp), WxT (G*Hp*Ip), DXP (B*T*Ip), then six (B*Hp)
@@ -181,24 +200,30 @@ static inline size_t fr_dir_bwd_workspace_bytes(size_t elem, int G, int B, int T
 
 /* Per-ISA, per-dtype direction kernels (defined in kernels_<isa>.c). */
 void fr_dir_forward_f32_baseline(const fr_dir_args *a);
+void fr_dir_forward_proj_f32_baseline(const fr_dir_args *a);
 void fr_dir_project_f32_baseline(const fr_dir_args *a, void *xproj, void *ws);
 void fr_dir_forward_f64_baseline(const fr_dir_args *a);
+void fr_dir_forward_proj_f64_baseline(const fr_dir_args *a);
 void fr_dir_project_f64_baseline(const fr_dir_args *a, void *xproj, void *ws);
 void fr_dir_backward_f32_baseline(const fr_dir_bwd_args *a);
 void fr_dir_backward_f64_baseline(const fr_dir_bwd_args *a);
 #if defined(__x86_64__) || defined(_M_X64)
 #define FR_HAVE_AVX2_BUILD 1
 void fr_dir_forward_f32_avx2(const fr_dir_args *a);
+void fr_dir_forward_proj_f32_avx2(const fr_dir_args *a);
 void fr_dir_project_f32_avx2(const fr_dir_args *a, void *xproj, void *ws);
 void fr_dir_forward_f64_avx2(const fr_dir_args *a);
+void fr_dir_forward_proj_f64_avx2(const fr_dir_args *a);
 void fr_dir_project_f64_avx2(const fr_dir_args *a, void *xproj, void *ws);
 void fr_dir_backward_f32_avx2(const fr_dir_bwd_args *a);
 void fr_dir_backward_f64_avx2(const fr_dir_bwd_args *a);
 /* AVX-512: the same sources, whose micro-kernels then hold a whole panel in one register. */
 #define FR_HAVE_AVX512_BUILD 1
 void fr_dir_forward_f32_avx512(const fr_dir_args *a);
+void fr_dir_forward_proj_f32_avx512(const fr_dir_args *a);
 void fr_dir_project_f32_avx512(const fr_dir_args *a, void *xproj, void *ws);
 void fr_dir_forward_f64_avx512(const fr_dir_args *a);
+void fr_dir_forward_proj_f64_avx512(const fr_dir_args *a);
 void fr_dir_project_f64_avx512(const fr_dir_args *a, void *xproj, void *ws);
 void fr_dir_backward_f32_avx512(const fr_dir_bwd_args *a);
 void fr_dir_backward_f64_avx512(const fr_dir_bwd_args *a);
@@ -252,6 +277,7 @@ void fr_step_layer_f64_avx2(const fr_step_args *a);
  * ISA selected now (an atomic load, so fr_set_isa applies to the next call). */
 typedef struct fr_kernels {
     fr_dir_fn forward;
+    fr_dir_fn forward_proj;
     fr_dir_project_fn project;
     fr_dir_bwd_fn backward;
     fr_step_fn step;

@@ -18,6 +18,7 @@
 #define FR_LTANH fr_vtanh_f32x8
 #define FR_LSIGMOID fr_vsigmoid_f32x8
 #include "forward_impl.inc"
+#include "proj_impl.inc"
 #include "backward_impl.inc"
 #undef FR_T
 #undef FR_NAME
@@ -35,6 +36,7 @@
 #define FR_LTANH fr_tanh_f64
 #define FR_LSIGMOID fr_sigmoid_f64
 #include "forward_impl.inc"
+#include "proj_impl.inc"
 #include "backward_impl.inc"
 #undef FR_T
 #undef FR_NAME

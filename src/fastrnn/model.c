@@ -301,6 +301,7 @@ int fr_model_create(const fr_layer_desc *desc, int num_layers, const fr_weights 
     *out = NULL;
     /* fr_workspace_size is 0 exactly when the descriptor is invalid. */
     if (!desc || !w || num_layers < 1 || fr_workspace_size(desc, 1, 1, 1) == 0) return FR_EINVAL;
+    if (desc->proj_size > 0) return FR_EUNSUPPORTED;  /* models with a projection: not yet */
     const ptrdiff_t min_ld = (ptrdiff_t)fr_num_gates(desc->cell)
                              * fr_gate_stride(desc->dtype, desc->hidden_size);
     for (int i = 0; i < num_layers * desc->num_directions; i++)
