@@ -125,6 +125,11 @@ class _Recurrent:
         return self.input_size if layer == 0 else self.num_directions * self._h_size
 
     @property
+    def _proj(self):
+        """True for an LSTM with a projection (proj_size > 0)."""
+        return bool(getattr(self, "proj_size", 0))
+
+    @property
     def _h_size(self):
         """Units of h (the output and the recurrence's input): proj_size or hidden_size."""
         return getattr(self, "proj_size", 0) or self.hidden_size
@@ -154,10 +159,10 @@ class _Recurrent:
                     "recurrent_bias": _aligned_zeros(G * self._stride, dt)
                     if self._cell == "gru" else None,
                 })
-                if peepholes or P != H:
+                if peepholes or self._proj:
                     dirs[-1]["peephole"] = _aligned_zeros(3 * self._stride, dt) \
                         if peepholes else None
-                if P != H:  # (H, P) in a row stride of whole panels
+                if self._proj:  # (H, P) in a row stride of whole panels
                     dirs[-1]["projection"] = _aligned_zeros((H, _core.gate_stride(dt, P)), dt)
             self._w.append(dirs)
             self._engines.append(_core.LayerEngine(
@@ -207,7 +212,7 @@ class _Recurrent:
                     limit = np.sqrt(6.0 / (I + G * H))
                     kernel = rng.uniform(-limit, limit, size=(I, G * H))
                     recurrent = _orthogonal(rng, P, G * H)
-                    if P != H:  # glorot-uniform, as TF1 LSTMCell's default initializer
+                    if self._proj:  # glorot-uniform, as TF1 LSTMCell's default initializer
                         limit = np.sqrt(6.0 / (H + P))
                         projection = rng.uniform(-limit, limit, size=(H, P))
                     bias = np.zeros(G * H)
@@ -222,7 +227,7 @@ class _Recurrent:
                     b_hh = rng.uniform(-k, k, size=G * H)
                     # LSTM's two torch biases always act as their sum; GRU keeps both.
                     bias, rbias = (b_ih + b_hh, None) if self._cell == "lstm" else (b_ih, b_hh)
-                    if P != H:  # torch's weight_hr (P, H)
+                    if self._proj:  # torch weight_hr (P, H)
                         projection = rng.uniform(-k, k, size=(P, H)).T
                 if projection is not None:
                     self._view(layer, d, 0, "projection")[...] = projection
@@ -245,7 +250,7 @@ class _Recurrent:
                     for part in self._gate_parts(gate):
                         key = f"layer{layer}.{_DIRECTIONS[d]}.{gate}.{part}"
                         out[key] = self._view(layer, d, g, part).copy()
-                if self._h_size != self.hidden_size:
+                if self._proj:
                     key = f"layer{layer}.{_DIRECTIONS[d]}.projection"
                     out[key] = self._view(layer, d, 0, "projection").copy()
         return out
@@ -401,7 +406,7 @@ class _Recurrent:
         c0 = rest[0] if rest else None
         if not training:
             return self._infer(x, m, h0, c0)
-        if self._h_size != self.hidden_size:
+        if self._proj:
             raise NotImplementedError(
                 f"{self!r}: training mode (backward) with a projection (proj_size) is not "
                 "implemented yet; inference (training=False) runs it")
@@ -541,7 +546,7 @@ class _Recurrent:
         if self.bidirectional or self.reverse:
             raise ValueError("step() needs a unidirectional, forward layer")
         x = self._as_input(x_t, rank=2)
-        if self._h_size != self.hidden_size:
+        if self._proj:
             # The streaming kernels have no projection yet: a one-step sequence call computes
             # the same step (with the per-call costs of a sequence).
             y, st = self(x[:, None, :], initial_state=state, training=False)

@@ -44,28 +44,30 @@ def expect_shape(a, shape, what):
     return a
 
 
-def split_rows(cell, order, W, R, b_w, b_r, H, prefix, sd):
-    """Row-block layout (W @ x) -> canonical keys under `prefix` ("layer0.forward")."""
+def split_rows(cell, order, W, R, b_w, b_r, H, prefix, sd, proj_size=0):
+    """Row-block layout (W @ x) -> canonical keys under `prefix` ("layer0.forward"). With a
+    projection the recurrent weight has proj_size columns."""
     G = len(order)
     W = np.asarray(W)
     R = np.asarray(R)
     if W.ndim != 2 or W.shape[0] != G * H:
         raise ValueError(f"{prefix}: input weight has shape {W.shape}, expected ({G * H}, "
                          f"input_size) for a {cell.upper()} with {G} gates of hidden size {H}")
-    expect_shape(R, (G * H, H), f"{prefix}: recurrent weight")
+    expect_shape(R, (G * H, proj_size or H), f"{prefix}: recurrent weight")
     # The row-block layout is the column-block one transposed.
-    split_columns(cell, order, W.T, R.T, b_w, b_r, H, prefix, sd)
+    split_columns(cell, order, W.T, R.T, b_w, b_r, H, prefix, sd, proj_size)
 
 
-def split_columns(cell, order, K, Rk, b_w, b_r, H, prefix, sd):
-    """Column-block layout (x @ kernel) -> canonical keys under `prefix`."""
+def split_columns(cell, order, K, Rk, b_w, b_r, H, prefix, sd, proj_size=0):
+    """Column-block layout (x @ kernel) -> canonical keys under `prefix`; with a projection
+    the recurrent kernel has proj_size rows."""
     G = len(order)
     K = np.asarray(K)
     Rk = np.asarray(Rk)
     if K.ndim != 2 or K.shape[1] != G * H:
         raise ValueError(f"{prefix}: kernel has shape {K.shape}, expected (input_size, {G * H}) "
                          f"for a {cell.upper()} with {G} gates of hidden size {H}")
-    expect_shape(Rk, (H, G * H), f"{prefix}: recurrent kernel")
+    expect_shape(Rk, (proj_size or H, G * H), f"{prefix}: recurrent kernel")
     for what, b in (("bias", b_w), ("recurrent bias", b_r)):
         if b is not None:
             expect_shape(np.asarray(b), (G * H,), f"{prefix}: {what}")

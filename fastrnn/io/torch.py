@@ -14,8 +14,8 @@ import re
 
 import numpy as np
 
-from ._common import (DIRECTIONS, as_array, build, join_rows, read_source, require,
-                      single_or_dict, split_rows)
+from ._common import (DIRECTIONS, as_array, build, expect_shape, join_rows, read_source,
+                      require, single_or_dict, split_rows)
 
 GATE_ORDER = {"lstm": ("input", "forget", "cell", "output"),   # torch i, f, g, o
               "gru": ("reset", "update", "candidate")}         # torch r, z, n
@@ -55,9 +55,6 @@ def _from_module(module, dtype):
     if module.mode not in ("LSTM", "GRU"):
         raise ValueError(f"only nn.LSTM and nn.GRU are supported, got {type(module).__name__} "
                          f"(mode {module.mode})")
-    if getattr(module, "proj_size", 0):
-        raise ValueError(f"nn.LSTM with proj_size={module.proj_size} (projection) is not "
-                         "supported by fastrnn")
     sd = {k: v for k, v in module.state_dict().items()}
     layers = layers_from_state_dict(sd, dtype=dtype)
     (layer,) = layers.values()
@@ -93,15 +90,22 @@ def _flatten(state, prefix=""):
 def _layer_from_prefix(flat, prefix, dtype):
     own = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)
            and re.match(r"^(weight|bias)_(ih|hh|hr)_l\d+(_reverse)?$", k[len(prefix):])}
-    if any(k.startswith("weight_hr") for k in own):
-        raise ValueError(f"{prefix or 'state_dict'}: weight_hr_l* means nn.LSTM with proj_size > 0 "
-                         "(projection), which fastrnn does not support")
     num_layers = 1 + max(int(_WEIGHT_IH.match(k).group(2)) for k in own if _WEIGHT_IH.match(k))
     bidirectional = any(k.endswith("_reverse") for k in own)
     hh = as_array(_need(own, "weight_hh_l0", prefix), prefix + "weight_hh_l0")
-    if hh.ndim != 2 or hh.shape[1] == 0 or hh.shape[0] % hh.shape[1]:
+    proj_size = 0
+    if "weight_hr_l0" in own:  # nn.LSTM(proj_size=P): weight_hr (P, H), weight_hh (4H, P)
+        hr = as_array(own["weight_hr_l0"], prefix + "weight_hr_l0")
+        if hr.ndim != 2 or hr.shape[0] == 0 or hr.shape[1] == 0:
+            raise ValueError(f"{prefix}weight_hr_l0 has shape {hr.shape}, expected (P, H)")
+        proj_size, H = hr.shape
+        if hh.ndim != 2 or hh.shape != (4 * H, proj_size):
+            raise ValueError(f"{prefix}weight_hh_l0 has shape {hh.shape}, expected "
+                             f"{(4 * H, proj_size)} with weight_hr_l0 {hr.shape}")
+    elif hh.ndim != 2 or hh.shape[1] == 0 or hh.shape[0] % hh.shape[1]:
         raise ValueError(f"{prefix}weight_hh_l0 has shape {hh.shape}, expected (G*H, H)")
-    H = hh.shape[1]
+    else:
+        H = hh.shape[1]
     G = hh.shape[0] // H
     if G not in (3, 4):
         raise ValueError(f"{prefix}weight_hh_l0 has {G} gate blocks of {H} rows; an LSTM has 4 "
@@ -123,9 +127,15 @@ def _layer_from_prefix(flat, prefix, dtype):
             if k == 0:
                 input_size = W.shape[-1] if W.ndim == 2 else None
             split_rows(cell, GATE_ORDER[cell], W, R, b_w, b_r, H,
-                       f"layer{k}.{direction}", sd)
+                       f"layer{k}.{direction}", sd, proj_size=proj_size)
+            if proj_size:
+                hr = as_array(_need(own, "weight_hr" + sfx, prefix), prefix + "weight_hr" + sfx)
+                expect_shape(hr, (proj_size, H), prefix + "weight_hr" + sfx)
+                sd[f"layer{k}.{direction}.projection"] = hr.T
+    extra = {"proj_size": proj_size} if proj_size else {}
     return build(cell, input_size, H, sd, dtype=dtype, num_layers=num_layers,
-                 bidirectional=bidirectional, use_bias=use_bias, name=prefix.rstrip(".") or None)
+                 bidirectional=bidirectional, use_bias=use_bias, name=prefix.rstrip(".") or None,
+                 **extra)
 
 
 def _need(own, key, prefix):
@@ -236,6 +246,10 @@ def _check_representable(layer):
     if layer.reverse:
         raise ValueError("PyTorch has no unidirectional reverse-time RNN; a layer with "
                          "reverse=True cannot be represented (export to ONNX instead)")
+    other = [f for f in layer.variant_features if f != "proj_size"]
+    if other:
+        raise ValueError(f"PyTorch's nn.{layer._cell.upper()} has no {', '.join(other)}: "
+                         f"{layer!r} cannot be represented (fastrnn's npz or .frnn keep it)")
 
 
 def to_state_dict(layer):
@@ -250,6 +264,8 @@ def to_state_dict(layer):
             out["weight_ih" + sfx], out["weight_hh" + sfx] = W, R
             if layer.use_bias:
                 out["bias_ih" + sfx], out["bias_hh" + sfx] = b_w, b_r
+            if getattr(layer, "proj_size", 0):
+                out["weight_hr" + sfx] = layer.state_dict()[f"layer{k}.{direction}.projection"].T
     return out
 
 
@@ -266,7 +282,8 @@ def to_torch_module(layer):
     cls = torch.nn.LSTM if layer._cell == "lstm" else torch.nn.GRU
     module = cls(layer.input_size, layer.hidden_size, num_layers=layer.num_layers,
                  bias=layer.use_bias, batch_first=True, bidirectional=layer.bidirectional,
-                 dtype=torch.float64 if layer.dtype == np.float64 else torch.float32)
+                 dtype=torch.float64 if layer.dtype == np.float64 else torch.float32,
+                 **({"proj_size": layer.proj_size} if getattr(layer, "proj_size", 0) else {}))
     module.load_state_dict(sd)
     return module.eval()
 
