@@ -208,7 +208,7 @@ def test_peephole_weights_by_gate_name():
     (dict(activations=["relu", "tanh"]), ValueError, "3"),
     (dict(activations=["relu", "tanh", "tanh"], activation="relu"), ValueError, "not both"),
     (dict(hard_sigmoid="keras1"), ValueError, "hard_sigmoid"),
-    (dict(proj_size=4), NotImplementedError, "proj_size"),
+    (dict(proj_clip=0.5), ValueError, "proj_size"),
     (dict(proj_size=-1), ValueError, "proj_size"),
 ])
 def test_bad_variant_arguments(kwargs, error, match):
