@@ -97,6 +97,8 @@ cdef extern from "fastrnn.h" nogil:
         void *recurrent_bias
         Py_ssize_t ld
         void *peephole
+        void *projection
+        Py_ssize_t proj_ld
 
     int fr_num_gates(fr_cell cell)
     int fr_gate_stride(fr_dtype dtype, int hidden_size)

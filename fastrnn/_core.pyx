@@ -303,13 +303,13 @@ cdef class LayerEngine:
         cdef Py_ssize_t H = self.desc.hidden_size, D = self.desc.num_directions
         cdef Py_ssize_t I = self.desc.input_size
         self._train(&tr, B, T, in_mask, rec_mask, record)
-        g.dy = _data(dy, self.typenum, B * T * D * H, "dy")
-        g.dh_n = _data(dh_n, self.typenum, D * B * H, "dh_n") if dh_n is not None else NULL
+        g.dy = _data(dy, self.typenum, B * T * D * self.P, "dy")
+        g.dh_n = _data(dh_n, self.typenum, D * B * self.P, "dh_n") if dh_n is not None else NULL
         g.dc_n = _data(dc_n, self.typenum, D * B * H, "dc_n") if dc_n is not None else NULL
         g.dx = _data(dx, self.typenum, B * T * I, "dx")
-        g.dh0 = _data(dh0, self.typenum, D * B * H, "dh0") if dh0 is not None else NULL
+        g.dh0 = _data(dh0, self.typenum, D * B * self.P, "dh0") if dh0 is not None else NULL
         g.dc0 = _data(dc0, self.typenum, D * B * H, "dc0") if dc0 is not None else NULL
-        cdef cnp.ndarray wx, wh, b, rb, pp
+        cdef cnp.ndarray wx, wh, b, rb, pp, wp
         cdef Py_ssize_t ld
         cdef fr_grads *gp = NULL
         memset(gw, 0, sizeof(gw))
@@ -321,11 +321,16 @@ cdef class LayerEngine:
                 pp = grads[d][4] if len(grads[d]) > 4 else None
                 gw[d].peephole = (_data(pp, self.typenum, 3 * self.Hp, "grad peephole")
                                   if self.desc.peepholes and pp is not None else NULL)
+                wp = grads[d][5] if len(grads[d]) > 5 else None
+                if self.desc.proj_size > 0 and wp is not None:
+                    gw[d].proj_ld = wp.shape[1]
+                    gw[d].projection = _data(wp, self.typenum, H * wp.shape[1],
+                                             "grad projection")
                 ld = self.w[d].ld
                 if wx.shape[1] != ld or wh.shape[1] != ld:
                     raise ValueError("gradient arrays must have the weights' row stride")
                 gw[d].kernel = _data(wx, self.typenum, I * ld, "grad kernel")
-                gw[d].recurrent = _data(wh, self.typenum, H * ld, "grad recurrent")
+                gw[d].recurrent = _data(wh, self.typenum, self.P * ld, "grad recurrent")
                 gw[d].bias = _data(b, self.typenum, self.G * self.Hp, "grad bias") \
                     if b is not None else NULL
                 gw[d].recurrent_bias = _data(rb, self.typenum, self.G * self.Hp,

@@ -406,10 +406,6 @@ class _Recurrent:
         c0 = rest[0] if rest else None
         if not training:
             return self._infer(x, m, h0, c0)
-        if self._proj:
-            raise NotImplementedError(
-                f"{self!r}: training mode (backward) with a projection (proj_size) is not "
-                "implemented yet; inference (training=False) runs it")
         # A training call records what backward() needs. The caller's state arrays may change
         # before backward(), so it keeps copies.
         h0, c0 = (None if a is None else a.copy() for a in (h0, c0))
@@ -484,15 +480,15 @@ class _Recurrent:
                                "layer with training=True or under learning_phase(1)); an "
                                "inference call records nothing")
         B, T = tape.x.shape[0], tape.x.shape[1]
-        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        L, D, H, P = self.num_layers, self.num_directions, self.hidden_size, self._h_size
         g = _numeric(grad_out, "grad_out")
-        if g.shape != (B, T, D * H):
-            raise ValueError(f"grad_out must have the shape of the output {(B, T, D * H)}, "
+        if g.shape != (B, T, D * P):
+            raise ValueError(f"grad_out must have the shape of the output {(B, T, D * P)}, "
                              f"got {g.shape}")
         g = np.ascontiguousarray(g, dtype=self.dtype)
         dh_n, *rest = self._state(grad_state, B, what="grad_state")
         dc_n = rest[0] if rest else None
-        dh0 = np.zeros((L * D, B, H), self.dtype)
+        dh0 = np.zeros((L * D, B, P), self.dtype)
         dc0 = np.zeros((L * D, B, H), self.dtype) if self._n_state == 2 else None
         grads = {}
         if B == 0 or T == 0:
@@ -510,7 +506,8 @@ class _Recurrent:
             out = None
             if self.trainable:
                 out = [tuple(_aligned_zeros(a.shape, self.dtype) if a is not None and
-                             (part in ("kernel", "recurrent", "peephole") or self.use_bias)
+                             (part in ("kernel", "recurrent", "peephole", "projection")
+                              or self.use_bias)
                              else None for part, a in w.items())
                        for w in self._w[layer]]
             ws = self._workspace(engine.backward_workspace_size(B, T, nt))
@@ -530,6 +527,9 @@ class _Recurrent:
                             key = f"layer{layer}.{_DIRECTIONS[d]}.{gate}.{part}"
                             grads[key] = np.ascontiguousarray(
                                 arrays[part][..., lo:lo + self.hidden_size])
+                    if self._proj:
+                        grads[f"layer{layer}.{_DIRECTIONS[d]}.projection"] = \
+                            np.ascontiguousarray(arrays["projection"][:, :P])
             dy = dx
         self.grads = grads
         return dy, self._pack_state(dh0, dc0)
@@ -660,6 +660,8 @@ class LSTM(_Recurrent):
         self.proj_clip = _variants.positive_or_none(proj_clip, "proj_clip")
         if self.proj_clip is not None and not self.proj_size:
             raise ValueError("proj_clip needs a projection (proj_size > 0)")
+        if self.proj_size and kwargs.get("recurrent_dropout", 0.0):
+            raise ValueError("recurrent_dropout with a projection (proj_size) is not supported")
         self.peepholes = bool(peepholes)
         self.cell_clip = _variants.positive_or_none(cell_clip, "cell_clip")
         self.input_forget = bool(input_forget)

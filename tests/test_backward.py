@@ -27,13 +27,17 @@ def _layer(cell, I, H, **kw):
     return cls(I, H, dtype="float64", init="torch", **kw)
 
 
+def _state_shapes(layer, B):
+    """Shapes of h (and c): h has proj_size units with a projection."""
+    n = layer.num_layers * layer.num_directions
+    return [(n, B, layer._h_size), (n, B, layer.hidden_size)][:layer._n_state]
+
+
 def _inputs(layer, B, T, rng, with_state=True):
-    D, L, H = layer.num_directions, layer.num_layers, layer.hidden_size
     x = rng.normal(size=(B, T, layer.input_size))
-    shape = (L * D, B, H)
     state = None
     if with_state:
-        state = tuple(rng.normal(size=shape) * 0.5 for _ in range(layer._n_state))
+        state = tuple(rng.normal(size=shape) * 0.5 for shape in _state_shapes(layer, B))
     return x, state
 
 
@@ -52,9 +56,9 @@ def check_gradients(layer, B, T, *, mask=None, lengths=None, with_state=True, se
                     n_directions=2):
     rng = np.random.default_rng(seed)
     x, state = _inputs(layer, B, T, rng, with_state)
-    D, L, H = layer.num_directions, layer.num_layers, layer.hidden_size
-    Gy = rng.normal(size=(B, T, D * H))
-    Gs = tuple(rng.normal(size=(L * D, B, H)) for _ in range(layer._n_state))
+    D = layer.num_directions
+    Gy = rng.normal(size=(B, T, D * layer._h_size))
+    Gs = tuple(rng.normal(size=shape) for shape in _state_shapes(layer, B))
     weights = layer.state_dict()
     training = bool(layer.dropout or layer.recurrent_dropout)
     rng_state = copy.deepcopy(layer._dropout_rng) if training else None

@@ -146,11 +146,87 @@ def test_projection_bad_input_and_unsupported():
     layer = fastrnn.LSTM(3, 6, proj_size=4)
     with pytest.raises(ValueError, match=r"\(1, 2, 4\)"):
         layer(np.zeros((2, 3, 3)), initial_state=(np.zeros((1, 2, 6)), np.zeros((1, 2, 6))))
-    with pytest.raises(NotImplementedError, match="proj_size"):
-        layer(np.zeros((2, 3, 3)), training=True)
+    with pytest.raises(ValueError, match="recurrent_dropout"):
+        fastrnn.LSTM(3, 6, proj_size=4, recurrent_dropout=0.1)
+    layer(np.zeros((2, 3, 3)), training=True)
+    with pytest.raises(ValueError, match=r"\(2, 3, 4\)"):
+        layer.backward(np.zeros((2, 3, 6)))
     with pytest.raises(ValueError, match="proj_clip"):
         fastrnn.LSTM(3, 6, proj_clip=1.0)
     with pytest.raises(TypeError):
         fastrnn.GRU(3, 6, proj_size=2)
     with pytest.raises(ValueError, match="peepholes"):
         fastrnn.LSTM(3, 6, peepholes=True).to_torch()
+
+
+@pytest.mark.parametrize("kw", [dict(proj_size=3),
+                                dict(proj_size=4, proj_clip=0.2, peepholes=True, cell_clip=0.5),
+                                dict(proj_size=5, num_layers=2, bidirectional=True,
+                                     activation="relu"),
+                                dict(proj_size=2, masked_output="carry", bidirectional=True),
+                                dict(proj_size=7, dropout=0.3, input_forget=True)])
+def test_projection_gradients_finite_differences(kw, monkeypatch):
+    import test_backward
+    monkeypatch.setattr(test_backward, "EPS", 1e-6)  # away from the clips' kinks
+    layer = fastrnn.LSTM(3, 6, dtype="float64", init="torch", seed=1, **kw)
+    sd = layer.state_dict()
+    rng = np.random.default_rng(0)
+    for k in sd:
+        if k.endswith("peephole"):
+            sd[k] = rng.uniform(-0.8, 0.8, sd[k].shape)
+    layer.load_state_dict(sd)
+    test_backward.check_gradients(layer, 3, 4, mask=np.random.default_rng(1).random((3, 4)) > 0.3)
+    assert any(k.endswith(".projection") for k in layer.grads)
+
+
+@pytest.mark.parametrize("bi", [False, True])
+def test_projection_gradients_vs_torch_autograd(bi):
+    module, layer = _pair(4, 9, 5, 2, bi, seed=3)
+    rng = np.random.default_rng(4)
+    B, T, D = 3, 5, 2 if bi else 1
+    x = rng.normal(size=(B, T, 4))
+    h0, c0 = rng.normal(size=(2 * D, B, 5)), rng.normal(size=(2 * D, B, 9))
+    gy, gh, gc = rng.normal(size=(B, T, D * 5)), rng.normal(size=h0.shape), rng.normal(size=c0.shape)
+    layer(x, initial_state=(h0, c0), training=True)
+    gx, (gh0, gc0) = layer.backward(gy, (gh, gc))
+    xt, h0t, c0t = (torch.tensor(a, requires_grad=True) for a in (x, h0, c0))
+    y, (hn, cn) = module(xt, (h0t, c0t))
+    ((y * torch.tensor(gy)).sum() + (hn * torch.tensor(gh)).sum()
+     + (cn * torch.tensor(gc)).sum()).backward()
+    tol = dict(rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(gx, xt.grad.numpy(), **tol)
+    np.testing.assert_allclose(gh0, h0t.grad.numpy(), **tol)
+    np.testing.assert_allclose(gc0, c0t.grad.numpy(), **tol)
+    # torch's parameter gradients mapped the way the loader maps the weights
+    again = fastrnn.from_torch({k: v.grad for k, v in module.named_parameters()})
+    for k, v in again.state_dict().items():
+        if k.endswith(".bias"):  # fastrnn's bias gradient is that of each of torch's two biases
+            continue
+        np.testing.assert_allclose(layer.grads[k], v, err_msg=k, **tol)
+    for name, p in module.named_parameters():
+        if name.startswith("bias_ih"):
+            k = name[len("bias_ih_l"):]
+            lay, rev = int(k.split("_")[0]), "reverse" in k
+            got = np.concatenate([layer.grads[f"layer{lay}.{'backward' if rev else 'forward'}."
+                                              f"{g}.bias"] for g in ("input", "forget", "cell",
+                                                                     "output")])
+            np.testing.assert_allclose(got, p.grad.numpy(), err_msg=name, **tol)
+
+
+def test_projection_gradients_threads_bitwise():
+    before = fastrnn.get_num_threads()
+    try:
+        out = []
+        for threads in (1, 2):
+            fastrnn.set_num_threads(threads)
+            _, layer = _pair(24, 96, 40, 2, True, dtype=torch.float32, seed=5)
+            x = np.random.default_rng(6).normal(size=(5, 7, 24)).astype(np.float32)
+            m = np.random.default_rng(7).random((5, 7)) > 0.2
+            y, _ = layer(x, mask=m, training=True)
+            gx, _ = layer.backward(np.ones_like(y))
+            out.append((gx, layer.grads))
+        np.testing.assert_array_equal(out[0][0], out[1][0])
+        for k in out[0][1]:
+            np.testing.assert_array_equal(out[0][1][k], out[1][1][k], err_msg=k)
+    finally:
+        fastrnn.set_num_threads(before)

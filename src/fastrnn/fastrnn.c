@@ -88,15 +88,15 @@ int fr_openmp_enabled(void)
 const fr_kernels *fr_kernels_for(fr_dtype dtype)
 {
     static const fr_kernels baseline[2] = {
-        {fr_dir_forward_f32_baseline, fr_dir_forward_proj_f32_baseline, fr_dir_project_f32_baseline, fr_dir_backward_f32_baseline,
+        {fr_dir_forward_f32_baseline, fr_dir_forward_proj_f32_baseline, fr_dir_project_f32_baseline, fr_dir_backward_f32_baseline, fr_dir_backward_proj_f32_baseline,
          fr_step_layer_f32_baseline},
-        {fr_dir_forward_f64_baseline, fr_dir_forward_proj_f64_baseline, fr_dir_project_f64_baseline, fr_dir_backward_f64_baseline,
+        {fr_dir_forward_f64_baseline, fr_dir_forward_proj_f64_baseline, fr_dir_project_f64_baseline, fr_dir_backward_f64_baseline, fr_dir_backward_proj_f64_baseline,
          fr_step_layer_f64_baseline}};
 #ifdef FR_HAVE_AVX2_BUILD
     static const fr_kernels avx2[2] = {
-        {fr_dir_forward_f32_avx2, fr_dir_forward_proj_f32_avx2, fr_dir_project_f32_avx2, fr_dir_backward_f32_avx2,
+        {fr_dir_forward_f32_avx2, fr_dir_forward_proj_f32_avx2, fr_dir_project_f32_avx2, fr_dir_backward_f32_avx2, fr_dir_backward_proj_f32_avx2,
          fr_step_layer_f32_avx2},
-        {fr_dir_forward_f64_avx2, fr_dir_forward_proj_f64_avx2, fr_dir_project_f64_avx2, fr_dir_backward_f64_avx2,
+        {fr_dir_forward_f64_avx2, fr_dir_forward_proj_f64_avx2, fr_dir_project_f64_avx2, fr_dir_backward_f64_avx2, fr_dir_backward_proj_f64_avx2,
          fr_step_layer_f64_avx2}};
     if (fr_get_isa() == FR_ISA_AVX2) return &avx2[dtype == FR_FLOAT64];
 #endif
@@ -104,9 +104,9 @@ const fr_kernels *fr_kernels_for(fr_dtype dtype)
     /* The streaming step keeps the AVX2 kernels: its blocks are often half a panel wide, and
      * the wider registers measured no faster there. */
     static const fr_kernels avx512[2] = {
-        {fr_dir_forward_f32_avx512, fr_dir_forward_proj_f32_avx512, fr_dir_project_f32_avx512, fr_dir_backward_f32_avx512,
+        {fr_dir_forward_f32_avx512, fr_dir_forward_proj_f32_avx512, fr_dir_project_f32_avx512, fr_dir_backward_f32_avx512, fr_dir_backward_proj_f32_avx512,
          fr_step_layer_f32_avx2},
-        {fr_dir_forward_f64_avx512, fr_dir_forward_proj_f64_avx512, fr_dir_project_f64_avx512, fr_dir_backward_f64_avx512,
+        {fr_dir_forward_f64_avx512, fr_dir_forward_proj_f64_avx512, fr_dir_project_f64_avx512, fr_dir_backward_f64_avx512, fr_dir_backward_proj_f64_avx512,
          fr_step_layer_f64_avx2}};
     if (fr_get_isa() == FR_ISA_AVX512) return &avx512[dtype == FR_FLOAT64];
 #endif
@@ -264,6 +264,13 @@ static size_t record_dir_bytes(const fr_layer_desc *d, int B, int T, int input_d
 {
     size_t e = elem_size(d->dtype), bt = (size_t)B * T;
     size_t Hp = (size_t)fr_gate_stride(d->dtype, d->hidden_size);
+    if (d->proj_size > 0) {  /* gates, pre-activations, c, m (Hp), h (Pp) */
+        size_t Pp = (size_t)fr_gate_stride(d->dtype, d->proj_size);
+        size_t n = 2 * fr_round_up(bt * (size_t)fr_num_gates(d->cell) * Hp * e, FR_ALIGN)
+                   + 2 * fr_round_up(bt * Hp * e, FR_ALIGN) + fr_round_up(bt * Pp * e, FR_ALIGN);
+        if (input_dropout) n += fr_round_up(bt * (size_t)d->input_size * e, FR_ALIGN);
+        return n;
+    }
     size_t state = fr_round_up(bt * Hp * e, FR_ALIGN);
     size_t n = fr_round_up(bt * (size_t)fr_num_gates(d->cell) * Hp * e, FR_ALIGN) + state;
     if (d->cell == FR_LSTM) n += state;                   /* cell states */
@@ -335,6 +342,15 @@ static void dir_args(const fr_layer_desc *d, const fr_weights *w, const fr_io *i
         char *p = (char *)align_up(tr->record)
                   + dir * record_dir_bytes(d, io->batch, io->time, drop_in);
         a->gates = p; p += fr_round_up(bt * G * Hp * e, FR_ALIGN);
+        if (d->proj_size > 0) {
+            a->pre = p; p += fr_round_up(bt * G * Hp * e, FR_ALIGN);
+            a->cs = p; p += st;
+            a->ms = p; p += st;
+            a->hs = p; p += fr_round_up(bt * (size_t)a->Pp * e, FR_ALIGN);
+            if (drop_in) a->x = p;
+            a->rec_mask = NULL;  /* refused with a projection (layer_forward) */
+            return;
+        }
         a->hs = p; p += st;
         if (d->cell == FR_LSTM) { a->cs = p; p += st; }
         if (d->cell == FR_GRU && d->reset_after) { a->ghn = p; p += st; }
@@ -495,7 +511,8 @@ static int layer_forward(const fr_layer_desc *d, const fr_weights *w, const fr_i
     if (rc != FR_OK) return rc;
     if (!io->y) return FR_EINVAL;
     if (tr && !record_ok(d, io, tr)) return FR_EINVAL;
-    if (d->proj_size > 0 && tr) return FR_EUNSUPPORTED;  /* the projection trains: not yet */
+    if (d->proj_size > 0 && tr && tr->rec_mask) return FR_EUNSUPPORTED;  /* no recurrent
+                                                                              dropout there */
     int nt = num_threads < 1 ? 1 : num_threads;
     size_t need = fr_workspace_size(d, io->batch, io->time, nt);
     if (!workspace || workspace_size < need) return FR_EWORKSPACE;
@@ -534,6 +551,10 @@ size_t fr_backward_workspace_size(const fr_layer_desc *d, int batch, int time, i
 {
     if (check_desc(d) != FR_OK || batch < 1 || time < 1) return 0;
     int nt = num_threads < 1 ? 1 : num_threads;
+    if (d->proj_size > 0)
+        return FR_ALIGN + fr_proj_bwd_workspace_bytes(
+            elem_size(d->dtype), fr_num_gates(d->cell), batch, time, d->input_size,
+            fr_gate_stride(d->dtype, d->hidden_size), fr_gate_stride(d->dtype, d->proj_size));
     return FR_ALIGN + fr_dir_bwd_workspace_bytes(
         elem_size(d->dtype), fr_num_gates(d->cell), batch, time, d->input_size,
         fr_gate_stride(d->dtype, d->hidden_size), nt);
@@ -547,12 +568,14 @@ int fr_layer_backward(const fr_layer_desc *d, const fr_weights *w, const fr_io *
     if (rc != FR_OK) return rc;
     if (!tr || !record_ok(d, io, tr)) return FR_EINVAL;
     if (!g || !g->dy || !g->dx) return FR_EINVAL;
-    if (d->proj_size > 0) return FR_EUNSUPPORTED;  /* the projection's backward: not yet */
+    if (d->proj_size > 0 && tr->rec_mask) return FR_EUNSUPPORTED;
     const int G = fr_num_gates(d->cell);
     const int Hp = fr_gate_stride(d->dtype, d->hidden_size);
     if (grads)
         for (int dir = 0; dir < d->num_directions; dir++)
-            if (!grads[dir].kernel || !grads[dir].recurrent || grads[dir].ld < (ptrdiff_t)G * Hp)
+            if (!grads[dir].kernel || !grads[dir].recurrent || grads[dir].ld < (ptrdiff_t)G * Hp
+                || (d->proj_size > 0 && grads[dir].projection
+                    && grads[dir].proj_ld < fr_gate_stride(d->dtype, d->proj_size)))
                 return FR_EINVAL;
     int nt = num_threads < 1 ? 1 : num_threads;
     size_t need = fr_backward_workspace_size(d, io->batch, io->time, nt);
@@ -560,8 +583,10 @@ int fr_layer_backward(const fr_layer_desc *d, const fr_weights *w, const fr_io *
 
     fr_split split;
     int threads = plan_threads(d, io->batch, nt, &split);
-    fr_dir_bwd_fn kernel = fr_kernels_for(d->dtype)->backward;
+    const fr_kernels *kernels = fr_kernels_for(d->dtype);
+    fr_dir_bwd_fn kernel = d->proj_size > 0 ? kernels->backward_proj : kernels->backward;
     const size_t state = (size_t)io->batch * d->hidden_size * elem_size(d->dtype);
+    const size_t hstate = (size_t)io->batch * out_units(d) * elem_size(d->dtype);
     for (int dir = 0; dir < d->num_directions; dir++) {
         fr_dir_args a;
         dir_args(d, w, io, tr, dir, threads, split, &a);
@@ -569,14 +594,14 @@ int fr_layer_backward(const fr_layer_desc *d, const fr_weights *w, const fr_io *
         memset(&b, 0, sizeof b);
         b.f = &a;
         b.dy = g->dy;
-        b.dh_n = g->dh_n ? (const char *)g->dh_n + dir * state : NULL;
+        b.dh_n = g->dh_n ? (const char *)g->dh_n + dir * hstate : NULL;
         b.dc_n = g->dc_n ? (const char *)g->dc_n + dir * state : NULL;
         b.dx = g->dx;
         b.dx_accumulate = dir > 0;
         b.in_mask = tr->in_mask
             ? (const char *)tr->in_mask + dir * (size_t)io->batch * d->input_size * elem_size(d->dtype)
             : NULL;
-        b.dh0 = g->dh0 ? (char *)g->dh0 + dir * state : NULL;
+        b.dh0 = g->dh0 ? (char *)g->dh0 + dir * hstate : NULL;
         b.dc0 = g->dc0 ? (char *)g->dc0 + dir * state : NULL;
         if (grads) {
             b.dWx = grads[dir].kernel;
@@ -584,6 +609,8 @@ int fr_layer_backward(const fr_layer_desc *d, const fr_weights *w, const fr_io *
             b.db = grads[dir].bias;
             b.drb = d->cell == FR_GRU ? grads[dir].recurrent_bias : NULL;
             b.dpeep = a.var.peephole ? grads[dir].peephole : NULL;
+            b.dWp = d->proj_size > 0 ? grads[dir].projection : NULL;
+            b.gpld = grads[dir].proj_ld;
             b.gld = grads[dir].ld;
         }
         b.ws = align_up(workspace);

@@ -210,6 +210,8 @@ typedef struct fr_grads {
     void *kernel, *recurrent, *bias, *recurrent_bias;  /* like fr_weights, written */
     ptrdiff_t ld;
     void *peephole;             /* LSTM with peepholes: 3 * gate_stride, or NULL to skip */
+    void *projection;           /* LSTM with proj_size: (hidden_size, proj_ld), or NULL */
+    ptrdiff_t proj_ld;
 } fr_grads;
 
 size_t fr_record_size(const fr_layer_desc *desc, int batch, int time, int input_dropout);

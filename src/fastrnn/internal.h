@@ -89,6 +89,9 @@ typedef struct fr_dir_args {
     /* Variant cells only: (B, T, G * Hp) gate pre-activations after the clip, from which the
      * backward pass takes the activations' derivatives. */
     void *pre;
+    /* Projection only: (B, T, Hp) m_t = o * act_h(c_t) before the projection; hs then holds
+     * h_t with a row stride of Pp. */
+    void *ms;
     void *ws;                    /* FR_ALIGN-aligned workspace of dir_workspace_bytes() */
     int num_threads;             /* threads to use (already planned) */
     fr_split split;
@@ -117,6 +120,8 @@ typedef struct fr_dir_bwd_args {
     void *dh0, *dc0;             /* (B, H) or NULL */
     void *dWx, *dWh, *db, *drb;  /* padded canonical, row stride gld; dWx NULL = none */
     void *dpeep;                 /* LSTM peepholes (3 * Hp) or NULL */
+    void *dWp;                   /* projection (H, gpld) or NULL */
+    ptrdiff_t gpld;
     ptrdiff_t gld;
     void *ws;                    /* FR_ALIGN-aligned, fr_dir_bwd_workspace_bytes() */
     int num_threads;
@@ -175,6 +180,30 @@ static inline size_t fr_proj_workspace_bytes(size_t elem, int G, int B, int T, i
     return n;
 }
 
+/* Backward workspace of one projection direction (proj_impl.inc): DP (B*T*G*Hp), DY and DH
+ * (B*T*Pp each), XT (I*B*T), HT (Pp*B*T), MT (Hp*B*T), WhT (G*Hp*Pp), WpT (Pp*Hp),
+ * WxT (G*Hp*Ip), DXP (B*T*Ip), DM (B*Hp), dh (2*B*Pp), dc (B*Hp), h0p (B*Pp), c0p (B*Hp). */
+static inline size_t fr_proj_bwd_workspace_bytes(size_t elem, int G, int B, int T, int I, int Hp,
+                                                 int Pp)
+{
+    const size_t panel = FR_PANEL_BYTES / elem;
+    const size_t BT = (size_t)B * T, Ip = fr_round_up((size_t)I, panel);
+    size_t n = fr_round_up(BT * G * Hp * elem, FR_ALIGN);
+    n += 2 * fr_round_up(BT * Pp * elem, FR_ALIGN);
+    n += fr_round_up((size_t)I * BT * elem, FR_ALIGN);
+    n += fr_round_up((size_t)Pp * BT * elem, FR_ALIGN);
+    n += fr_round_up((size_t)Hp * BT * elem, FR_ALIGN);
+    n += fr_round_up((size_t)G * Hp * Pp * elem, FR_ALIGN);
+    n += fr_round_up((size_t)Pp * Hp * elem, FR_ALIGN);
+    n += fr_round_up((size_t)G * Hp * Ip * elem, FR_ALIGN);
+    n += fr_round_up(BT * Ip * elem, FR_ALIGN);
+    n += 2 * fr_round_up((size_t)B * Hp * elem, FR_ALIGN);
+    n += fr_round_up((size_t)2 * B * Pp * elem, FR_ALIGN);
+    n += fr_round_up((size_t)B * Pp * elem, FR_ALIGN);
+    n += fr_round_up((size_t)B * Hp * elem, FR_ALIGN);
+    return n;
+}
+
 /* Backward workspace of one direction, in order: DP (B*T*G*Hp) pre-activation gradients,
  * DPN (B*T*Hp) GRU candidate gradient on the recurrent side, DY (B*T*Hp), XT (I*B*T),
  * HT and RHT (Hp*B*T each), WhT (G*Hp*Hp), WxT (G*Hp*Ip), DXP (B*T*Ip), then six (B*Hp)
@@ -206,7 +235,9 @@ void fr_dir_forward_f64_baseline(const fr_dir_args *a);
 void fr_dir_forward_proj_f64_baseline(const fr_dir_args *a);
 void fr_dir_project_f64_baseline(const fr_dir_args *a, void *xproj, void *ws);
 void fr_dir_backward_f32_baseline(const fr_dir_bwd_args *a);
+void fr_dir_backward_proj_f32_baseline(const fr_dir_bwd_args *a);
 void fr_dir_backward_f64_baseline(const fr_dir_bwd_args *a);
+void fr_dir_backward_proj_f64_baseline(const fr_dir_bwd_args *a);
 #if defined(__x86_64__) || defined(_M_X64)
 #define FR_HAVE_AVX2_BUILD 1
 void fr_dir_forward_f32_avx2(const fr_dir_args *a);
@@ -216,7 +247,9 @@ void fr_dir_forward_f64_avx2(const fr_dir_args *a);
 void fr_dir_forward_proj_f64_avx2(const fr_dir_args *a);
 void fr_dir_project_f64_avx2(const fr_dir_args *a, void *xproj, void *ws);
 void fr_dir_backward_f32_avx2(const fr_dir_bwd_args *a);
+void fr_dir_backward_proj_f32_avx2(const fr_dir_bwd_args *a);
 void fr_dir_backward_f64_avx2(const fr_dir_bwd_args *a);
+void fr_dir_backward_proj_f64_avx2(const fr_dir_bwd_args *a);
 /* AVX-512: the same sources, whose micro-kernels then hold a whole panel in one register. */
 #define FR_HAVE_AVX512_BUILD 1
 void fr_dir_forward_f32_avx512(const fr_dir_args *a);
@@ -226,7 +259,9 @@ void fr_dir_forward_f64_avx512(const fr_dir_args *a);
 void fr_dir_forward_proj_f64_avx512(const fr_dir_args *a);
 void fr_dir_project_f64_avx512(const fr_dir_args *a, void *xproj, void *ws);
 void fr_dir_backward_f32_avx512(const fr_dir_bwd_args *a);
+void fr_dir_backward_proj_f32_avx512(const fr_dir_bwd_args *a);
 void fr_dir_backward_f64_avx512(const fr_dir_bwd_args *a);
+void fr_dir_backward_proj_f64_avx512(const fr_dir_bwd_args *a);
 #endif
 
 /* FP32 FMA peak loops (peak_impl.inc, instantiated per ISA like the kernels). */
@@ -280,6 +315,7 @@ typedef struct fr_kernels {
     fr_dir_fn forward_proj;
     fr_dir_project_fn project;
     fr_dir_bwd_fn backward;
+    fr_dir_bwd_fn backward_proj;
     fr_step_fn step;
 } fr_kernels;
 

@@ -18,8 +18,8 @@
 #define FR_LTANH fr_vtanh_f32x8
 #define FR_LSIGMOID fr_vsigmoid_f32x8
 #include "forward_impl.inc"
-#include "proj_impl.inc"
 #include "backward_impl.inc"
+#include "proj_impl.inc"
 #undef FR_T
 #undef FR_NAME
 #undef FR_TANH
@@ -36,8 +36,8 @@
 #define FR_LTANH fr_tanh_f64
 #define FR_LSIGMOID fr_sigmoid_f64
 #include "forward_impl.inc"
-#include "proj_impl.inc"
 #include "backward_impl.inc"
+#include "proj_impl.inc"
 #undef FR_T
 #undef FR_NAME
 #undef FR_TANH
