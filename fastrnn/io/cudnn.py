@@ -90,6 +90,9 @@ def to_cudnn(layer, flat=False):
                          "with reset_after=False cannot be represented")
     if layer.reverse:
         raise ValueError("cuDNN has no unidirectional reverse-time RNN (reverse=True)")
+    if layer.variant_features:
+        raise ValueError(f"the cuDNN canonical layout holds the plain cell only; {layer!r} has "
+                         f"{', '.join(layer.variant_features)}")
     H, G = layer.hidden_size, layer._num_gates
     weights, biases = [], []
     for k in range(layer.num_layers):

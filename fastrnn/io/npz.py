@@ -2,7 +2,10 @@
 
 Members: one array per state_dict key ("layer0.forward.input.kernel", ...) and `__config__`, a
 unicode scalar holding JSON {"format": "fastrnn-npz", "version": 1, "cell", "input_size", ...}.
-Read with np.load(allow_pickle=False): a file can never run code.
+A layer with a cell variant (docs/variants.md) is written as version 2, whose config adds
+"variant": the keywords of `layer.variant_config()`; an older reader then refuses the file
+instead of building the plain cell. Read with np.load(allow_pickle=False): a file can never run
+code.
 """
 import io
 import json
@@ -14,6 +17,9 @@ from ._common import build, read_source
 CONFIG_KEY = "__config__"
 FORMAT = "fastrnn-npz"
 VERSION = 1
+VARIANT_VERSION = 2  # files whose cell has variants
+_VARIANT_KEYS = {"activations", "clip", "cell_clip", "peepholes", "input_forget", "proj_size",
+                 "proj_clip"}
 _KEYS = ("input_size", "hidden_size", "num_layers", "bidirectional", "use_bias", "reverse",
          "dropout", "recurrent_dropout", "masked_output", "name")
 
@@ -25,11 +31,16 @@ def layer_config(layer):
     config["dtype"] = layer.dtype.name
     if layer._cell == "gru":
         config["reset_after"] = layer.reset_after
+    variant = layer.variant_config()
+    if variant:
+        config["variant"] = variant
     return config
 
 
 def save_npz(layer, path):
-    config = dict(format=FORMAT, version=VERSION, **layer_config(layer))
+    config = layer_config(layer)
+    config = dict(format=FORMAT, version=VARIANT_VERSION if "variant" in config else VERSION,
+                  **config)
     arrays = layer.state_dict()
     arrays[CONFIG_KEY] = np.array(json.dumps(config))
     with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a path
@@ -51,15 +62,19 @@ def load_npz(path_or_bytes, *, dtype=None):
         raise ValueError(f"{label}: {CONFIG_KEY} is not valid JSON") from exc
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ValueError(f"{label}: {CONFIG_KEY} does not describe a {FORMAT} file")
-    if config.get("version") != VERSION:
+    if config.get("version") not in (VERSION, VARIANT_VERSION):
         raise ValueError(f"{label}: {FORMAT} version {config.get('version')} is not supported "
-                         f"(this fastrnn reads version {VERSION})")
+                         f"(this fastrnn reads versions {VERSION} and {VARIANT_VERSION})")
     cell = config.pop("cell", None)
     if cell not in ("lstm", "gru"):
         raise ValueError(f"{label}: unknown cell {cell!r}")
     kwargs = {k: config[k] for k in _KEYS if k in config}
     if cell == "gru":
         kwargs["reset_after"] = config.get("reset_after", True)
+    variant = config.get("variant", {}) if config["version"] == VARIANT_VERSION else {}
+    if not isinstance(variant, dict) or not set(variant) <= _VARIANT_KEYS:
+        raise ValueError(f"{label}: {CONFIG_KEY} has a malformed 'variant' entry")
+    kwargs.update(variant)
     missing = [k for k in ("input_size", "hidden_size") if k not in kwargs]
     if missing:
         raise ValueError(f"{label}: config lacks {missing}")
