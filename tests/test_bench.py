@@ -262,3 +262,25 @@ def test_peer_error_skips_that_peer_only():
     assert not r["peers"]["crashing"]["ok"]
     assert "RuntimeError: kernel not implemented" in r["peers"]["crashing"]["note"]
     assert r["peers"]["numpy"]["ok"] and doc["failures"] == []
+
+
+def test_variant_cases_flops_layers_and_peers():
+    """The variants suite: projection FLOPs counted independently, the layer built with the
+    case's keywords, peers that cannot express a variant skipped with a reason, and torch's
+    nn.LSTM(proj_size) compared and timed."""
+    proj = Case("t", "forward", "lstm", 2, 3, 5, 8, variant=(("proj_size", 4),))
+    # gates: x (5) and h (4) into 4*8 units; projection 8 -> 4; both counted twice
+    assert runner.case_flops(proj) == 2 * 3 * 2 * (4 * 8 * (5 + 4) + 8 * 4)
+    assert "proj_size=4" in proj.label and proj.P == 4
+    peep = Case("t", "forward", "lstm", 2, 3, 5, 8, variant=(("peepholes", True),))
+    layer = runner.make_layer(peep, "float32")
+    assert layer.peepholes and np.any(layer.gate("input").peephole != 0)
+    res = runner.run_case(peep, 1, bench_peers.FastrnnImpl(), [bench_peers.NumpyPeer()],
+                          dtype="float32", repeats=1, min_time=0.0)
+    assert res["fastrnn"] is not None and not res["peers"]["numpy"]["ok"]
+    assert "plain cell" in res["peers"]["numpy"]["note"]
+    torch_peer = bench_peers.TorchPeer()
+    if torch_peer.setup() is None:
+        res = runner.run_case(proj, 1, bench_peers.FastrnnImpl(), [torch_peer],
+                              dtype="float32", repeats=1, min_time=0.0)
+        assert res["peers"]["torch"]["ok"], res["peers"]["torch"]

@@ -34,6 +34,9 @@ def to_onnx_model(layer):
     from onnx import TensorProto, helper, numpy_helper
 
     _check_plain(layer, "to_onnx_model")
+    if layer.variant_features:
+        raise ValueError(f"to_onnx_model: the benchmark's ONNX node is the plain cell; "
+                         f"{layer!r} has {', '.join(layer.variant_features)}")
     if layer.num_layers != 1:
         raise ValueError("to_onnx_model: ONNX LSTM/GRU nodes are single-layer; "
                          "export one layer at a time")

@@ -18,6 +18,7 @@ execution, one inter-op thread and `sequence_lens` for ragged batches.
 import contextlib
 import os
 import sys
+import warnings
 
 import numpy as np
 
@@ -118,6 +119,8 @@ class NumpyPeer:
     def prepare(self, case, layer, data):
         if case.kind not in ("forward", "masked"):
             raise Unsupported(f"no numpy {case.kind} path")
+        if case.variant:
+            raise Unsupported("the numpy peer runs the plain cell only")
         ref = NumpyRNN(case.cell, layer.state_dict(), reset_after=case.reset_after,
                        dtype=layer.dtype)
         x = data["x"]
@@ -145,6 +148,8 @@ class TorchPeer:
             return "PyTorch not installed (pip install fastrnn[bench])"
         self.torch = torch
         self.version = torch.__version__
+        # torch runs nn.LSTM(proj_size) without oneDNN and says so at every first call
+        warnings.filterwarnings("ignore", message="LSTM with projections is not supported")
         return None
 
     def threads(self, n):
@@ -154,7 +159,10 @@ class TorchPeer:
         torch = self.torch
         if case.cell == "gru" and not case.reset_after:
             raise Unsupported("torch GRU is reset-after only")
-        mod = _convert.to_torch_module(layer)
+        try:
+            mod = _convert.to_torch_module(layer)
+        except ValueError as e:  # a cell variant torch has no equivalent of
+            raise Unsupported(str(e).split(":")[0]) from None
         x = torch.from_numpy(data["x"])
         if case.kind == "forward":
             def run():
@@ -296,7 +304,10 @@ class OnnxRuntimePeer:
             raise Unsupported("no training in ONNX Runtime")
         if layer.dtype == np.float64:
             raise Unsupported("ONNX Runtime's CPU LSTM/GRU kernels are float32 only")
-        model = _convert.to_onnx_model(layer)
+        try:
+            model = _convert.to_onnx_model(layer)
+        except ValueError as e:  # a cell variant the ONNX node cannot express
+            raise Unsupported(str(e).split(";")[0]) from None
         node = _onnx_node(model)
         batch_first = _onnx_batch_first(node)
         elem = TensorProto.DOUBLE if layer.dtype == np.float64 else TensorProto.FLOAT
@@ -379,6 +390,8 @@ class KerasPeer:
         torch = self.torch
         if case.kind != "forward":
             raise Unsupported(f"Keras {case.kind} not benchmarked")
+        if case.variant:
+            raise Unsupported("the Keras peer is built for the plain cell only")
         klayer = _convert.to_keras_layer(layer)
         x = torch.from_numpy(data["x"])
 

@@ -28,7 +28,8 @@ from fastrnn.bench.timing import interleaved, lstm_gru_flops
 
 SCHEMA = "fastrnn-bench/1"
 FLOP_CONVENTION = ("FLOPs = 2*T*B*G*H*(I+H), G=4 LSTM, G=3 GRU (matmul multiply-adds x2; "
-                   "ragged batches: valid steps only; training: 3x forward; step: T=1)")
+                   "ragged batches: valid steps only; training: 3x forward; step: T=1; "
+                   "projection proj_size=P: 2*T*B*(G*H*(I+P) + H*P))")
 TOLERANCE = {"float32": 1e-3, "float64": 1e-9}
 SQUARE_N = 1024
 # Pause after each timed block, at > 1 thread. OpenBLAS (numpy) and ONNX Runtime's intra-op
@@ -68,23 +69,39 @@ class Progress:
             self.stream.flush()
 
 
+def _proj_flops(case, steps_x_batch):
+    """A projection's extra multiply-adds (H x P per step), counted twice; its recurrent
+    matmul has P rows instead of H."""
+    if case.P == case.H:
+        return 0.0
+    G = 4 if case.cell == "lstm" else 3
+    return 2.0 * steps_x_batch * (case.H * case.P + G * case.H * (case.P - case.H))
+
+
 def case_flops(case, lengths=None):
     if case.kind == "step":
-        return lstm_gru_flops(case.cell, case.B, 1, case.I, case.H)
+        return lstm_gru_flops(case.cell, case.B, 1, case.I, case.H) + _proj_flops(case, case.B)
     steps_x_batch = int(np.sum(lengths)) if case.kind == "masked" else case.B * case.T
     flops = lstm_gru_flops(case.cell, 1, steps_x_batch, case.I, case.H)
+    flops += _proj_flops(case, steps_x_batch)
     return 3 * flops if case.kind == "training" else flops
 
 
 def _weight_bytes(case, itemsize):
     G = 4 if case.cell == "lstm" else 3
-    return G * case.H * (case.I + case.H) * itemsize
+    proj = case.H * case.P if case.P != case.H else 0
+    return (G * case.H * (case.I + case.P) + proj) * itemsize
 
 
 def make_layer(case, dtype, seed=0):
     cls = fastrnn.LSTM if case.cell == "lstm" else fastrnn.GRU
     kw = {} if case.cell == "lstm" else {"reset_after": case.reset_after}
-    return cls(case.I, case.H, seed=seed, init="torch", dtype=dtype, **kw)
+    layer = cls(case.I, case.H, seed=seed, init="torch", dtype=dtype, **kw, **case.kwargs)
+    if getattr(layer, "peepholes", False):  # real work, not zeros
+        rng = np.random.default_rng(seed + 1)
+        for gate in ("input", "forget", "output"):
+            layer.gate(gate).peephole[...] = rng.uniform(-0.3, 0.3, case.H)
+    return layer
 
 
 def make_data(case, dtype, seed=0):
@@ -93,7 +110,7 @@ def make_data(case, dtype, seed=0):
     if case.kind == "masked":
         data["lengths"] = rng.integers(1, case.T + 1, size=case.B)
     if case.kind == "training":
-        data["grad"] = rng.standard_normal((case.B, case.T, case.H)).astype(dtype)
+        data["grad"] = rng.standard_normal((case.B, case.T, case.P)).astype(dtype)
     return data
 
 
@@ -207,7 +224,7 @@ def run_case(case, nthreads, impl_fastrnn, peers, *, dtype, repeats, min_time,
                 best = name
     res["best_peer"] = best
     res["vs_best_peer"] = res["peers"][best]["ratio"] if best else None
-    if case.kind != "step":
+    if case.kind != "step" and case.P == case.H:  # the BLAS model has no projection
         with limits.blas_threads(nthreads):
             g = limits.rnn_gemm_gflops(case, dtype)
         res["gemm_own_shapes_gflops"] = g

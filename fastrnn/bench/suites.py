@@ -16,11 +16,25 @@ class Case:
     reset_after: bool = True
     quick: bool = False  # part of the quick subset
     note: str = ""
+    variant: tuple = ()  # cell-variant keywords as (name, value) pairs (docs/variants.md)
+
+    @property
+    def kwargs(self):
+        """The cell-variant keywords of the layer."""
+        return dict(self.variant)
+
+    @property
+    def P(self):
+        """Units of h: proj_size, or H."""
+        return self.kwargs.get("proj_size", 0) or self.H
 
     @property
     def label(self):
-        variant = "" if self.cell == "lstm" or self.reset_after else "(rb)"
-        return f"{self.cell}{variant} {self.kind} B={self.B} T={self.T} I={self.I} H={self.H}"
+        cell = "" if self.cell == "lstm" or self.reset_after else "(rb)"
+        extra = "".join(f" {k}={v}" if not isinstance(v, bool) else f" {k}"
+                        for k, v in self.variant)
+        return (f"{self.cell}{cell} {self.kind} B={self.B} T={self.T} I={self.I} "
+                f"H={self.H}{extra}")
 
     def as_dict(self):
         return asdict(self)
@@ -78,8 +92,33 @@ def _masked():
             for cell in ("lstm", "gru") for H in (128, 256)]
 
 
+def _variants():
+    """Cell variants (docs/variants.md): the projection shapes against torch's
+    nn.LSTM(proj_size) (forward and training), and peepholes / clips / activations next to the
+    plain cell of the same shape (peers that cannot express a feature are skipped)."""
+    proj = [Case("variants", "forward", "lstm", 8, 100, 256, 512, quick=True,
+                 variant=(("proj_size", 128),)),
+            Case("variants", "forward", "lstm", 1, 100, 256, 1024, variant=(("proj_size", 256),)),
+            Case("variants", "training", "lstm", 8, 50, 256, 512, variant=(("proj_size", 128),))]
+    shape = (8, 100, 256, 256)
+    cell = [Case("variants", "forward", "lstm", *shape, quick=True),
+            Case("variants", "forward", "lstm", *shape, quick=True, variant=(("peepholes", True),)),
+            Case("variants", "forward", "lstm", *shape, variant=(("clip", 3.0),)),
+            Case("variants", "forward", "lstm", *shape,
+                 variant=(("peepholes", True), ("clip", 3.0), ("cell_clip", 3.0))),
+            Case("variants", "forward", "lstm", *shape,
+                 variant=(("recurrent_activation", "hard_sigmoid"),)),
+            Case("variants", "forward", "gru", *shape),
+            Case("variants", "forward", "gru", *shape, variant=(("clip", 3.0),)),
+            Case("variants", "forward", "gru", *shape, variant=(("activation", "relu"),)),
+            Case("variants", "training", "lstm", 16, 50, 128, 128),
+            Case("variants", "training", "lstm", 16, 50, 128, 128,
+                 variant=(("peepholes", True), ("clip", 3.0)))]
+    return proj + cell
+
+
 SUITES = {"embedded": _embedded, "server": _server, "batch": _batch, "training": _training,
-          "masked": _masked}
+          "masked": _masked, "variants": _variants}
 SUITE_CHOICES = ("quick-default", *SUITES, "all")
 
 
