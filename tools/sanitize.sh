@@ -31,6 +31,7 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 python -c "import fastrnn._core as c, sys; sys.exit(0 if c.__file__.startswith('$scratch') else 1)" \
     || { echo "sanitize.sh: the sanitized build is not the one imported" >&2; exit 1; }
 tests=(tests/test_forward.py tests/test_backward.py tests/test_validation.py tests/test_fuzz_api.py
-       tests/test_threads.py tests/test_numerics.py tests/test_dropout.py)
+       tests/test_threads.py tests/test_numerics.py tests/test_dropout.py tests/test_variants.py
+       tests/test_projection.py)
 [ $# -gt 0 ] && tests=("$@")
 python -m pytest -q -p no:cacheprovider "${tests[@]}"
