@@ -645,7 +645,47 @@ class _Tape:
 
 
 class LSTM(_Recurrent):
-    """Long short-term memory layer (gates input, forget, cell, output)."""
+    """Long short-term memory layer (gates input, forget, cell, output).
+
+    Call: ``out, (h_n, c_n) = lstm(x, mask=None, lengths=None, initial_state=None,
+    training=None)`` with x (batch, time, input_size); out is (batch, time,
+    num_directions * units) with units = proj_size or hidden_size; h_n (num_layers *
+    num_directions, batch, units), c_n (..., batch, hidden_size).
+
+    Args:
+        input_size (int): features of x.
+        hidden_size (int): units of the cell state (and of h without a projection).
+        peepholes (bool): ONNX P / TF1 use_peepholes; weights gate(name).peephole for the
+            gates input, forget, output (zeros initially).
+        cell_clip (float or None): TF1 cell_clip, c_t into [-cell_clip, cell_clip].
+        input_forget (bool): ONNX input_forget, coupled gates f = 1 - i.
+        proj_size (int): PyTorch proj_size / TF1 num_proj; h_t = (o * tanh(c_t)) @ projection
+            with proj_size units (state_dict key "layer{k}.{direction}.projection", (H, P)).
+        proj_clip (float or None): TF1 proj_clip, h_t into [-proj_clip, proj_clip].
+
+    Common keywords (both cells):
+        num_layers (int): stacked layers; layer k > 0 takes the previous layer's output.
+        bidirectional (bool): a forward and a backward direction, outputs side by side.
+        use_bias (bool): whether the layer has biases.
+        reverse (bool): unidirectional layers only: process each row's valid steps last to
+            first (ONNX direction="reverse", Keras go_backwards); outputs stay in time order.
+        dropout, recurrent_dropout (float in [0, 1)): variational dropout in training mode.
+        masked_output ("zero" | "carry"): the output of a masked step (PyTorch / Keras).
+        dtype ("float32" | "float64"), init ("keras" | "torch"), seed, name.
+        activation, recurrent_activation: Keras' names (tanh, sigmoid, hard_sigmoid, relu,
+            linear, softsign, softplus, elu, leaky_relu, thresholded_relu, scaled_tanh,
+            affine) or (name, alpha, beta) tuples; activations: ONNX's per-slot list instead;
+            hard_sigmoid ("keras3" | "keras2"): what the bare name means.
+        clip (float or None): ONNX clip, every gate pre-activation into [-clip, clip].
+    Cell variants are described in docs/variants.md.
+
+    Example:
+        >>> import numpy as np, fastrnn
+        >>> lstm = fastrnn.LSTM(8, 32, proj_size=16, peepholes=True, seed=0)
+        >>> out, (h, c) = lstm(np.zeros((2, 5, 8), np.float32))
+        >>> out.shape, h.shape, c.shape
+        ((2, 5, 16), (1, 2, 16), (1, 2, 32))
+    """
 
     _cell = "lstm"
     _gates = ("input", "forget", "cell", "output")
@@ -671,8 +711,39 @@ class LSTM(_Recurrent):
 class GRU(_Recurrent):
     """Gated recurrent unit layer (gates update, reset, candidate).
 
-    reset_after=True applies the reset gate after the recurrent matmul (PyTorch, cuDNN and
-    Keras' default); reset_after=False before it (Keras reset_after=False, TF1 GRUCell)."""
+    Call: ``out, h_n = gru(x, mask=None, lengths=None, initial_state=None, training=None)``
+    with x (batch, time, input_size); out (batch, time, num_directions * hidden_size), h_n
+    (num_layers * num_directions, batch, hidden_size).
+
+    Args:
+        input_size (int): features of x.
+        hidden_size (int): units of h.
+        reset_after (bool): True applies the reset gate after the recurrent matmul (PyTorch,
+            cuDNN and Keras' default); False before it (Keras reset_after=False, TF1 GRUCell).
+
+    Common keywords (both cells):
+        num_layers (int): stacked layers; layer k > 0 takes the previous layer's output.
+        bidirectional (bool): a forward and a backward direction, outputs side by side.
+        use_bias (bool): whether the layer has biases.
+        reverse (bool): unidirectional layers only: process each row's valid steps last to
+            first (ONNX direction="reverse", Keras go_backwards); outputs stay in time order.
+        dropout, recurrent_dropout (float in [0, 1)): variational dropout in training mode.
+        masked_output ("zero" | "carry"): the output of a masked step (PyTorch / Keras).
+        dtype ("float32" | "float64"), init ("keras" | "torch"), seed, name.
+        activation, recurrent_activation: Keras' names (tanh, sigmoid, hard_sigmoid, relu,
+            linear, softsign, softplus, elu, leaky_relu, thresholded_relu, scaled_tanh,
+            affine) or (name, alpha, beta) tuples; activations: ONNX's per-slot list instead;
+            hard_sigmoid ("keras3" | "keras2"): what the bare name means.
+        clip (float or None): ONNX clip, every gate pre-activation into [-clip, clip].
+    Cell variants are described in docs/variants.md.
+
+    Example:
+        >>> import numpy as np, fastrnn
+        >>> gru = fastrnn.GRU(8, 32, activation="relu", seed=0)
+        >>> out, h = gru(np.zeros((2, 5, 8), np.float32))
+        >>> out.shape, h.shape
+        ((2, 5, 32), (1, 2, 32))
+    """
 
     _cell = "gru"
     _gates = ("update", "reset", "candidate")
