@@ -321,3 +321,11 @@ def test_gradients_of_hard_sigmoid_lstm_match_keras_formula_under_autograd():
     for k, v in P.items():
         np.testing.assert_allclose(layer.grads[k], v.grad.numpy(), rtol=1e-10, atol=1e-12,
                                    err_msg=k)
+
+
+def test_layer_docstring_examples_run():
+    import doctest
+
+    import fastrnn.layers
+    result = doctest.testmod(fastrnn.layers)
+    assert result.attempted >= 2 and result.failed == 0
