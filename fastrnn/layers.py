@@ -101,6 +101,10 @@ class _Recurrent:
             self._cell, self.num_directions, activation, recurrent_activation, activations,
             hard_sigmoid)
         self.clip = _variants.positive_or_none(clip, "clip")
+        # Units of h (the output and the recurrence's input): proj_size or hidden_size. Plain
+        # attributes, not properties: the inference fast path reads them on every call.
+        self._proj = bool(getattr(self, "proj_size", 0))
+        self._h_size = self.proj_size if self._proj else self.hidden_size
         self.trainable = True
         self.grads = {}
         self._local = threading.local()  # per-thread workspace and tape: calls never share
@@ -124,15 +128,7 @@ class _Recurrent:
     def _layer_input_size(self, layer):
         return self.input_size if layer == 0 else self.num_directions * self._h_size
 
-    @property
-    def _proj(self):
-        """True for an LSTM with a projection (proj_size > 0)."""
-        return bool(getattr(self, "proj_size", 0))
 
-    @property
-    def _h_size(self):
-        """Units of h (the output and the recurrence's input): proj_size or hidden_size."""
-        return getattr(self, "proj_size", 0) or self.hidden_size
 
     @property
     def variant_features(self):
