@@ -37,11 +37,29 @@ Parameter keys follow ``fastrnn``'s state_dict:
 ``recurrent_bias`` keys mean zeros. A unidirectional layer (``reverse`` or not) uses the
 ``forward`` keys; for ``reverse=True`` the ``backward`` keys are accepted when no ``forward`` key of
 that layer exists.
+
+Cell variants (``docs/variants.md``), all optional; with none given the computation is exactly the
+plain one above (same operations, same order, same bits)::
+
+    LSTM:  i = act_f(clip(pre_i + p_i * c))        f = act_f(clip(pre_f + p_f * c))
+           input_forget: f = 1 - i                  g = act_g(clip(pre_cell))
+           c' = f * c + i * g;  cell_clip: c' = min(max(c', -cell_clip), cell_clip)
+           o = act_f(clip(pre_o + p_o * c'))        h' = o * act_h(c')
+    GRU:   z = act_f(clip(pre_z)), r alike;  n = act_g(clip(<the plain candidate argument>))
+           h' = z * h + (1 - z) * n
+
+``clip(v)`` is ``min(max(v, -clip), clip)`` (identity for ``clip=None``); ``p_*`` are the peephole
+vectors ``layer{k}.{dir}.{input|forget|output}.peephole`` (H,), required when ``peepholes=True``.
+Activations are given as Keras' ``activation`` (slots g and h) / ``recurrent_activation`` (slot f)
+or as ONNX's ``activations`` list (``[f, g, h]`` LSTM, ``[f, g]`` GRU, once or once per
+direction); see ``normalize_activations``. Every function of the table is written out below in
+float64 (``ACTIVATIONS``).
 """
 
 import numpy as np
 
-__all__ = ["rnn_forward", "lengths_to_mask", "sigmoid", "GATES"]
+__all__ = ["rnn_forward", "lengths_to_mask", "sigmoid", "GATES", "ACTIVATIONS",
+           "apply_activation", "normalize_activation", "normalize_activations"]
 
 GATES = {
     "lstm": ("input", "forget", "cell", "output"),
@@ -76,6 +94,113 @@ def lengths_to_mask(lengths, T):
 
 
 # --------------------------------------------------------------------------------------------
+# Activations (docs/variants.md, "Activations"), each written out literally in float64
+
+
+def _hard_sigmoid(x, alpha, beta):
+    return np.minimum(np.maximum(alpha * x + beta, 0.0), 1.0)
+
+
+def _softplus(x, alpha, beta):
+    # log(1 + exp(x)) without overflow: log(exp(0) + exp(x))
+    return np.logaddexp(0.0, x)
+
+
+def _elu(x, alpha, beta):
+    return np.where(x > 0, x, alpha * (np.exp(np.minimum(x, 0.0)) - 1.0))
+
+
+ACTIVATIONS = {
+    # name: (function(x, alpha, beta), default alpha, default beta); None = takes no parameter
+    "sigmoid": (lambda x, a, b: sigmoid(x), None, None),
+    "tanh": (lambda x, a, b: np.tanh(x), None, None),
+    "relu": (lambda x, a, b: np.maximum(x, 0.0), None, None),
+    "linear": (lambda x, a, b: x, None, None),
+    # alpha of the bare name "hard_sigmoid" comes from hard_sigmoid= ("keras3" or "keras2")
+    "hard_sigmoid": (_hard_sigmoid, "by hard_sigmoid=", 0.5),
+    "softsign": (lambda x, a, b: x / (1.0 + np.abs(x)), None, None),
+    "softplus": (_softplus, None, None),
+    "elu": (_elu, 1.0, None),
+    "leaky_relu": (lambda x, a, b: np.where(x >= 0, x, a * x), 0.01, None),
+    "thresholded_relu": (lambda x, a, b: np.where(x > a, x, 0.0), 1.0, None),
+    "scaled_tanh": (lambda x, a, b: a * np.tanh(b * x), 1.0, 1.0),
+    "affine": (lambda x, a, b: a * x + b, 1.0, 0.0),
+}
+# Keras 3: relu6(x + 3) / 6 = clip(x / 6 + 0.5, 0, 1); Keras 2 (tf.keras 2.x): clip(0.2 x + 0.5, 0, 1)
+HARD_SIGMOID_ALPHA = {"keras3": 1.0 / 6.0, "keras2": 0.2}
+# ONNX spellings: "HardSigmoid", "LeakyRelu", "ThresholdedRelu", "ScaledTanh", ... (any case)
+_BY_SQUASHED_NAME = {name.replace("_", ""): name for name in ACTIVATIONS}
+_SLOTS = {"lstm": 3, "gru": 2}
+PLAIN_ACTIVATIONS = {"lstm": ("sigmoid", "tanh", "tanh"), "gru": ("sigmoid", "tanh")}
+
+
+def normalize_activation(spec, hard_sigmoid="keras3"):
+    """A name or a (name[, alpha[, beta]]) tuple -> (canonical name, alpha, beta).
+
+    Missing (or None) alpha / beta take the table's defaults; alpha / beta stay None for a
+    function that has no such parameter, and giving one there is an error."""
+    assert hard_sigmoid in HARD_SIGMOID_ALPHA, f"hard_sigmoid must be 'keras3' or 'keras2'"
+    if isinstance(spec, str):
+        raw, given = spec, ()
+    else:
+        assert isinstance(spec, (tuple, list)) and 1 <= len(spec) <= 3 \
+            and isinstance(spec[0], str), f"bad activation {spec!r}"
+        raw, given = spec[0], tuple(spec[1:])
+    key = raw.lower().replace("_", "")
+    assert key in _BY_SQUASHED_NAME, f"unknown activation {raw!r}"
+    name = _BY_SQUASHED_NAME[key]
+    _, alpha, beta = ACTIVATIONS[name]
+    if name == "hard_sigmoid":
+        alpha = HARD_SIGMOID_ALPHA[hard_sigmoid]
+    params = [alpha, beta]
+    for k, value in enumerate(given):
+        if value is None:
+            continue
+        assert params[k] is not None, f"{name} takes no {('alpha', 'beta')[k]}"
+        params[k] = float(value)
+    return (name, params[0], params[1])
+
+
+def normalize_activations(cell, num_dirs, *, activation="tanh", recurrent_activation="sigmoid",
+                          activations=None, hard_sigmoid="keras3"):
+    """Per direction, per slot (f, g[, h]) ``(name, alpha, beta)`` tuples.
+
+    ``activations`` (ONNX form) is a flat list of ``slots`` or ``slots * num_dirs`` entries, or
+    the normalised nested form (one sequence of slots per direction); it excludes
+    ``activation`` / ``recurrent_activation``. Keras' ``activation`` fills slots g and h,
+    ``recurrent_activation`` slot f."""
+    slots = _SLOTS[cell]
+    if activations is None:
+        f = normalize_activation(recurrent_activation, hard_sigmoid)
+        g = normalize_activation(activation, hard_sigmoid)
+        per_dir = (f, g, g)[:slots]
+        return tuple(per_dir for _ in range(num_dirs))
+    assert activation == "tanh" and recurrent_activation == "sigmoid", \
+        "activations= excludes activation= / recurrent_activation="
+    activations = list(activations)
+    nested = len(activations) == num_dirs and all(
+        isinstance(a, (tuple, list)) and len(a) == slots
+        and all(not isinstance(s, str) for s in a) for a in activations)
+    if nested:
+        flat = [s for a in activations for s in a]
+    else:
+        flat = activations
+        if len(flat) == slots:
+            flat = flat * num_dirs
+    assert len(flat) == slots * num_dirs, \
+        f"activations: need {slots} or {slots * num_dirs} entries, got {len(flat)}"
+    flat = [normalize_activation(a, hard_sigmoid) for a in flat]
+    return tuple(tuple(flat[d * slots:(d + 1) * slots]) for d in range(num_dirs))
+
+
+def apply_activation(spec, x):
+    """Apply one normalised ``(name, alpha, beta)`` activation to x (float64)."""
+    name, alpha, beta = spec
+    fn = ACTIVATIONS[name][0]
+    return fn(np.asarray(x, dtype=np.float64), alpha, beta)
+
+
+# --------------------------------------------------------------------------------------------
 # Parameters
 
 
@@ -103,6 +228,25 @@ def _direction_params(params, cell, layer, direction, input_size, H):
     return out
 
 
+def _peephole_params(params, cell, layer, direction, H, peepholes):
+    """{gate: (H,) peephole} of an LSTM layer-direction, or None without peepholes."""
+    prefix = f"layer{layer}.{direction}."
+    if not peepholes:
+        stray = [k for k in params if k.startswith(prefix) and k.endswith(".peephole")]
+        assert not stray, f"peephole parameters {stray} given without peepholes=True"
+        return None
+    assert cell == "lstm", "peepholes are an LSTM feature"
+    out = {}
+    for gate in ("input", "forget", "output"):
+        key = prefix + gate + ".peephole"
+        assert key in params, f"missing parameter {key}"
+        p = np.asarray(params[key], dtype=np.float64)
+        assert p.shape == (H,), f"{key}: {p.shape} != {(H,)}"
+        out[gate] = p
+    assert prefix + "cell.peephole" not in params, "the cell gate has no peephole"
+    return out
+
+
 def _has_layer_direction(params, layer, direction):
     prefix = f"layer{layer}.{direction}."
     return any(k.startswith(prefix) for k in params)
@@ -112,32 +256,65 @@ def _has_layer_direction(params, layer, direction):
 # One cell step for one row (x: (in,), h, c: (H,))
 
 
-def _lstm_step(p, x, h, c):
+class _Variant:
+    """One layer-direction's cell options: activation slots, clip, peepholes, cell_clip,
+    input_forget. The defaults are the plain cell."""
+
+    def __init__(self, acts, clip=None, peep=None, cell_clip=None, input_forget=False):
+        self.acts = acts            # ((name, alpha, beta), ...) slots f, g[, h]
+        self.clip = clip            # None or > 0
+        self.peep = peep            # None or {gate: (H,)}
+        self.cell_clip = cell_clip  # None or > 0
+        self.input_forget = input_forget
+
+    def act(self, slot, v):
+        spec = self.acts[slot]
+        if spec[0] == "sigmoid":   # the same function objects as the plain cell: same bits
+            return sigmoid(v)
+        if spec[0] == "tanh":
+            return np.tanh(v)
+        return apply_activation(spec, v)
+
+    def clipped(self, v):
+        if self.clip is None:
+            return v
+        return np.minimum(np.maximum(v, -self.clip), self.clip)
+
+
+def _lstm_step(p, x, h, c, v):
     def pre(gate):
         kernel, recurrent, bias, _ = p[gate]
         return x @ kernel + h @ recurrent + bias
 
-    i = sigmoid(pre("input"))
-    f = sigmoid(pre("forget"))
-    g = np.tanh(pre("cell"))
-    o = sigmoid(pre("output"))
+    def peep(value, gate, cell_state):
+        return value if v.peep is None else value + v.peep[gate] * cell_state
+
+    i = v.act(0, v.clipped(peep(pre("input"), "input", c)))
+    if v.input_forget:
+        f = 1.0 - i
+    else:
+        f = v.act(0, v.clipped(peep(pre("forget"), "forget", c)))
+    g = v.act(1, v.clipped(pre("cell")))
     c_new = f * c + i * g
-    h_new = o * np.tanh(c_new)
+    if v.cell_clip is not None:
+        c_new = np.minimum(np.maximum(c_new, -v.cell_clip), v.cell_clip)
+    o = v.act(0, v.clipped(peep(pre("output"), "output", c_new)))  # the new (clipped) cell
+    h_new = o * v.act(2, c_new)
     return h_new, c_new
 
 
-def _gru_step(p, x, h, reset_after):
+def _gru_step(p, x, h, reset_after, v):
     def pre(gate):
         kernel, recurrent, bias, rbias = p[gate]
         return x @ kernel + h @ recurrent + bias + rbias
 
-    z = sigmoid(pre("update"))
-    r = sigmoid(pre("reset"))
+    z = v.act(0, v.clipped(pre("update")))
+    r = v.act(0, v.clipped(pre("reset")))
     kernel, recurrent, bias, rbias = p["candidate"]
     if reset_after:
-        n = np.tanh(x @ kernel + bias + r * (h @ recurrent + rbias))
+        n = v.act(1, v.clipped(x @ kernel + bias + r * (h @ recurrent + rbias)))
     else:
-        n = np.tanh(x @ kernel + bias + rbias + (r * h) @ recurrent)
+        n = v.act(1, v.clipped(x @ kernel + bias + rbias + (r * h) @ recurrent))
     h_new = z * h + (1.0 - z) * n
     return h_new
 
@@ -146,7 +323,7 @@ def _gru_step(p, x, h, reset_after):
 # One direction of one layer, one row
 
 
-def _run_row(cell, p, x_row, valid_row, h0, c0, backwards, reset_after, masked_output):
+def _run_row(cell, p, x_row, valid_row, h0, c0, backwards, reset_after, masked_output, variant):
     """Run one row through one direction.
 
     x_row (T, in), valid_row (T,) bool, h0/c0 (H,) (c0 None for GRU).
@@ -162,9 +339,9 @@ def _run_row(cell, p, x_row, valid_row, h0, c0, backwards, reset_after, masked_o
     for t in order:
         if valid_row[t]:
             if cell == "lstm":
-                h, c = _lstm_step(p, x_row[t], h, c)
+                h, c = _lstm_step(p, x_row[t], h, c, variant)
             else:
-                h = _gru_step(p, x_row[t], h, reset_after)
+                h = _gru_step(p, x_row[t], h, reset_after, variant)
             y = h.copy()
         else:
             # Masked: state untouched, input never read.
@@ -205,7 +382,10 @@ def _split_initial_state(cell, initial_state, n_slots, B, H):
 
 
 def rnn_forward(cell, params, x, *, hidden_size, num_layers=1, bidirectional=False, reverse=False,
-                reset_after=True, mask=None, masked_output="zero", initial_state=None):
+                reset_after=True, mask=None, masked_output="zero", initial_state=None,
+                activation="tanh", recurrent_activation="sigmoid", activations=None,
+                hard_sigmoid="keras3", peepholes=False, clip=None, cell_clip=None,
+                input_forget=False):
     """Reference forward pass of a (stacked, optionally bidirectional) LSTM or GRU layer.
 
     cell: "lstm" or "gru". params: dict keyed like fastrnn's state_dict,
@@ -215,6 +395,13 @@ def rnn_forward(cell, params, x, *, hidden_size, num_layers=1, bidirectional=Fal
     zeros. x: (B, T, I). mask: (B, T) bool or 0/1 ints, True = valid; None = all valid.
     initial_state: LSTM (h0, c0), GRU h0 or (h0,), each (num_layers*num_dirs, B, H) ordered
     [l0, l0_backward, l1, l1_backward, ...]; None = zeros.
+
+    Cell variants (docs/variants.md; module docstring): activation / recurrent_activation (Keras
+    names) or activations (ONNX form, or the normalised per-direction form of
+    ``normalize_activations``), hard_sigmoid ("keras3": alpha 1/6, "keras2": 0.2, for the bare
+    name), peepholes (LSTM; params "layer{k}.{dir}.{input|forget|output}.peephole"), clip (gate
+    pre-activations), cell_clip (LSTM c_t), input_forget (LSTM f = 1 - i). Every stacked layer
+    uses the same options; activations may differ per direction.
 
     Returns (out (B, T, num_dirs*H), state): state is (h_n, c_n) for LSTM and h_n for GRU, each
     (num_layers*num_dirs, B, H), every array float64.
@@ -236,6 +423,15 @@ def rnn_forward(cell, params, x, *, hidden_size, num_layers=1, bidirectional=Fal
         mask = mask.astype(bool)
     num_dirs = 2 if bidirectional else 1
     h0, c0 = _split_initial_state(cell, initial_state, num_layers * num_dirs, B, H)
+    acts = normalize_activations(cell, num_dirs, activation=activation,
+                                 recurrent_activation=recurrent_activation,
+                                 activations=activations, hard_sigmoid=hard_sigmoid)
+    for what, value in (("clip", clip), ("cell_clip", cell_clip)):
+        assert value is None or (np.isfinite(value) and value > 0), \
+            f"{what} must be None or a finite number > 0, got {value!r}"
+    if cell == "gru":
+        assert not peepholes and cell_clip is None and not input_forget, \
+            "peepholes, cell_clip and input_forget are LSTM features"
 
     h_n = np.zeros((num_layers * num_dirs, B, H))
     c_n = np.zeros((num_layers * num_dirs, B, H)) if cell == "lstm" else None
@@ -253,13 +449,21 @@ def rnn_forward(cell, params, x, *, hidden_size, num_layers=1, bidirectional=Fal
                 if reverse and not _has_layer_direction(params, layer, "forward"):
                     key_dir = "backward"
             p = _direction_params(params, cell, layer, key_dir, input_size, H)
+            variant = _Variant(acts[d], clip=None if clip is None else float(clip),
+                               peep=_peephole_params(params, cell, layer, key_dir, H,
+                                                     peepholes),
+                               cell_clip=None if cell_clip is None else float(cell_clip),
+                               input_forget=bool(input_forget))
             slot = layer * num_dirs + d
             for b in range(B):
-                out_row, h_last, c_last = _run_row(
-                    cell, p, layer_input[b], mask[b], h0[slot, b],
-                    None if c0 is None else c0[slot, b],
-                    backwards, reset_after, masked_output,
-                )
+                # IEEE arithmetic, as in the kernels: a diverging variant cell (unbounded gate
+                # activations) overflows to inf / NaN without a Python warning.
+                with np.errstate(over="ignore", invalid="ignore"):
+                    out_row, h_last, c_last = _run_row(
+                        cell, p, layer_input[b], mask[b], h0[slot, b],
+                        None if c0 is None else c0[slot, b],
+                        backwards, reset_after, masked_output, variant,
+                    )
                 layer_output[b, :, d * H:(d + 1) * H] = out_row
                 h_n[slot, b] = h_last
                 if cell == "lstm":
