@@ -12,8 +12,11 @@
 #include "internal.h"
 
 /* ---- .frnn constants (docs/frnn-format.md) ---- */
-#define FRNN_VERSION 1
+#define FRNN_VERSION 1             /* the plain cell */
+#define FRNN_VERSION_VARIANT 2     /* cell variants: a variant block follows the header */
 #define FRNN_HEADER_SIZE 64
+#define FRNN_VARIANT_SIZE 144      /* bytes of the version-2 variant block */
+#define FRNN_ACT_LINEAR FR_ACT_COUNT  /* file activation code 12: identity = affine(1, 0) */
 #define FRNN_ENDIAN_MARK 0x01020304u
 #define FRNN_MAX_DIM (1 << 20)     /* input_size, hidden_size */
 #define FRNN_MAX_LAYERS 4096
@@ -142,32 +145,143 @@ static void copy_le(void *dst, const unsigned char *src, size_t n, size_t e)
 /* ---- header ---- */
 
 typedef struct frnn_header {
-    fr_layer_desc desc;     /* layer 0 */
+    fr_layer_desc desc;     /* layer 0, variant fields included */
+    int version;
     int num_layers;
     int use_bias;
     uint32_t name_length;
+    uint64_t name_offset;   /* 64 (version 1) or 64 + FRNN_VARIANT_SIZE (version 2) */
     uint64_t payload_size;
     uint64_t total_size;
 } frnn_header;
 
-/* Bytes of one (layer, direction) record: per gate kernel (I*H), recurrent (H*H), then
- * bias (H) and, for GRU, recurrent_bias (H) when the file has biases. */
-static int record_bytes(const frnn_header *h, int input_size, uint64_t *out)
+/* Units of h (the recurrent rows, the input width of layers k > 0 / D): P or H. */
+static int desc_h_units(const fr_layer_desc *d)
 {
-    uint64_t G = (uint64_t)fr_num_gates(h->desc.cell), H = (uint64_t)h->desc.hidden_size;
-    uint64_t per_gate, t;
-    uint64_t nvec = h->use_bias ? (h->desc.cell == FR_GRU ? 2 : 1) : 0;
-    if (!mul_u64((uint64_t)input_size + H, H, &per_gate)) return 0;
-    if (!mul_u64(nvec, H, &t) || !add_u64(per_gate, t, &per_gate)) return 0;
-    if (!mul_u64(per_gate, G, &t) || !mul_u64(t, elem_bytes(h->desc.dtype), out)) return 0;
-    return 1;
+    return d->proj_size > 0 ? d->proj_size : d->hidden_size;
 }
 
-/* Validate the fixed header against the total length `len` of the image. */
+/* Bytes of one (layer, direction) record: per gate kernel (I*H), recurrent (R*H, R = P with a
+ * projection, else H), then bias (H) and, for GRU, recurrent_bias (H) when the file has
+ * biases; then the peepholes (3*H) and the projection (H*P) when present. */
+static int record_bytes(const frnn_header *h, int input_size, uint64_t *out)
+{
+    const fr_layer_desc *d = &h->desc;
+    uint64_t G = (uint64_t)fr_num_gates(d->cell), H = (uint64_t)d->hidden_size;
+    uint64_t R = (uint64_t)desc_h_units(d), P = d->proj_size > 0 ? (uint64_t)d->proj_size : 0;
+    uint64_t per_gate, t, elems;
+    uint64_t nvec = h->use_bias ? (d->cell == FR_GRU ? 2 : 1) : 0;
+    if (!add_u64((uint64_t)input_size, R, &t) || !add_u64(t, nvec, &t)
+        || !mul_u64(t, H, &per_gate) || !mul_u64(per_gate, G, &elems))
+        return 0;
+    if (d->peepholes && (!mul_u64(3, H, &t) || !add_u64(elems, t, &elems))) return 0;
+    if (P && (!mul_u64(H, P, &t) || !add_u64(elems, t, &elems))) return 0;
+    return mul_u64(elems, elem_bytes(d->dtype), out);
+}
+
+/* Which activation kinds read alpha (which = 0) / beta (which = 1) (fastrnn.h). */
+static int act_takes(unsigned kind, int which)
+{
+    switch (kind) {
+    case FR_ACT_HARD_SIGMOID: case FR_ACT_SCALED_TANH: case FR_ACT_AFFINE: return 1;
+    case FR_ACT_ELU: case FR_ACT_LEAKY_RELU: case FR_ACT_THRESHOLDED_RELU: return which == 0;
+    default: return 0;
+    }
+}
+
+static int finite_f64(double v) { return v == v && v - v == 0.0; }
+
+/* The version-2 variant block at q (FRNN_VARIANT_SIZE bytes; the fixed header already parsed
+ * into h->desc): validate and fill the descriptor's variant fields. */
+static int parse_variant(const unsigned char *q, frnn_header *h, char *err, size_t err_size)
+{
+    fr_layer_desc *d = &h->desc;
+    const int gru = d->cell == FR_GRU, ndir = d->num_directions;
+    uint32_t vsize = rd_u32(q);
+    if (vsize != FRNN_VARIANT_SIZE) {
+        set_err(err, err_size, "bad .frnn variant block size %u (expected %d)", (unsigned)vsize,
+                FRNN_VARIANT_SIZE);
+        return FR_EFORMAT;
+    }
+    unsigned peep = q[4], inforget = q[5];
+    uint32_t proj = rd_u32(q + 8);
+    double clip = rd_f64(q + 16), cell_clip = rd_f64(q + 24), proj_clip = rd_f64(q + 32);
+    const char *bad = NULL;
+    if (q[6] != 0 || q[7] != 0 || rd_u32(q + 12) != 0 || q[46] != 0 || q[47] != 0)
+        bad = "reserved bytes";
+    else if (peep > 1) bad = "peepholes";
+    else if (inforget > 1) bad = "input_forget";
+    else if (proj > FRNN_MAX_DIM) bad = "proj_size";
+    else if (!finite_f64(clip) || clip < 0) bad = "clip (finite, >= 0)";
+    else if (!finite_f64(cell_clip) || cell_clip < 0) bad = "cell_clip (finite, >= 0)";
+    else if (!finite_f64(proj_clip) || proj_clip < 0) bad = "proj_clip (finite, >= 0)";
+    else if (proj_clip > 0 && proj == 0) bad = "proj_clip without a projection (proj_size 0)";
+    if (bad) {
+        set_err(err, err_size, "bad .frnn variant field: %s", bad);
+        return FR_EFORMAT;
+    }
+    if (gru && (peep || inforget || cell_clip != 0 || proj != 0)) {
+        set_err(err, err_size, "bad .frnn variant field: %s is an LSTM feature (the file holds a GRU)",
+                peep ? "peepholes" : inforget ? "input_forget" : cell_clip != 0 ? "cell_clip"
+                : "proj_size");
+        return FR_EFORMAT;
+    }
+    for (int dir = 0; dir < 2; dir++)
+        for (int s = 0; s < 3; s++) {
+            const unsigned kind = q[40 + dir * 3 + s];
+            const unsigned char *ab = q + 48 + (size_t)(dir * 3 + s) * 16;
+            const double alpha = rd_f64(ab), beta = rd_f64(ab + 8);
+            const char *slot = s == 0 ? "f" : s == 1 ? "g" : "h";
+            if (dir >= ndir || (gru && s == FR_SLOT_H)) {
+                if (kind != 0 || alpha != 0 || beta != 0) {
+                    set_err(err, err_size, "bad .frnn variant field: activation of direction %d, "
+                            "slot %s is unused and must be zero", dir, slot);
+                    return FR_EFORMAT;
+                }
+                continue;
+            }
+            if (kind > FRNN_ACT_LINEAR) {
+                set_err(err, err_size, "bad .frnn variant field: activation kind %u (direction %d, "
+                        "slot %s; at most %d)", kind, dir, slot, FRNN_ACT_LINEAR);
+                return FR_EFORMAT;
+            }
+            if (!finite_f64(alpha) || !finite_f64(beta)) {
+                set_err(err, err_size, "bad .frnn variant field: activation alpha / beta not finite "
+                        "(direction %d, slot %s)", dir, slot);
+                return FR_EFORMAT;
+            }
+            if ((!act_takes(kind, 0) && alpha != 0) || (!act_takes(kind, 1) && beta != 0)) {
+                set_err(err, err_size, "bad .frnn variant field: activation kind %u takes no %s, "
+                        "which must be 0 (direction %d, slot %s)", kind,
+                        !act_takes(kind, 0) && alpha != 0 ? "alpha" : "beta", dir, slot);
+                return FR_EFORMAT;
+            }
+            fr_activation *a = &d->act[dir][s];
+            if (kind == FRNN_ACT_LINEAR) {
+                a->kind = FR_ACT_AFFINE;
+                a->alpha = 1.0;
+                a->beta = 0.0;
+            } else {
+                a->kind = (fr_act_kind)kind;
+                a->alpha = alpha;
+                a->beta = beta;
+            }
+        }
+    d->clip = clip;
+    d->cell_clip = cell_clip;
+    d->peepholes = (int)peep;
+    d->input_forget = (int)inforget;
+    d->proj_size = (int)proj;
+    d->proj_clip = proj_clip;
+    return FR_OK;
+}
+
+/* Validate the fixed header (and, in version 2, the variant block) against the total length
+ * `len` of the image. Reads at most the first 64 + FRNN_VARIANT_SIZE bytes of p. */
 static int parse_header(const unsigned char *p, size_t len, frnn_header *h, char *err,
                         size_t err_size)
 {
-    memset(h, 0, sizeof *h);  /* a .frnn file holds the plain cell: no variant fields */
+    memset(h, 0, sizeof *h);
     if (len < 4 || memcmp(p, "FRNN", 4) != 0) {
         set_err(err, err_size, "not a .frnn file (magic bytes \"FRNN\" missing)");
         return FR_EFORMAT;
@@ -178,9 +292,9 @@ static int parse_header(const unsigned char *p, size_t len, frnn_header *h, char
         return FR_EFORMAT;
     }
     uint32_t version = rd_u16(p + 4);
-    if (version != FRNN_VERSION) {
-        set_err(err, err_size, ".frnn version %u is not supported (this library reads version %d)",
-                (unsigned)version, FRNN_VERSION);
+    if (version != FRNN_VERSION && version != FRNN_VERSION_VARIANT) {
+        set_err(err, err_size, ".frnn version %u is not supported (this library reads versions "
+                "%d and %d)", (unsigned)version, FRNN_VERSION, FRNN_VERSION_VARIANT);
         return FR_EVERSION;
     }
     if (rd_u16(p + 6) != FRNN_HEADER_SIZE) {
@@ -191,6 +305,13 @@ static int parse_header(const unsigned char *p, size_t len, frnn_header *h, char
     if (rd_u32(p + 8) != FRNN_ENDIAN_MARK) {
         set_err(err, err_size, "bad .frnn endianness marker 0x%08x (expected 0x%08x, little-endian)",
                 (unsigned)rd_u32(p + 8), (unsigned)FRNN_ENDIAN_MARK);
+        return FR_EFORMAT;
+    }
+    const uint64_t name_offset = FRNN_HEADER_SIZE
+                                 + (version == FRNN_VERSION_VARIANT ? FRNN_VARIANT_SIZE : 0);
+    if (len < name_offset + 4) {
+        set_err(err, err_size, "truncated .frnn data: %zu bytes, the header and the variant "
+                "block alone need %d", len, (int)name_offset + 4);
         return FR_EFORMAT;
     }
     unsigned dtype = p[12], cell = p[13], reset_after = p[14], masked = p[15];
@@ -218,7 +339,6 @@ static int parse_header(const unsigned char *p, size_t len, frnn_header *h, char
         set_err(err, err_size, "bad .frnn header field: %s", bad);
         return FR_EFORMAT;
     }
-    memset(h, 0, sizeof *h);
     h->desc.cell = (fr_cell)cell;
     h->desc.dtype = (fr_dtype)dtype;
     h->desc.reset_after = (int)reset_after;
@@ -227,13 +347,20 @@ static int parse_header(const unsigned char *p, size_t len, frnn_header *h, char
     h->desc.num_directions = (int)ndir;
     h->desc.reverse = (int)reverse;
     h->desc.masked_output = (fr_masked_output)masked;
+    h->version = (int)version;
     h->num_layers = (int)L;
     h->use_bias = (int)use_bias;
     h->name_length = name_length;
+    h->name_offset = name_offset;
+    if (version == FRNN_VERSION_VARIANT) {
+        int rc = parse_variant(p + FRNN_HEADER_SIZE, h, err, err_size);
+        if (rc != FR_OK) return rc;
+    }
     /* Payload implied by the sizes, all in checked 64-bit arithmetic. */
     uint64_t expect = 0, rec, t;
+    const uint64_t in_k = (uint64_t)ndir * (uint64_t)desc_h_units(&h->desc);  /* <= 2^21 */
     for (uint32_t k = 0; k < L; k++) {
-        int in = k == 0 ? (int)I : (int)(ndir * H);
+        int in = k == 0 ? (int)I : (int)in_k;
         if (!record_bytes(h, in, &rec) || !mul_u64(rec, ndir, &t) || !add_u64(expect, t, &expect)) {
             set_err(err, err_size, "bad .frnn header: sizes overflow");
             return FR_EFORMAT;
@@ -245,10 +372,10 @@ static int parse_header(const unsigned char *p, size_t len, frnn_header *h, char
         return FR_EFORMAT;
     }
     uint64_t total;
-    if (!add_u64(FRNN_HEADER_SIZE + 4 + (uint64_t)name_length, payload, &total) ||
+    if (!add_u64(name_offset + 4 + (uint64_t)name_length, payload, &total) ||
         total != (uint64_t)len) {
         set_err(err, err_size, "truncated or oversized .frnn data: %zu bytes, the header "
-                "describes %llu", len, (unsigned long long)(payload + FRNN_HEADER_SIZE + 4 + name_length));
+                "describes %llu", len, (unsigned long long)(payload + name_offset + 4 + name_length));
         return FR_EFORMAT;
     }
     h->payload_size = payload;
@@ -275,7 +402,7 @@ static void model_set_layers(fr_model *m, const fr_layer_desc *d0)
 {
     for (int k = 0; k < m->num_layers; k++) {
         m->layers[k] = *d0;
-        if (k > 0) m->layers[k].input_size = d0->num_directions * d0->hidden_size;
+        if (k > 0) m->layers[k].input_size = d0->num_directions * desc_h_units(d0);
     }
 }
 
@@ -334,21 +461,28 @@ int fr_model_load_buffer(const void *buf, size_t len, fr_model **out, char *err,
         return FR_EFORMAT;
     }
 
-    /* Packed sizes, checked against size_t (32-bit targets) before allocating. */
+    /* Packed sizes, in checked 64-bit arithmetic, then against size_t (32-bit targets) before
+     * allocating. Per (layer, direction), each part starting on a 64-byte boundary: kernel
+     * (I, ld), recurrent (R, ld), bias (G * Hp), GRU recurrent bias (G * Hp), peepholes
+     * (3 * Hp), projection (H, Pp) with Pp = fr_gate_stride(dtype, P) (proj_ld = Pp). */
     const fr_layer_desc *d0 = &h.desc;
     const int G = fr_num_gates(d0->cell), H = d0->hidden_size, D = d0->num_directions;
-    const int Hp = fr_gate_stride(d0->dtype, H);
+    const int R = desc_h_units(d0), P = d0->proj_size;
+    const int Hp = fr_gate_stride(d0->dtype, H), Pp = P > 0 ? fr_gate_stride(d0->dtype, P) : 0;
     const size_t e = elem_bytes(d0->dtype);
     const ptrdiff_t ld = fr_recommended_ld(d0->cell, d0->dtype, H);
     const int nvec = d0->cell == FR_GRU ? 2 : 1;
     uint64_t packed = 0, t, tmp_elems = 0;
     int ok = 1;
     for (int k = 0; k < h.num_layers && ok; k++) {
-        uint64_t in = k == 0 ? (uint64_t)d0->input_size : (uint64_t)D * H, rows, part;
-        ok = add_u64(in, (uint64_t)H, &rows) && mul_u64(rows, (uint64_t)ld, &part)
-             && add_u64(part, (uint64_t)nvec * G * Hp, &part) && add_u64(part, 64, &part)
-             && mul_u64(part, e, &part) && mul_u64(part, (uint64_t)D, &part)
-             && add_u64(packed, part, &packed)
+        uint64_t in = k == 0 ? (uint64_t)d0->input_size : (uint64_t)D * R, rows, part = 0;
+        /* each of the (up to 6) parts rounds up by at most 63 bytes: 6 * 64 covers them */
+        uint64_t elems = (uint64_t)nvec * G * Hp + (d0->peepholes ? 3 * (uint64_t)Hp : 0);
+        ok = add_u64(in, (uint64_t)R, &rows) && mul_u64(rows, (uint64_t)ld, &part)
+             && add_u64(part, elems, &part)
+             && mul_u64((uint64_t)H, (uint64_t)Pp, &t) && add_u64(part, t, &part)
+             && mul_u64(part, e, &part) && add_u64(part, 6 * 64, &part)
+             && mul_u64(part, (uint64_t)D, &part) && add_u64(packed, part, &packed)
              && mul_u64(rows, (uint64_t)G * H, &t);
         if (ok && t > tmp_elems) tmp_elems = t;
     }
@@ -369,17 +503,18 @@ int fr_model_load_buffer(const void *buf, size_t len, fr_model **out, char *err,
     m->weights_mem = mem;
     model_set_layers(m, d0);
 
-    /* Walk the payload: for each layer, direction, gate: kernel, recurrent, [bias,
-     * recurrent_bias]. Offsets stay below len: parse_header proved the sizes add up to it. */
-    const unsigned char *src = p + FRNN_HEADER_SIZE + h.name_length;
+    /* Walk the payload: for each layer, direction: per gate kernel, recurrent, [bias,
+     * recurrent_bias]; then [peepholes (3, H)], [projection (H, P)]. Offsets stay below len:
+     * parse_header proved the sizes add up to it. */
+    const unsigned char *src = p + h.name_offset + h.name_length;
     char *dst = (char *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
     for (int k = 0; k < h.num_layers; k++) {
-        const int I = m->layers[k].input_size, rows = I + H;
+        const int I = m->layers[k].input_size, rows = I + R;
         for (int d = 0; d < D; d++) {
             char *vec = plain + (size_t)rows * G * H * e;  /* bias, then recurrent bias */
             memset(vec, 0, 2 * (size_t)G * H * e);
             for (int g = 0; g < G; g++) {
-                /* Rows 0..I-1 of the staging matrix: kernel; rows I..I+H-1: recurrent. */
+                /* Rows 0..I-1 of the staging matrix: kernel; rows I..I+R-1: recurrent. */
                 for (int r = 0; r < rows; r++) {
                     copy_le(plain + ((size_t)r * G * H + (size_t)g * H) * e, src, (size_t)H, e);
                     src += (size_t)H * e;
@@ -391,20 +526,39 @@ int fr_model_load_buffer(const void *buf, size_t len, fr_model **out, char *err,
             }
             fr_weights *w = &m->w[k * D + d];
             char *kernel = dst, *recurrent = kernel + fr_round_up((size_t)I * ld * e, 64);
-            char *bias = recurrent + fr_round_up((size_t)H * ld * e, 64);
+            char *bias = recurrent + fr_round_up((size_t)R * ld * e, 64);
             char *rbias = bias + fr_round_up((size_t)G * Hp * e, 64);
-            dst = rbias + (nvec == 2 ? fr_round_up((size_t)G * Hp * e, 64) : 0);
+            char *peep = rbias + (nvec == 2 ? fr_round_up((size_t)G * Hp * e, 64) : 0);
+            char *proj = peep + (d0->peepholes ? fr_round_up((size_t)3 * Hp * e, 64) : 0);
+            dst = proj + (P > 0 ? fr_round_up((size_t)H * Pp * e, 64) : 0);
             fr_pack_weights(d0->cell, d0->dtype, H, I, plain, kernel, ld);
-            fr_pack_weights(d0->cell, d0->dtype, H, H, plain + (size_t)I * G * H * e, recurrent, ld);
+            fr_pack_weights(d0->cell, d0->dtype, H, R, plain + (size_t)I * G * H * e, recurrent, ld);
             fr_pack_weights(d0->cell, d0->dtype, H, 1, vec, bias, (ptrdiff_t)G * Hp);
             if (nvec == 2)
                 fr_pack_weights(d0->cell, d0->dtype, H, 1, vec + (size_t)G * H * e, rbias,
                                 (ptrdiff_t)G * Hp);
+            if (d0->peepholes) {  /* gates input, forget, output, each Hp apart; padding 0 */
+                memset(peep, 0, (size_t)3 * Hp * e);
+                for (int g = 0; g < 3; g++) {
+                    copy_le(peep + (size_t)g * Hp * e, src, (size_t)H, e);
+                    src += (size_t)H * e;
+                }
+            }
+            if (P > 0) {  /* (H, P) rows Pp apart; padding columns 0 */
+                memset(proj, 0, (size_t)H * Pp * e);
+                for (int r = 0; r < H; r++) {
+                    copy_le(proj + (size_t)r * Pp * e, src, (size_t)P, e);
+                    src += (size_t)P * e;
+                }
+            }
             w->kernel = kernel;
             w->recurrent = recurrent;
             w->bias = bias;
             w->recurrent_bias = nvec == 2 ? rbias : NULL;
             w->ld = ld;
+            w->peephole = d0->peepholes ? peep : NULL;
+            w->projection = P > 0 ? proj : NULL;
+            w->proj_ld = P > 0 ? (ptrdiff_t)Pp : 0;
         }
     }
     free(plain);
@@ -431,8 +585,9 @@ int fr_model_load_file(const char *path, fr_model **out, char *err, size_t err_s
         set_err(err, err_size, "cannot determine the size of %s", path);
         return FR_EIO;
     }
-    /* Validate the header against the file size before allocating anything. */
-    unsigned char head[FRNN_HEADER_SIZE + 4];
+    /* Validate the header (and a version-2 variant block) against the file size before
+     * allocating anything. */
+    unsigned char head[FRNN_HEADER_SIZE + FRNN_VARIANT_SIZE + 4];
     size_t nhead = (size_t)end < sizeof head ? (size_t)end : sizeof head;
     frnn_header h;
     int rc = FR_EIO;
@@ -489,6 +644,9 @@ int fr_forward(const fr_model *m, const fr_sequence *s, void *workspace, size_t 
 {
     if (!m || !s || !s->x || !s->y || s->batch < 1 || s->time < 1) return FR_EINVAL;
     if (s->lengths && s->mask) return FR_EINVAL;
+    /* Models with a projection load (.frnn version 2) but sequence calls over them are not
+     * there yet: their states and outputs are P wide. */
+    if (m->layers[0].proj_size > 0) return FR_EUNSUPPORTED;
     const int B = s->batch, T = s->time, L = m->num_layers, D = m->num_directions;
     const int H = m->layers[0].hidden_size;
     const int nt = num_threads < 1 ? 1 : num_threads;
@@ -553,6 +711,7 @@ static int state_plan(const fr_model *m, int batch, state_layout *lay)
     if (!m || batch < 1) return FR_EINVAL;
     const fr_layer_desc *d = &m->layers[0];
     if (d->num_directions != 1 || d->reverse) return FR_ENOTSTREAMABLE;
+    if (d->proj_size > 0) return FR_EUNSUPPORTED;  /* stepping a projection: not yet */
     const uint64_t Hp = (uint64_t)fr_gate_stride(d->dtype, d->hidden_size);
     const uint64_t e = elem_bytes(d->dtype), L = (uint64_t)m->num_layers;
     uint64_t layer = (uint64_t)batch * Hp * e;  /* < 2^31 * 2^21 * 8: no overflow */
