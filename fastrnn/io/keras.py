@@ -6,8 +6,8 @@ reset_after=True and (3H,) with reset_after=False. Bidirectional gives forward t
 Keras-2 CuDNNLSTM / CuDNNGRU store each gate block as cuDNN's row-major (H, I) matrix poured into
 the (I, H) block, transposed recurrent blocks and a bias [b_W(all gates), b_R(all gates)].
 
-Semantics carried over from the saved config: activations (only tanh / sigmoid are supported),
-reset_after, go_backwards (-> reverse=True; note Keras returns a go_backwards layer's outputs in
+Semantics carried over from the saved config: activation / recurrent_activation (tanh, sigmoid,
+hard_sigmoid, relu, linear, softsign, elu; see "hard_sigmoid" below), reset_after, go_backwards (-> reverse=True; note Keras returns a go_backwards layer's outputs in
 processing order, i.e. flipped in time, while fastrnn keeps original time order), use_bias and
 masking (a plain layer copies the previous output at masked steps: masked_output="carry", unless
 its config says zero_output_for_mask; Bidirectional forces zeros: masked_output="zero").
@@ -18,6 +18,15 @@ in a subprocess with a timeout.
 
 `.weights.h5` files carry no config: the cell type, sizes, use_bias and reset_after come from
 the variables, and the other options take Keras' defaults (no go_backwards, tanh/sigmoid).
+
+hard_sigmoid: a config names the function, and its meaning depends on the Keras that wrote the
+file. Keras 1 / 2 (standalone keras 2.x, tf.keras in TensorFlow <= 2.15, tf_keras) define it as
+clip(0.2 x + 0.5, 0, 1) (`hard_sigmoid="keras2"`); Keras 3 as relu6(x + 3) / 6 =
+clip(x / 6 + 0.5, 0, 1) (`"keras3"`). The writer's version is read from `metadata.json`
+`keras_version` in a `.keras` zip (tf.keras 2.13-2.15 wrote `.keras` files too), from the root
+attribute `keras_version` of an `.h5` file (or of its /model_weights group), and from the package
+that defines a live layer object. When no version is recorded: a legacy `.h5` is taken as Keras 2
+(Keras 3 always records its version there), a `.keras` zip as Keras 3 (its native format).
 """
 import io
 import json
@@ -40,12 +49,39 @@ _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # ---------------------------------------------------------------------------------------------
 # Config + weights -> layer
 
+# Keras activation names fastrnn runs (docs/variants.md); Keras' own parameters: elu alpha 1.0.
+KERAS_ACTIVATIONS = ("tanh", "sigmoid", "hard_sigmoid", "relu", "linear", "softsign", "elu")
+
+
 def _activation_name(value):
     if isinstance(value, dict):  # {"class_name": "function", "config": "tanh"} style
         value = value.get("config", value.get("class_name"))
         if isinstance(value, dict):
             value = value.get("name")
+    if value is None:  # Keras: activation=None is the identity
+        value = "linear"
     return value
+
+
+def _checked_activation(value, what, label):
+    name = _activation_name(value)
+    if not isinstance(name, str) or name not in KERAS_ACTIVATIONS:
+        raise ValueError(f"{label}: {what}={name!r} is not supported; fastrnn reads the Keras "
+                         f"activations {', '.join(KERAS_ACTIVATIONS)}")
+    return name
+
+
+def hard_sigmoid_flavour(keras_version, default):
+    """"keras2" or "keras3": what the name hard_sigmoid means for a file written by
+    `keras_version` (a version string, or None when the file records none: `default`)."""
+    if isinstance(keras_version, bytes):
+        keras_version = keras_version.decode("utf-8", "replace")
+    if keras_version is None or not str(keras_version).strip():
+        return default
+    major = str(keras_version).strip().split(".")[0]
+    if not major.isdigit():
+        return default
+    return "keras2" if int(major) <= 2 else "keras3"
 
 
 def _sub_layer(class_name, config, label):
@@ -55,13 +91,12 @@ def _sub_layer(class_name, config, label):
                          "(LSTM, GRU, CuDNNLSTM, CuDNNGRU, Bidirectional)")
     cell = _RNN_CLASSES[class_name]
     cudnn = class_name.startswith("CuDNN")
-    act = _activation_name(config.get("activation", "tanh"))
-    rec = _activation_name(config.get("recurrent_activation", "sigmoid"))
-    if act != "tanh":
-        raise ValueError(f"{label}: activation={act!r} is not supported (fastrnn uses tanh)")
-    if rec != "sigmoid":
-        raise ValueError(f"{label}: recurrent_activation={rec!r} is not supported (fastrnn "
-                         "uses sigmoid)")
+    act = _checked_activation(config.get("activation", "tanh"), "activation", label)
+    rec = _checked_activation(config.get("recurrent_activation", "sigmoid"),
+                              "recurrent_activation", label)
+    if cudnn and (act, rec) != ("tanh", "sigmoid"):
+        raise ValueError(f"{label}: {class_name} with activation={act!r}, recurrent_activation="
+                         f"{rec!r}: cuDNN layers only run tanh / sigmoid")
     if config.get("time_major"):
         raise ValueError(f"{label}: time_major=True is not supported")
     if config.get("stateful"):
@@ -70,7 +105,8 @@ def _sub_layer(class_name, config, label):
                    zero_output=bool(config.get("zero_output_for_mask", False)),
                    use_bias=config.get("use_bias", True),
                    dropout=float(config.get("dropout", 0.0)),
-                   recurrent_dropout=float(config.get("recurrent_dropout", 0.0)))
+                   recurrent_dropout=float(config.get("recurrent_dropout", 0.0)),
+                   activation=act, recurrent_activation=rec)
     if cell == "gru":
         options["reset_after"] = True if cudnn else config.get("reset_after", True)
     return cell, cudnn, options
@@ -118,8 +154,30 @@ def _direction_weights(cell, cudnn, options, arrays, prefix, label, sd):
     return I, H
 
 
-def layer_from_config(class_name, config, arrays, *, name=None, dtype=None, label="keras"):
-    """A fastrnn layer from a Keras layer's class name, config and get_weights() list."""
+def _activation_keywords(directions, hard_sigmoid):
+    """Constructor keywords for the activations of the sub-layer options of each direction."""
+    pairs = [(o["recurrent_activation"], o["activation"]) for o in directions]
+    kw = {}
+    if len(set(pairs)) == 1:
+        rec, act = pairs[0]
+        if act != "tanh":
+            kw["activation"] = act
+        if rec != "sigmoid":
+            kw["recurrent_activation"] = rec
+    else:  # a Bidirectional whose halves differ: the ONNX per-direction form
+        cell_slots = len(directions[0]["slots"])
+        kw["activations"] = [a for o in directions for a in o["slots"][:cell_slots]]
+    if any("hard_sigmoid" in pair for pair in pairs):
+        kw["hard_sigmoid"] = hard_sigmoid
+    return kw
+
+
+def layer_from_config(class_name, config, arrays, *, name=None, dtype=None, label="keras",
+                      hard_sigmoid="keras3"):
+    """A fastrnn layer from a Keras layer's class name, config and get_weights() list.
+
+    `hard_sigmoid` ("keras3" or "keras2") is what the name hard_sigmoid means in the config:
+    it depends on the Keras version that wrote it (module docstring)."""
     label = f"{label}: layer {name!r}" if name else label
     sd = {}
     if class_name == "Bidirectional":
@@ -145,6 +203,10 @@ def layer_from_config(class_name, config, arrays, *, name=None, dtype=None, labe
         opts = dict(bidirectional=True, masked_output="zero", use_bias=f_opt["use_bias"],
                     dropout=f_opt["dropout"], recurrent_dropout=f_opt["recurrent_dropout"])
         cell = f_cell
+        for o in (f_opt, b_opt):
+            o["slots"] = (o["recurrent_activation"], o["activation"], o["activation"])[
+                :3 if cell == "lstm" else 2]
+        opts.update(_activation_keywords([f_opt, b_opt], hard_sigmoid))
         if cell == "gru":
             opts["reset_after"] = f_opt["reset_after"]
     else:
@@ -153,6 +215,7 @@ def layer_from_config(class_name, config, arrays, *, name=None, dtype=None, labe
         opts = dict(reverse=opt["reverse"], use_bias=opt["use_bias"],
                     masked_output="zero" if opt["zero_output"] or cudnn else "carry",
                     dropout=opt["dropout"], recurrent_dropout=opt["recurrent_dropout"])
+        opts.update(_activation_keywords([opt], hard_sigmoid))
         if cell == "gru":
             opts["reset_after"] = opt["reset_after"]
     return build(cell, I, H, sd, dtype=dtype, name=name, **opts)
@@ -188,6 +251,17 @@ def _parse_bytes(data, label, dtype):
                          ) from exc
 
 
+def _object_flavour(layer):
+    """hard_sigmoid flavour of a live layer object: from the version of the package defining it
+    (keras 3, or Keras 2: standalone keras 2.x, tf_keras, tensorflow.python.keras)."""
+    import sys
+    top = type(layer).__module__.split(".")[0]
+    if top == "tensorflow":  # tf.keras inside TensorFlow <= 2.15 (tensorflow.python.keras ...)
+        return "keras2" if "keras" in type(layer).__module__ else "keras3"
+    version = getattr(sys.modules.get(top), "__version__", None)
+    return hard_sigmoid_flavour(version, "keras3")
+
+
 def _from_objects(obj, dtype):
     layers = {}
     members = obj.layers if hasattr(obj, "layers") and type(obj).__name__ not in \
@@ -202,7 +276,8 @@ def _from_objects(obj, dtype):
             # the variables' backend values: get_weights() warns under numpy 2 on some backends
             weights = [getattr(w, "value", w) for w in layer.weights]
             layers[layer.name] = layer_from_config(cls, config, weights, name=layer.name,
-                                                   dtype=dtype)
+                                                   dtype=dtype,
+                                                   hard_sigmoid=_object_flavour(layer))
         elif hasattr(layer, "layers") and layer is not obj:
             layers.update(_from_objects(layer, dtype))
     if not layers and type(obj).__name__ in ("RNN",):
@@ -251,14 +326,18 @@ def _from_keras_zip(data, label, dtype):
         z = zipfile.ZipFile(io.BytesIO(data))
         config = json.loads(z.read("config.json"))
         weights = z.read("model.weights.h5")
+        metadata = json.loads(z.read("metadata.json")) if "metadata.json" in z.namelist() \
+            else {}
     except (zipfile.BadZipFile, zlib.error, KeyError, ValueError, EOFError, NotImplementedError,
             OSError) as exc:
         raise ValueError(f"{label}: not a readable .keras file ({exc})") from exc
+    version = metadata.get("keras_version") if isinstance(metadata, dict) else None
+    flavour = hard_sigmoid_flavour(version if isinstance(version, str) else None, "keras3")
     configs = {c.get("name"): (cls, c) for cls, c in _config_layers(config)}
     if not configs and config.get("class_name") in _RNN_CLASSES:  # a bare layer saved alone
         configs = {config["config"].get("name"): (config["class_name"], config["config"])}
     with _h5(weights, label) as f:
-        return _from_layers_group(f, label, dtype, configs)
+        return _from_layers_group(f, label, dtype, configs, flavour)
 
 
 def _vars(group, label, what):
@@ -269,7 +348,7 @@ def _vars(group, label, what):
     return [_read(group[k], label, f"{what}/{k}") for k in keys]
 
 
-def _from_layers_group(f, label, dtype, configs):
+def _from_layers_group(f, label, dtype, configs, flavour="keras3"):
     """Keras 3 weights file (`.weights.h5` or inside `.keras`): /layers/<group>/..."""
     root = f.get("layers")
     if root is None:
@@ -293,7 +372,8 @@ def _from_layers_group(f, label, dtype, configs):
             cls, conf = configs[user]
         else:
             cls, conf = _infer_config(g, arrays, default_cls, label, key)
-        layers[user] = layer_from_config(cls, conf, arrays, name=user, dtype=dtype, label=label)
+        layers[user] = layer_from_config(cls, conf, arrays, name=user, dtype=dtype, label=label,
+                                         hard_sigmoid=flavour)
     order = list(configs)
     return dict(sorted(layers.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order
                        else len(order)))
@@ -335,6 +415,11 @@ def _from_h5(data, label, dtype):
         if "layers" in f and "layer_names" not in f.attrs and "model_weights" not in f:
             return _from_layers_group(f, label, dtype, {})
         root = f["model_weights"] if "model_weights" in f else f
+        version = f.attrs.get("keras_version", root.attrs.get("keras_version"))
+        if isinstance(version, np.ndarray) and version.size == 1:
+            version = version.item()
+        flavour = hard_sigmoid_flavour(version if isinstance(version, (str, bytes)) else None,
+                                       "keras2")
         model_config = f.attrs.get("model_config")
         configs = {}
         if model_config is not None:
@@ -370,7 +455,7 @@ def _from_h5(data, label, dtype):
             if cls not in _RNN_CLASSES and cls != "Bidirectional":
                 continue
             layers[lname] = layer_from_config(cls, conf, arrays, name=lname, dtype=dtype,
-                                              label=label)
+                                              label=label, hard_sigmoid=flavour)
         return layers
 
 

@@ -1,0 +1,217 @@
+"""Loaders of cell variants against the frameworks that wrote the files: Keras activations
+(Keras 3 files made here with keras on the torch backend, a Keras 2 file in tests/fixtures made
+by tf_keras with its own outputs), TF1 LSTMCell peepholes and cell_clip (tests/fixtures, made by
+TensorFlow, and a checkpoint written here with tests/tf_checkpoint_writer.py checked against the
+numpy reference)."""
+import io
+import json
+import os
+import warnings
+import zipfile
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+import fastrnn
+from fastrnn.io.keras import hard_sigmoid_flavour
+
+HERE = os.path.join(os.path.dirname(__file__), "fixtures")
+ATOL = 1e-6  # float32 outputs of |y| ~ 1, T <= 6 (tests/test_io_fixtures.py)
+
+
+def fixture(name):
+    return os.path.join(HERE, name)
+
+
+def expected(name):
+    with np.load(fixture(name + ".expected.npz"), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _numpy(y):
+    return np.asarray(y.detach().cpu().numpy() if hasattr(y, "detach") else y)
+
+
+def _quiet(call, *args, **kwargs):
+    """Run a Keras call without the warnings Keras on the torch backend emits under numpy 2
+    (tensor -> array conversion) and for legacy .h5 saving."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*__array__")
+        warnings.filterwarnings("ignore", category=UserWarning, message=".*HDF5.*legacy")
+        return call(*args, **kwargs)
+
+
+def _chain(layers, names, e, atol=ATOL):
+    inp = e["x"]
+    for name in names:
+        layer = layers[name]
+        y, _ = layer(inp, mask=e["mask"])
+        if layer.reverse:
+            y = y[:, ::-1]
+        assert_allclose(y, e[f"y_{name}"], atol=atol, rtol=0, err_msg=name)
+        inp = e[f"y_{name}"]
+
+
+# ---- Keras 3 (torch backend; tests/conftest.py sets KERAS_BACKEND) ------------------------------
+
+B, T, I, H = 3, 6, 3, 4
+KERAS3_NAMES = ["relu_gru", "hs_lstm", "bi_softsign", "lin_elu_gru", "back_hs_gru"]
+
+
+@pytest.fixture(scope="module")
+def keras3_model():
+    keras = pytest.importorskip("keras")
+    if not keras.__version__.startswith("3."):
+        pytest.skip(f"needs Keras 3, found {keras.__version__}")
+    rng = np.random.default_rng(31)
+    inp = keras.Input((T, I))
+    z = keras.layers.Masking(0.0)(inp)
+    z = keras.layers.GRU(H, return_sequences=True, activation="relu", name="relu_gru")(z)
+    z = keras.layers.LSTM(H, return_sequences=True, recurrent_activation="hard_sigmoid",
+                          name="hs_lstm")(z)
+    z = keras.layers.Bidirectional(
+        keras.layers.LSTM(H, return_sequences=True, activation="softsign",
+                          recurrent_activation="relu"), name="bi_softsign")(z)
+    z = keras.layers.GRU(H, return_sequences=True, activation="linear", reset_after=False,
+                         recurrent_activation="hard_sigmoid", name="lin_elu_gru")(z)
+    z = keras.layers.GRU(H, return_sequences=True, activation="elu", go_backwards=True,
+                         recurrent_activation="hard_sigmoid", name="back_hs_gru")(z)
+    model = keras.Model(inp, z)
+    # weights large enough that gate pre-activations reach the saturated parts of hard_sigmoid
+    # and relu, where Keras 2's and Keras 3's hard_sigmoid differ most
+    model.set_weights([rng.uniform(-1.2, 1.2, tuple(w.shape)).astype(np.float32)
+                       for w in model.weights])
+    x = rng.normal(0, 1.5, (B, T, I)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 1], [1, 0, 1, 1, 0, 1]], bool)
+    x[~mask] = 0.0
+    probe = keras.Model(inp, [model.get_layer(n).output for n in KERAS3_NAMES])
+    outs = _quiet(probe.predict, x, verbose=0)
+    e = dict(x=x, mask=mask, **{f"y_{n}": _numpy(o) for n, o in zip(KERAS3_NAMES, outs)})
+    return keras, model, e
+
+
+def test_keras3_objects_with_activations(keras3_model):
+    keras, model, e = keras3_model
+    layers = fastrnn.from_keras(model)
+    assert list(layers) == KERAS3_NAMES
+    assert layers["hs_lstm"].activations[0][0] == ("hard_sigmoid", pytest.approx(1 / 6), 0.5)
+    assert layers["relu_gru"].activations[0] == (("sigmoid", None, None), ("relu", None, None))
+    assert layers["bi_softsign"].activations[1][2] == ("softsign", None, None)
+    _chain(layers, KERAS3_NAMES, e)
+
+
+@pytest.mark.parametrize("ext", ["keras", "h5"])
+def test_keras3_files_with_activations(keras3_model, tmp_path, ext):
+    pytest.importorskip("h5py")
+    keras, model, e = keras3_model
+    path = tmp_path / f"model.{ext}"
+    _quiet(model.save, path)
+    layers = fastrnn.from_keras(path)
+    assert list(layers) == KERAS3_NAMES
+    assert layers["hs_lstm"].activations[0][0][1] == pytest.approx(1 / 6)   # Keras 3 meaning
+    assert layers["back_hs_gru"].reverse and layers["bi_softsign"].masked_output == "zero"
+    assert layers["relu_gru"].masked_output == "carry"
+    _chain(layers, KERAS3_NAMES, e)
+
+
+def test_keras3_unsupported_activation_is_refused(keras3_model):
+    keras = keras3_model[0]
+    layer = keras.layers.LSTM(H, activation="gelu")
+    layer.build((None, T, I))
+    with pytest.raises(ValueError, match=r"activation='gelu'.*tanh, sigmoid, hard_sigmoid, "
+                                         r"relu, linear, softsign, elu"):
+        fastrnn.from_keras(layer)
+    gru = keras.layers.GRU(H, recurrent_activation="softmax")
+    gru.build((None, T, I))
+    with pytest.raises(ValueError, match="recurrent_activation='softmax'"):
+        fastrnn.from_keras(gru)
+
+
+def _rewrite_keras_zip(data, keras_version):
+    """A .keras zip with metadata.json's keras_version replaced (None: removed)."""
+    src = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            content = src.read(item.filename)
+            if item.filename == "metadata.json":
+                meta = json.loads(content)
+                if keras_version is None:
+                    meta.pop("keras_version")
+                else:
+                    meta["keras_version"] = keras_version
+                content = json.dumps(meta).encode()
+            dst.writestr(item, content)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("version,alpha", [("2.15.0", 0.2), ("3.1.0", 1 / 6), (None, 1 / 6)])
+def test_keras_zip_version_decides_hard_sigmoid(keras3_model, tmp_path, version, alpha):
+    """tf.keras 2.13-2.15 wrote .keras zips too: metadata.json's keras_version decides."""
+    pytest.importorskip("h5py")
+    model = keras3_model[1]
+    _quiet(model.save, tmp_path / "m.keras")
+    data = _rewrite_keras_zip((tmp_path / "m.keras").read_bytes(), version)
+    layer = fastrnn.from_keras(data, name="hs_lstm")
+    assert layer.activations[0][0] == ("hard_sigmoid", pytest.approx(alpha), 0.5)
+
+
+@pytest.mark.parametrize("version,alpha", [("2.2.4", 0.2), ("3.15.1", 1 / 6), (None, 0.2)])
+def test_h5_version_decides_hard_sigmoid(keras3_model, tmp_path, version, alpha):
+    h5py = pytest.importorskip("h5py")
+    model = keras3_model[1]
+    _quiet(model.save, tmp_path / "m.h5")
+    with h5py.File(tmp_path / "m.h5", "a") as f:
+        for group in (f, f["model_weights"]):
+            if version is None:
+                del group.attrs["keras_version"]
+            else:
+                group.attrs["keras_version"] = version
+    layer = fastrnn.from_keras(tmp_path / "m.h5", name="hs_lstm")
+    assert layer.activations[0][0] == ("hard_sigmoid", pytest.approx(alpha), 0.5)
+
+
+def test_hard_sigmoid_flavour():
+    assert hard_sigmoid_flavour("2.21.0", "keras3") == "keras2"
+    assert hard_sigmoid_flavour(b"2.4.0-tf", "keras3") == "keras2"
+    assert hard_sigmoid_flavour("1.2.2", "keras3") == "keras2"
+    assert hard_sigmoid_flavour("3.0.0", "keras2") == "keras3"
+    assert hard_sigmoid_flavour(None, "keras2") == "keras2"
+    assert hard_sigmoid_flavour("", "keras3") == "keras3"
+    assert hard_sigmoid_flavour("unknown", "keras3") == "keras3"
+
+
+# ---- Keras 2 (tf_keras) file with hard_sigmoid ------------------------------------------------
+
+KERAS2_NAMES = ["k2_default_lstm", "k2_default_gru", "k2_relu_gru", "k2_bi_elu"]
+
+
+def test_keras2_hard_sigmoid_h5():
+    """Keras 2's default LSTM / GRU (recurrent_activation hard_sigmoid = clip(0.2 x + 0.5)),
+    relu and elu, masked, against tf_keras's own outputs."""
+    pytest.importorskip("h5py")
+    e = expected("keras2_hard_sigmoid")
+    layers = fastrnn.from_keras(fixture("keras2_hard_sigmoid.h5"))
+    assert list(layers) == KERAS2_NAMES
+    for name in KERAS2_NAMES:
+        for acts in layers[name].activations:
+            assert acts[0] == ("hard_sigmoid", 0.2, 0.5), name
+    assert layers["k2_default_gru"].reset_after is False
+    assert layers["k2_bi_elu"].activations[1][1] == ("elu", 1.0, None)
+    _chain(layers, KERAS2_NAMES, e)
+
+
+def test_keras2_hard_sigmoid_fixture_tells_the_definitions_apart():
+    """The fixture's inputs reach where 0.2 x + 0.5 and x / 6 + 0.5 differ: read with Keras 3's
+    meaning, the outputs would be off by far more than the tolerance."""
+    pytest.importorskip("h5py")
+    e = expected("keras2_hard_sigmoid")
+    layer = fastrnn.from_keras(fixture("keras2_hard_sigmoid.h5"), name="k2_default_lstm")
+    config = layer.variant_config()
+    config["activations"] = [("hard_sigmoid", 1 / 6, 0.5) if a[0] == "hard_sigmoid" else a
+                             for a in config["activations"]]
+    wrong = fastrnn.LSTM(layer.input_size, layer.hidden_size, masked_output="carry", **config)
+    wrong.load_state_dict(layer.state_dict())
+    y, _ = wrong(e["x"], mask=e["mask"])
+    assert np.abs(y - e["y_k2_default_lstm"]).max() > 1e-2
