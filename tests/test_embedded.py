@@ -99,6 +99,7 @@ def test_round_trip_exact(name, dtype, tmp_path):
     save_frnn(layer, path)
     data = path.read_bytes()
     assert data[:4] == MAGIC
+    assert data[4:6] == b"\x01\x00"  # a plain cell stays version 1 (older readers read it)
     assert zlib.crc32(data[:-4]) == struct.unpack("<I", data[-4:])[0]
     for source in (path, str(path), data, bytearray(data), memoryview(data), open(path, "rb")):
         back = load_frnn(source)
@@ -150,10 +151,15 @@ def test_reader_errors_are_clear():
     with pytest.raises(ValueError, match="magic"):
         load_frnn(b"NOPE" + data[4:])
     bumped = bytearray(data)
-    bumped[4] = 2
-    with pytest.raises(ValueError, match="version 2 is not supported"):
+    bumped[4] = 3
+    with pytest.raises(ValueError, match="version 3 is not supported"):
         load_frnn(_fix_crc(bumped))
     assert _core.frnn_validate(_fix_crc(bumped))[0] == -6  # FR_EVERSION
+    # A version-1 image relabelled 2: its name and payload are read as a variant block.
+    bumped[4] = 2
+    with pytest.raises(ValueError, match="variant block"):
+        load_frnn(_fix_crc(bumped))
+    assert _core.frnn_validate(_fix_crc(bumped))[0] == -5  # FR_EFORMAT
     with pytest.raises(ValueError, match="truncated"):
         load_frnn(data[:-1])
     flipped = bytearray(data)

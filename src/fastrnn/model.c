@@ -151,6 +151,7 @@ typedef struct frnn_header {
     int use_bias;
     uint32_t name_length;
     uint64_t name_offset;   /* 64 (version 1) or 64 + FRNN_VARIANT_SIZE (version 2) */
+    double recurrent_dropout;
     uint64_t payload_size;
     uint64_t total_size;
 } frnn_header;
@@ -216,6 +217,8 @@ static int parse_variant(const unsigned char *q, frnn_header *h, char *err, size
     else if (!finite_f64(cell_clip) || cell_clip < 0) bad = "cell_clip (finite, >= 0)";
     else if (!finite_f64(proj_clip) || proj_clip < 0) bad = "proj_clip (finite, >= 0)";
     else if (proj_clip > 0 && proj == 0) bad = "proj_clip without a projection (proj_size 0)";
+    else if (proj > 0 && h->recurrent_dropout != 0)  /* a layer with a projection has none */
+        bad = "recurrent_dropout with a projection";
     if (bad) {
         set_err(err, err_size, "bad .frnn variant field: %s", bad);
         return FR_EFORMAT;
@@ -352,6 +355,7 @@ static int parse_header(const unsigned char *p, size_t len, frnn_header *h, char
     h->use_bias = (int)use_bias;
     h->name_length = name_length;
     h->name_offset = name_offset;
+    h->recurrent_dropout = rdropout;
     if (version == FRNN_VERSION_VARIANT) {
         int rc = parse_variant(p + FRNN_HEADER_SIZE, h, err, err_size);
         if (rc != FR_OK) return rc;

@@ -613,6 +613,7 @@ static void variant_format_errors(void)
         {107, 1, 1, 0, "direction 1, slot f is unused"},
         {176, -1, 0, 1.0, "direction 1, slot g is unused"},
         {72, 4, 3, 0, "payload size"},             /* proj_size lies: the sizes catch it */
+        {56, -1, 0, 0.25, "recurrent_dropout with a projection"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         memcpy(mut, img, len);
