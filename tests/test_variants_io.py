@@ -215,3 +215,135 @@ def test_keras2_hard_sigmoid_fixture_tells_the_definitions_apart():
     wrong.load_state_dict(layer.state_dict())
     y, _ = wrong(e["x"], mask=e["mask"])
     assert np.abs(y - e["y_k2_default_lstm"]).max() > 1e-2
+
+
+# ---- TF1 LSTMCell(use_peepholes, cell_clip, num_proj, proj_clip) ------------------------------
+
+TF1_VARIANTS = {  # expected key -> (scope, num_layers, bidirectional, features, clips given)
+    "peep": ("peep/rnn", 1, False, ["peepholes"], ()),
+    "clip": ("clip/rnn", 1, False, ["cell_clip"], ("cell_clip",)),
+    "multi": ("multi/rnn/multi_rnn_cell", 2, False, ["cell_clip", "peepholes"], ("cell_clip",)),
+    "bi": ("bi/bidirectional_rnn", 1, True, ["cell_clip", "peepholes"], ("cell_clip",)),
+    "proj": ("proj/rnn", 1, False, ["cell_clip", "peepholes", "proj_size", "proj_clip"],
+             ("cell_clip", "proj_clip")),
+    "proj_noclip": ("proj_noclip/rnn", 1, False, ["proj_size"], ()),
+    "multi_proj": ("multi_proj/rnn/multi_rnn_cell", 2, False,
+                   ["cell_clip", "peepholes", "proj_size", "proj_clip"], ("cell_clip", "proj_clip")),
+    "bi_proj": ("bi_proj/bidirectional_rnn", 1, True,
+                ["cell_clip", "peepholes", "proj_size", "proj_clip"], ("cell_clip", "proj_clip")),
+}
+
+
+@pytest.mark.parametrize("key", list(TF1_VARIANTS))
+def test_tf1_lstm_cell_variants(key):
+    """TF's own dynamic_rnn / bidirectional_dynamic_rnn outputs (sequence_length) of LSTMCell
+    with peepholes, cell_clip and num_proj / proj_clip, alone and stacked."""
+    from fastrnn.io.tf1 import from_tf_checkpoint
+    e = expected("tf1_variants")
+    scope, L, bi, features, clips = TF1_VARIANTS[key]
+    kw = {c: float(e[c]) for c in clips}
+    layer = from_tf_checkpoint(fixture("tf1_variants.ckpt"), scope=scope, **kw)
+    assert (type(layer).__name__, layer.num_layers, layer.bidirectional) == ("LSTM", L, bi)
+    assert layer.variant_features == features
+    assert layer.masked_output == "zero"
+    y, _ = layer(e["x"], lengths=e["lengths"])
+    assert_allclose(y, e[f"y_{key}"], atol=ATOL, rtol=0)
+    if clips:  # the clips are active in the fixture: without them the outputs differ
+        plain = from_tf_checkpoint(fixture("tf1_variants.ckpt"), scope=scope)
+        assert np.abs(plain(e["x"], lengths=e["lengths"])[0] - e[f"y_{key}"]).max() > 1e-2
+
+
+def test_tf1_variant_checkpoint_loads_whole():
+    e = expected("tf1_variants")
+    layers = fastrnn.load(fixture("tf1_variants.ckpt"))  # no clips: peepholes and projections
+    assert sorted(layers) == sorted(s for s, *_ in TF1_VARIANTS.values())
+    assert layers["proj/rnn"].proj_size == 2 and layers["peep/rnn"].peepholes
+    y, _ = layers["peep/rnn"](e["x"], lengths=e["lengths"])
+    assert_allclose(y, e["y_peep"], atol=ATOL, rtol=0)
+
+
+def test_tf1_clip_arguments_are_checked():
+    from fastrnn.io.tf1 import from_tf_checkpoint
+    with pytest.raises(ValueError, match="proj_clip.*no cell here has a projection"):
+        from_tf_checkpoint(fixture("tf1_variants.ckpt"), scope="clip/rnn", proj_clip=0.5)
+    with pytest.raises(ValueError, match="cell_clip is an LSTMCell option.*no LSTM"):
+        from_tf_checkpoint(fixture("tf1_cells.ckpt"), scope="gru/rnn", cell_clip=1.0)
+    with pytest.raises(ValueError, match="cell_clip"):
+        from_tf_checkpoint(fixture("tf1_variants.ckpt"), scope="clip/rnn", cell_clip=-1.0)
+    # several layers: cell_clip goes to every LSTM among them
+    layers = from_tf_checkpoint(fixture("tf1_variants.ckpt"), cell_clip=0.5)
+    assert len(layers) == len(TF1_VARIANTS)
+    assert all(layer.cell_clip == 0.5 for layer in layers.values())
+
+
+def _tf1_cell_variables(rng, root, I, H, P=0, peepholes=True, diags=("w_i_diag", "w_f_diag",
+                                                                      "w_o_diag")):
+    v = {f"{root}/kernel": rng.uniform(-0.8, 0.8, (I + (P or H), 4 * H)).astype(np.float32),
+         f"{root}/bias": rng.uniform(-0.8, 0.8, 4 * H).astype(np.float32)}
+    if peepholes:
+        for d in diags:
+            v[f"{root}/{d}"] = rng.uniform(-0.8, 0.8, H).astype(np.float32)
+    if P:
+        v[f"{root}/projection/kernel"] = rng.uniform(-0.8, 0.8, (H, P)).astype(np.float32)
+    return v
+
+
+def test_tf1_peephole_mapping_vs_numpy_reference(tmp_path):
+    """Variable names as TF1's LSTMCell writes them (kernel rows [x; h], columns i, j, f, o;
+    w_i_diag, w_f_diag, w_o_diag), a checkpoint made by tests/tf_checkpoint_writer.py, checked
+    against the numpy reference with its own reading of those names."""
+    from reference import rnn_forward
+    from tf_checkpoint_writer import write_checkpoint
+    from fastrnn.io.tf1 import from_tf_checkpoint
+    rng = np.random.default_rng(5)
+    I_, H_, forget_bias, cell_clip = 3, 5, 1.0, 0.6
+    root = "enc/rnn/multi_rnn_cell/cell_{}/lstm_cell"
+    v = {**_tf1_cell_variables(rng, root.format(0), I_, H_),
+         **_tf1_cell_variables(rng, root.format(1), H_, H_)}
+    write_checkpoint(str(tmp_path / "m.ckpt"), v)
+    layer = from_tf_checkpoint(str(tmp_path / "m.ckpt"), cell_clip=cell_clip, dtype=np.float64)
+    params = {}
+    for k in range(2):
+        r = root.format(k)
+        n_in = I_ if k == 0 else H_
+        kernel, bias = v[f"{r}/kernel"].astype(np.float64), v[f"{r}/bias"].astype(np.float64)
+        for block, gate in enumerate(("input", "cell", "forget", "output")):  # TF: i, j, f, o
+            cols = slice(block * H_, (block + 1) * H_)
+            params[f"layer{k}.forward.{gate}.kernel"] = kernel[:n_in, cols]
+            params[f"layer{k}.forward.{gate}.recurrent"] = kernel[n_in:, cols]
+            # TF adds forget_bias at run time; a float32 checkpoint's bias stays float32
+            params[f"layer{k}.forward.{gate}.bias"] = (bias[cols] + (
+                forget_bias if gate == "forget" else 0.0)).astype(np.float32).astype(np.float64)
+        for d, gate in (("w_i_diag", "input"), ("w_f_diag", "forget"), ("w_o_diag", "output")):
+            params[f"layer{k}.forward.{gate}.peephole"] = v[f"{r}/{d}"].astype(np.float64)
+    x = rng.normal(0, 1.5, (4, 6, I_))
+    lengths = np.array([6, 3, 0, 5])
+    mask = np.arange(6)[None, :] < lengths[:, None]
+    ref, (h_ref, c_ref) = rnn_forward("lstm", params, x, hidden_size=H_, num_layers=2,
+                                      mask=mask, peepholes=True, cell_clip=cell_clip)
+    y, (h, c) = layer(x, lengths=lengths)
+    assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+    assert_allclose(c, c_ref, rtol=1e-12, atol=1e-12)
+    assert np.abs(c_ref).max() == pytest.approx(cell_clip)  # the clip is active
+
+
+def test_tf1_bad_peephole_and_projection_variables(tmp_path):
+    from tf_checkpoint_writer import write_checkpoint
+    from fastrnn.io.tf1 import from_tf_checkpoint
+    rng = np.random.default_rng(6)
+    cases = [
+        (_tf1_cell_variables(rng, "a/rnn/lstm_cell", 3, 4, diags=("w_i_diag", "w_f_diag")),
+         "not all of w_i_diag, w_f_diag, w_o_diag"),
+        ({**_tf1_cell_variables(rng, "a/rnn/lstm_cell", 3, 4, peepholes=False),
+          "a/rnn/lstm_cell/w_i_diag": np.zeros(5, np.float32),
+          "a/rnn/lstm_cell/w_f_diag": np.zeros(5, np.float32),
+          "a/rnn/lstm_cell/w_o_diag": np.zeros(5, np.float32)}, r"w_i_diag has shape \(5,\)"),
+        ({**_tf1_cell_variables(rng, "a/rnn/lstm_cell", 3, 4, P=2),
+          "a/rnn/lstm_cell/projection/kernel": np.zeros((3, 2), np.float32)},
+         r"projection/kernel has shape \(3, 2\), expected \(4, num_proj\)"),
+    ]
+    for k, (variables, match) in enumerate(cases):
+        prefix = str(tmp_path / f"bad{k}.ckpt")
+        write_checkpoint(prefix, variables)
+        with pytest.raises(ValueError, match=match):
+            from_tf_checkpoint(prefix)

@@ -6,6 +6,11 @@ BundleEntryProto records) and `prefix.data-0000k-of-0000n` (the raw little-endia
 Cells (by the variable scope names TF1 gives them):
 * `basic_lstm_cell`, `lstm_cell`: kernel (I+H, 4H) over concat([x, h]), columns i, j(=cell), f,
   o; bias (4H,); `forget_bias` is a constructor constant NOT stored in the file, 1.0 by default.
+  `LSTMCell(use_peepholes=True)` adds `w_i_diag`, `w_f_diag`, `w_o_diag` (H,) (the layer gets
+  `peepholes=True`); `num_proj=P` adds `projection/kernel` (H, P) (the layer's `proj_size=P`,
+  key `projection`; the kernel is then (I+P, 4H): the recurrent input is the projected m).
+  `cell_clip` and `proj_clip` are constructor constants NOT stored in the file: pass them to
+  `from_tf_checkpoint` (`cell_clip` applies to the LSTM layers; `proj_clip` needs a projection).
 * `cudnn_compatible_lstm_cell`: the same layout, forget_bias 0.0 by default.
 * `gru_cell`: gates/kernel (I+H, 2H) columns [reset | update], gates/bias, candidate/kernel
   (I+H, H), candidate/bias; reset applied before the matmul (fastrnn reset_after=False).
@@ -238,16 +243,35 @@ def _cell_weights(variables, root, cell, forget_bias, label, sd, prefix):
     """Canonical weights of one cell under `root` ("rnn/basic_lstm_cell"); returns
     (kind, input_size, hidden_size, use_bias, reset_after)."""
     if cell in ("basic_lstm_cell", "lstm_cell", "cudnn_compatible_lstm_cell"):
-        for extra in ("w_f_diag", "w_i_diag", "w_o_diag", "projection/kernel"):
-            if f"{root}/{extra}" in variables:
-                what = "projection (num_proj)" if "proj" in extra else "peepholes"
-                raise ValueError(f"{label}: {root} uses {what}, which fastrnn does not support")
         kernel = _get(variables, root + "/kernel", label)
-        if kernel.ndim != 2 or kernel.shape[1] % 4 or kernel.shape[0] <= kernel.shape[1] // 4:
+        if kernel.ndim != 2 or kernel.shape[1] % 4:
             raise ValueError(f"{label}: {root}/kernel has shape {kernel.shape}, expected "
                              "(input_size + H, 4H)")
         H = kernel.shape[1] // 4
-        input_size = kernel.shape[0] - H
+        proj = variables.get(root + "/projection/kernel")
+        P = 0
+        if proj is not None:  # LSTMCell(num_proj=P): m = (o * tanh(c)) @ projection
+            if proj.ndim != 2 or proj.shape[0] != H or proj.shape[1] < 1:
+                raise ValueError(f"{label}: {root}/projection/kernel has shape {proj.shape}, "
+                                 f"expected ({H}, num_proj)")
+            P = proj.shape[1]
+            sd[f"{prefix}.projection"] = proj
+        rec = P or H  # rows of the recurrent part: the previous (projected) output
+        if kernel.shape[0] <= rec:
+            raise ValueError(f"{label}: {root}/kernel has shape {kernel.shape}, expected "
+                             f"(input_size + {rec}, {4 * H})")
+        input_size = kernel.shape[0] - rec
+        diags = [d for d in ("w_i_diag", "w_f_diag", "w_o_diag")
+                 if f"{root}/{d}" in variables]
+        if diags and len(diags) != 3:
+            raise ValueError(f"{label}: {root} has peephole variables {diags} but not all of "
+                             "w_i_diag, w_f_diag, w_o_diag")
+        for d, gate in (("w_i_diag", "input"), ("w_f_diag", "forget"), ("w_o_diag", "output")):
+            if diags:
+                w = variables[f"{root}/{d}"]
+                if w.shape != (H,):
+                    raise ValueError(f"{label}: {root}/{d} has shape {w.shape}, expected ({H},)")
+                sd[f"{prefix}.{gate}.peephole"] = w
         bias = variables.get(root + "/bias")
         fb = _DEFAULT_FORGET_BIAS[cell] if forget_bias is None else float(forget_bias)
         b = None
@@ -259,8 +283,8 @@ def _cell_weights(variables, root, cell, forget_bias, label, sd, prefix):
             b[2 * H:3 * H] += fb  # TF adds forget_bias to the f block at run time
             b = b.astype(kernel.dtype)
         split_columns("lstm", GATE_ORDER["lstm"], kernel[:input_size],
-                      kernel[input_size:], b, None, H, prefix, sd)
-        return "lstm", input_size, H, b is not None, True
+                      kernel[input_size:], b, None, H, prefix, sd, proj_size=P)
+        return "lstm", input_size, H, b is not None, True, P, bool(diags)
     gk = _get(variables, root + "/gates/kernel", label)
     gb = _get(variables, root + "/gates/bias", label)
     if gk.ndim != 2 or gk.shape[1] % 2 or gk.shape[0] <= gk.shape[1] // 2:
@@ -301,14 +325,18 @@ def _cell_weights(variables, root, cell, forget_bias, label, sd, prefix):
     sd[f"{prefix}.candidate.recurrent"] = cand_r
     sd[f"{prefix}.candidate.bias"] = cand_b
     sd[f"{prefix}.candidate.recurrent_bias"] = cand_rb
-    return "gru", I, H, True, reset_after
+    return "gru", I, H, True, reset_after, 0, False
 
 
-def from_tf_checkpoint(path, scope=None, forget_bias=None, *, dtype=None):
+def from_tf_checkpoint(path, scope=None, forget_bias=None, *, dtype=None, cell_clip=None,
+                       proj_clip=None):
     """Layers of the TF1 RNN cells in a checkpoint: one layer, or a dict scope -> layer.
 
     `scope` picks one layer by its name (as listed when several are found) or, as a prefix,
-    restricts the search. `forget_bias=None` uses each cell type's own default."""
+    restricts the search. `forget_bias=None` uses each cell type's own default. `cell_clip` and
+    `proj_clip` are the `LSTMCell` constructor values (not stored in checkpoints): `cell_clip`
+    goes to every LSTM layer found (an error when there is none), `proj_clip` to every LSTM
+    layer with a projection (`num_proj`; an error when there is none)."""
     from ._common import single_or_dict
     variables = read_checkpoint(path)
     label = _prefix(path)
@@ -324,15 +352,27 @@ def from_tf_checkpoint(path, scope=None, forget_bias=None, *, dtype=None):
         layer_name, k, direction, separate = _locate(parent)
         root = f"{parent}/{cell}" if parent else cell
         groups.setdefault(layer_name, {})[(k, direction)] = (root, cell, separate)
+    if scope is not None and scope in groups:
+        groups = {scope: groups[scope]}
     layers = {}
     for layer_name, cells in groups.items():
-        layers[layer_name] = _assemble(variables, layer_name, cells, forget_bias, label, dtype)
+        layers[layer_name] = _assemble(variables, layer_name, cells, forget_bias, label, dtype,
+                                       cell_clip, proj_clip)
+    lstms = [n for n, layer in layers.items() if layer._cell == "lstm"]
+    if cell_clip is not None and not lstms:
+        raise ValueError(f"{label}: cell_clip is an LSTMCell option, but no LSTM cell was found "
+                         f"(layers: {sorted(layers)})")
+    if proj_clip is not None and not any(layers[n].proj_size for n in lstms):
+        raise ValueError(f"{label}: proj_clip clips the projection of an LSTMCell(num_proj=...), "
+                         "but no cell here has a projection (projection/kernel); without one "
+                         "it means nothing")
     if scope is not None and scope in layers:
         return layers[scope]
     return single_or_dict(layers, None, label)
 
 
-def _assemble(variables, layer_name, cells, forget_bias, label, dtype):
+def _assemble(variables, layer_name, cells, forget_bias, label, dtype, cell_clip=None,
+              proj_clip=None):
     ks = sorted({k for k, _ in cells})
     dirs = sorted({d for _, d in cells})
     if ks != list(range(len(ks))):
@@ -352,11 +392,22 @@ def _assemble(variables, layer_name, cells, forget_bias, label, dtype):
         if k == 0:
             info.add(out)
         else:
-            info.add((out[0], None, out[2], out[3], out[4]))
+            info.add((out[0], None) + out[2:])
     first = [i for i in info if i[1] is not None]
-    kind, input_size, H, use_bias, reset_after = first[0]
-    if len({(i[0], i[2], i[3], i[4]) for i in info}) != 1 or len(first) != 1:
-        raise ValueError(f"{label}: the cells of {layer_name} differ in type or size")
+    kind, input_size, H, use_bias, reset_after, proj_size, peepholes = first[0]
+    if len({(i[0],) + i[2:] for i in info}) != 1 or len(first) != 1:
+        raise ValueError(f"{label}: the cells of {layer_name} differ in type, size, peepholes "
+                         "or projection")
+    variant = {}
+    if kind == "lstm":
+        if peepholes:
+            variant["peepholes"] = True
+        if proj_size:
+            variant["proj_size"] = proj_size
+            if proj_clip is not None:
+                variant["proj_clip"] = proj_clip
+        if cell_clip is not None:
+            variant["cell_clip"] = cell_clip
     return build(kind, input_size, H, sd, dtype=dtype, num_layers=len(ks),
                  bidirectional=bidirectional, reverse=reverse, use_bias=use_bias,
-                 reset_after=reset_after, name=layer_name)
+                 reset_after=reset_after, name=layer_name, **variant)
