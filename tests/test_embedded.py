@@ -310,7 +310,8 @@ def test_c_fuzz_on_python_written_file(clib, tmp_path):
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind not installed")
 def test_valgrind_clean(clib, tmp_path):
     """memcheck: no invalid access, no definite leak, in the fuzzer (every truncated and
-    corrupted image is an exact-size heap copy), the C streaming tests, the example and the
+    corrupted image is an exact-size heap copy; a Python-written file and its own version-1 and
+    version-2 images), the C streaming tests, the example and the
     sequence driver."""
     layer = _layer("gru_after", num_layers=2, I=2, H=5)
     save_frnn(layer, tmp_path / "m.frnn")
@@ -319,6 +320,7 @@ def test_valgrind_clean(clib, tmp_path):
     x = np.ones((3, 2, 2), np.float32)
     runs = [
         [clib["fuzz"], str(tmp_path / "m.frnn")],
+        [clib["fuzz"]],  # its own images: version 1 and version 2 (variants, projection)
         [clib["test_stream"], "quick"],
         [clib["stream"], str(tmp_path / "m.frnn"), _write(tmp_path / "x", x[0]),
          str(tmp_path / "y")],
