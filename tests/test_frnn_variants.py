@@ -9,8 +9,8 @@ Python reader and by the C library.
   layer bitwise;
 - the loaded layer's step() (the C streaming path, fr_step) equals its forward call, bitwise;
 - malformed version-2 files give a ValueError naming what is wrong.
-Projection (proj_size) files round-trip in Python today; the C library loads them but its
-fr_forward / fr_step do not run projections yet, so those C checks are xfail(strict=True).
+Projection (proj_size) files included: the C library runs them with fr_forward and fr_step
+too (proj_impl.inc, stream_impl.inc).
 """
 import os
 import shutil
@@ -28,9 +28,6 @@ from fastrnn.io.frnn import load_frnn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAVE_CC = shutil.which("make") is not None and shutil.which("cc") is not None
-PROJECTION_PENDING = pytest.mark.xfail(
-    strict=True, reason="the C library's fr_forward / fr_state_create answer FR_EUNSUPPORTED "
-    "for models with a projection until the projection reaches its sequence and step paths")
 
 VARIANTS = {
     "lstm_peepholes": lambda **kw: fastrnn.LSTM(3, 5, peepholes=True, **kw),
@@ -71,7 +68,6 @@ VARIANTS = {
     "lstm_projection_stacked_uni": lambda **kw: fastrnn.LSTM(
         4, 9, proj_size=5, proj_clip=0.7, num_layers=2, **kw),
 }
-PROJECTION = {k for k in VARIANTS if "projection" in k}
 STREAMABLE = sorted(k for k, make in VARIANTS.items()
                     if make(seed=0).num_directions == 1 and not make(seed=0).reverse)
 
@@ -347,8 +343,7 @@ def _write(path, a):
 
 
 def _c_case(key, mode):
-    marks = [PROJECTION_PENDING] if key in PROJECTION else []
-    return pytest.param(key, mode, marks=marks, id=f"{key}-{mode}")
+    return pytest.param(key, mode, id=f"{key}-{mode}")
 
 
 _C_CASES = [_c_case(k, "seq") for k in sorted(VARIANTS)] + [

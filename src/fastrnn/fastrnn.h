@@ -133,7 +133,8 @@ typedef struct fr_weights {
     /* LSTM with desc->peepholes: (3 * gate_stride) peephole weights of the gates input,
      * forget, output (in that order, each gate_stride apart); NULL otherwise. */
     const void *peephole;
-    /* LSTM with desc->proj_size = P: (hidden_size, proj_ld) row-major, P columns used. */
+    /* LSTM with desc->proj_size = P: (hidden_size, proj_ld) row-major, P columns used,
+     * proj_ld >= fr_gate_stride(dtype, P) (the padding columns are read, never used). */
     const void *projection;
     ptrdiff_t proj_ld;
 } fr_weights;
@@ -315,10 +316,11 @@ int fr_state_create(const fr_model *model, int batch, fr_state **out);
 void fr_state_free(fr_state *state);
 /* Zero every stream's state. */
 void fr_state_reset(fr_state *state);
-/* Copy the state in / out: h and c are (num_layers, batch, H); NULL = zeros (set) / skip (get). */
+/* Copy the state in / out: h is (num_layers, batch, P) and c (num_layers, batch, H), P =
+ * proj_size with a projection, else H; NULL = zeros (set) / skip (get). */
 int fr_state_set(fr_state *state, const void *h, const void *c);
 int fr_state_get(const fr_state *state, void *h, void *c);
-/* One step: x_t (batch, input_size) -> y_t (batch, H), the last layer's new h. Uses the
+/* One step: x_t (batch, input_size) -> y_t (batch, P), the last layer's new h. Uses the
  * kernel variant currently selected (fr_get_isa), like fr_layer_forward. */
 int fr_step(const fr_model *model, fr_state *state, const void *x_t, void *y_t);
 /* Latency probe: `repeats` times, run `steps` fr_step calls on the same x_t (the state keeps

@@ -297,6 +297,14 @@ typedef struct fr_step_args {
     const void *xproj;
     ptrdiff_t xproj_ld;
     fr_cell_variant var;         /* var.on = 0: the plain cell */
+    /* LSTM projection (P > 0): h has P units, hprev / hnew rows are h_ld apart (>= Pp; Hp
+     * otherwise), m (B rows of Hp) is scratch for o * act_h(c); Wp (H, proj_ld). */
+    int P;
+    ptrdiff_t h_ld;
+    const void *Wp;
+    ptrdiff_t proj_ld;
+    double proj_clip;
+    void *m;
 } fr_step_args;
 
 typedef void (*fr_step_fn)(const fr_step_args *a);

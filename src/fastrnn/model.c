@@ -34,13 +34,16 @@ struct fr_state {
     const fr_model *model;
     int batch, parity;
     void *alloc;               /* fr_state_create's allocation, or NULL (caller memory) */
-    int num_layers, hidden_size, out_stride;  /* out_stride = Hp */
+    int num_layers, hidden_size, out_stride;  /* out_stride: h row stride, Hp (or Pp) */
+    int h_units;               /* units of h: proj_size, or hidden_size */
+    int c_stride;              /* c row stride: Hp */
     size_t elem;
     fr_dtype dtype;
     fr_step_args *args;        /* per layer; x / hprev / hnew set at each step */
-    char *h[2];                /* (num_layers, batch, Hp) each: previous / new by parity */
+    char *h[2];                /* (num_layers, batch, out_stride) each: previous / new */
     char *c;                   /* (num_layers, batch, Hp) */
-    size_t layer_bytes;        /* batch * Hp * elem */
+    size_t layer_bytes;        /* batch * out_stride * elem: one layer of h */
+    size_t c_layer_bytes;      /* batch * Hp * elem: one layer of c */
 };
 
 static size_t elem_bytes(fr_dtype dtype) { return dtype == FR_FLOAT64 ? 8 : 4; }
@@ -432,7 +435,6 @@ int fr_model_create(const fr_layer_desc *desc, int num_layers, const fr_weights 
     *out = NULL;
     /* fr_workspace_size is 0 exactly when the descriptor is invalid. */
     if (!desc || !w || num_layers < 1 || fr_workspace_size(desc, 1, 1, 1) == 0) return FR_EINVAL;
-    if (desc->proj_size > 0) return FR_EUNSUPPORTED;  /* models with a projection: not yet */
     const ptrdiff_t min_ld = (ptrdiff_t)fr_num_gates(desc->cell)
                              * fr_gate_stride(desc->dtype, desc->hidden_size);
     for (int i = 0; i < num_layers * desc->num_directions; i++)
@@ -625,7 +627,7 @@ static size_t forward_layout(const fr_model *m, int B, int T, int nt, size_t *ma
 {
     const fr_layer_desc *d = &m->layers[0];
     *mask_bytes = fr_round_up((size_t)B * T, FR_ALIGN);
-    *inter_bytes = fr_round_up((size_t)B * T * d->num_directions * d->hidden_size
+    *inter_bytes = fr_round_up((size_t)B * T * d->num_directions * desc_h_units(d)
                                * elem_bytes(d->dtype), FR_ALIGN);
     size_t layer_ws = 0;
     for (int k = 0; k < m->num_layers; k++) {
@@ -648,11 +650,8 @@ int fr_forward(const fr_model *m, const fr_sequence *s, void *workspace, size_t 
 {
     if (!m || !s || !s->x || !s->y || s->batch < 1 || s->time < 1) return FR_EINVAL;
     if (s->lengths && s->mask) return FR_EINVAL;
-    /* Models with a projection load (.frnn version 2) but sequence calls over them are not
-     * there yet: their states and outputs are P wide. */
-    if (m->layers[0].proj_size > 0) return FR_EUNSUPPORTED;
     const int B = s->batch, T = s->time, L = m->num_layers, D = m->num_directions;
-    const int H = m->layers[0].hidden_size;
+    const int H = m->layers[0].hidden_size, P = desc_h_units(&m->layers[0]);
     const int nt = num_threads < 1 ? 1 : num_threads;
     if (s->lengths)
         for (int b = 0; b < B; b++)
@@ -684,15 +683,16 @@ int fr_forward(const fr_model *m, const fr_sequence *s, void *workspace, size_t 
         mk = all ? NULL : mask;
     }
     const size_t e = elem_bytes(m->layers[0].dtype), state = (size_t)D * B * H * e;
+    const size_t hstate = (size_t)D * B * P * e;  /* h has P units with a projection */
     const void *in = s->x;
     int rc = FR_OK;
     for (int k = 0; k < L && rc == FR_OK; k++) {
         void *y = k == L - 1 ? s->y : inter[k & 1];
         fr_io io = {B, T, in, mk,
-                    s->h0 ? (const char *)s->h0 + k * state : NULL,
+                    s->h0 ? (const char *)s->h0 + k * hstate : NULL,
                     s->c0 ? (const char *)s->c0 + k * state : NULL,
                     y,
-                    s->h_n ? (char *)s->h_n + k * state : NULL,
+                    s->h_n ? (char *)s->h_n + k * hstate : NULL,
                     s->c_n ? (char *)s->c_n + k * state : NULL};
         rc = fr_layer_forward(&m->layers[k], &m->w[k * D], &io, layer_ws, layer_ws_size, nt);
         in = y;
@@ -704,10 +704,11 @@ int fr_forward(const fr_model *m, const fr_sequence *s, void *workspace, size_t 
 /* ---- streaming ---- */
 
 /* State memory, in order (each part FR_ALIGN-aligned): the fr_state, per-layer step args,
- * h double buffer (2 * L * B * Hp), c (L * B * Hp), GRU scratch z, r*h, x-projection of the
- * candidate (3 * B * Hp), zero bias vector (G * Hp). Returns 0 for an invalid request. */
+ * h double buffer (2 * L * B * Hs), c (L * B * Hp), scratch: GRU z, r*h, x-projection of the
+ * candidate, or the projection's m (3 * B * Hp), zero bias vector (G * Hp). Hs, the h row
+ * stride, is Hp, or Pp with a projection. Returns 0 for an invalid request. */
 typedef struct state_layout {
-    size_t args, h, c, scratch, zeros, total, layer;
+    size_t args, h, c, scratch, zeros, total, layer, c_layer;
 } state_layout;
 
 static int state_plan(const fr_model *m, int batch, state_layout *lay)
@@ -715,25 +716,26 @@ static int state_plan(const fr_model *m, int batch, state_layout *lay)
     if (!m || batch < 1) return FR_EINVAL;
     const fr_layer_desc *d = &m->layers[0];
     if (d->num_directions != 1 || d->reverse) return FR_ENOTSTREAMABLE;
-    if (d->proj_size > 0) return FR_EUNSUPPORTED;  /* stepping a projection: not yet */
     const uint64_t Hp = (uint64_t)fr_gate_stride(d->dtype, d->hidden_size);
+    const uint64_t Hs = (uint64_t)fr_gate_stride(d->dtype, desc_h_units(d));
     const uint64_t e = elem_bytes(d->dtype), L = (uint64_t)m->num_layers;
-    uint64_t layer = (uint64_t)batch * Hp * e;  /* < 2^31 * 2^21 * 8: no overflow */
-    uint64_t n = fr_round_up(sizeof(fr_state), FR_ALIGN), part;
+    uint64_t layer = (uint64_t)batch * Hs * e;  /* < 2^31 * 2^21 * 8: no overflow */
+    uint64_t c_layer = (uint64_t)batch * Hp * e;
+    uint64_t n = fr_round_up(sizeof(fr_state), FR_ALIGN);
     lay->args = (size_t)n;
     n += fr_round_up(L * sizeof(fr_step_args), FR_ALIGN);
     lay->h = (size_t)n;
-    part = fr_round_up(L * layer, FR_ALIGN);
-    n += 2 * part;
+    n += 2 * fr_round_up(L * layer, FR_ALIGN);
     lay->c = (size_t)n;
-    n += part;
+    n += fr_round_up(L * c_layer, FR_ALIGN);
     lay->scratch = (size_t)n;
-    n += 3 * fr_round_up(layer, FR_ALIGN);
+    n += 3 * fr_round_up(c_layer, FR_ALIGN);
     lay->zeros = (size_t)n;
     n += fr_round_up((uint64_t)fr_num_gates(d->cell) * Hp * e, FR_ALIGN);
     if (n > (uint64_t)SIZE_MAX - FR_ALIGN) return FR_ENOMEM;
     lay->total = (size_t)n + FR_ALIGN;
     lay->layer = (size_t)layer;
+    lay->c_layer = (size_t)c_layer;
     return FR_OK;
 }
 
@@ -756,12 +758,15 @@ int fr_state_init(const fr_model *m, int batch, void *buf, size_t size, fr_state
     fr_state *s = (fr_state *)base;
     const fr_layer_desc *d = &m->layers[0];
     const int Hp = fr_gate_stride(d->dtype, d->hidden_size);
-    const size_t scratch_part = fr_round_up(lay.layer, FR_ALIGN);
+    const int P = desc_h_units(d), Hs = fr_gate_stride(d->dtype, P);
+    const size_t scratch_part = fr_round_up(lay.c_layer, FR_ALIGN);
     s->model = m;
     s->batch = batch;
     s->num_layers = m->num_layers;
     s->hidden_size = d->hidden_size;
-    s->out_stride = Hp;
+    s->h_units = P;
+    s->out_stride = Hs;
+    s->c_stride = Hp;
     s->elem = elem_bytes(d->dtype);
     s->dtype = d->dtype;
     s->args = (fr_step_args *)(base + lay.args);
@@ -769,6 +774,7 @@ int fr_state_init(const fr_model *m, int batch, void *buf, size_t size, fr_state
     s->h[1] = s->h[0] + fr_round_up((size_t)m->num_layers * lay.layer, FR_ALIGN);
     s->c = base + lay.c;
     s->layer_bytes = lay.layer;
+    s->c_layer_bytes = lay.c_layer;
     const void *zeros = base + lay.zeros;
     for (int k = 0; k < m->num_layers; k++) {
         const fr_weights *w = &m->w[k];
@@ -785,12 +791,20 @@ int fr_state_init(const fr_model *m, int batch, void *buf, size_t size, fr_state
         a->bias = w->bias ? w->bias : zeros;
         a->has_rbias = d->cell == FR_GRU && w->recurrent_bias != NULL;
         a->rbias = a->has_rbias ? w->recurrent_bias : zeros;
-        a->x_ld = k == 0 ? a->I : Hp;
-        a->c = s->c + (size_t)k * lay.layer;
+        a->x_ld = k == 0 ? a->I : Hs;
+        a->c = s->c + (size_t)k * lay.c_layer;
         a->z = base + lay.scratch;
         a->rh = base + lay.scratch + scratch_part;
         a->xn = base + lay.scratch + 2 * scratch_part;
         fr_cell_variant_of(&m->layers[k], w, 0, &a->var);
+        if (d->proj_size > 0) {  /* the step kernels' projection (stream_impl.inc) */
+            a->P = P;
+            a->h_ld = Hs;
+            a->Wp = w->projection;
+            a->proj_ld = w->proj_ld;
+            a->proj_clip = d->proj_clip;
+            a->m = base + lay.scratch;  /* an LSTM has no GRU scratch to share it with */
+        }
     }
     *out = s;
     return FR_OK;
@@ -828,14 +842,15 @@ void fr_state_reset(fr_state *s)
     const size_t n = (size_t)s->num_layers * s->layer_bytes;
     memset(s->h[0], 0, n);
     memset(s->h[1], 0, n);
-    memset(s->c, 0, n);
+    memset(s->c, 0, (size_t)s->num_layers * s->c_layer_bytes);
     s->parity = 0;
 }
 
-/* Copy (L, B, H) <-> the padded (L, B, Hp) state rows. */
-static void state_rows(const fr_state *s, char *padded, const char *plain, char *plain_out)
+/* Copy (L, B, units) <-> the padded (L, B, stride) state rows. */
+static void state_rows(const fr_state *s, int units, int stride, char *padded, const char *plain,
+                       char *plain_out)
 {
-    const size_t row = (size_t)s->hidden_size * s->elem, prow = (size_t)s->out_stride * s->elem;
+    const size_t row = (size_t)units * s->elem, prow = (size_t)stride * s->elem;
     for (size_t r = 0; r < (size_t)s->num_layers * s->batch; r++) {
         if (plain_out) memcpy(plain_out + r * row, padded + r * prow, row);
         else if (plain) memcpy(padded + r * prow, plain + r * row, row);
@@ -846,16 +861,18 @@ static void state_rows(const fr_state *s, char *padded, const char *plain, char 
 int fr_state_set(fr_state *s, const void *h, const void *c)
 {
     if (!s) return FR_EINVAL;
-    state_rows(s, s->h[s->parity], (const char *)h, NULL);
-    if (s->model->layers[0].cell == FR_LSTM) state_rows(s, s->c, (const char *)c, NULL);
+    state_rows(s, s->h_units, s->out_stride, s->h[s->parity], (const char *)h, NULL);
+    if (s->model->layers[0].cell == FR_LSTM)
+        state_rows(s, s->hidden_size, s->c_stride, s->c, (const char *)c, NULL);
     return FR_OK;
 }
 
 int fr_state_get(const fr_state *s, void *h, void *c)
 {
     if (!s) return FR_EINVAL;
-    if (h) state_rows(s, s->h[s->parity], NULL, (char *)h);
-    if (c && s->model->layers[0].cell == FR_LSTM) state_rows(s, s->c, NULL, (char *)c);
+    if (h) state_rows(s, s->h_units, s->out_stride, s->h[s->parity], NULL, (char *)h);
+    if (c && s->model->layers[0].cell == FR_LSTM)
+        state_rows(s, s->hidden_size, s->c_stride, s->c, NULL, (char *)c);
     return FR_OK;
 }
 
@@ -873,10 +890,10 @@ int fr_step(const fr_model *m, fr_state *s, const void *x_t, void *y_t)
         a->hprev = s->h[p] + (size_t)k * lb;
         a->hnew = s->h[1 - p] + (size_t)k * lb;
         step(a);
-        x = (const char *)a->hnew;  /* the next layer's input, row stride Hp */
+        x = (const char *)a->hnew;  /* the next layer's input, row stride out_stride */
     }
     fr_fpmode_leave(fpmode);
-    const size_t row = (size_t)s->hidden_size * s->elem, prow = (size_t)s->out_stride * s->elem;
+    const size_t row = (size_t)s->h_units * s->elem, prow = (size_t)s->out_stride * s->elem;
     for (int b = 0; b < s->batch; b++) memcpy((char *)y_t + b * row, x + b * prow, row);
     s->parity = 1 - p;
     return FR_OK;

@@ -346,8 +346,6 @@ static void format_errors(void)
 
 /* ---- .frnn version 2: cell variants ---- */
 
-static int pending_projection = 0;  /* projection checks waiting for fr_forward / fr_step */
-
 static int same_desc_variant(const fr_layer_desc *a, const fr_layer_desc *b)
 {
     for (int dir = 0; dir < a->num_directions; dir++)
@@ -362,8 +360,7 @@ static int same_desc_variant(const fr_layer_desc *a, const fr_layer_desc *b)
 
 /* A variant model from a version-2 image: its descriptors carry the variant; fr_forward equals
  * fr_layer_forward layer by layer on weights packed here (bitwise); unidirectional models also
- * step (fr_step == fr_forward, bitwise). With a projection, fr_forward / fr_step may still
- * answer FR_EUNSUPPORTED: then only the loading is checked and the case counts as pending. */
+ * step (fr_step == fr_forward, bitwise), projections included. */
 static void variant_case(const char *label, test_model *tm, int B, int T)
 {
     char what[300];
@@ -425,15 +422,11 @@ static void variant_case(const char *label, test_model *tm, int B, int T)
     void *y1 = calloc(ny, e), *hn1 = calloc(nh, e), *cn1 = calloc(nc, e);
     fr_sequence seq = {B, T, x, lengths, NULL, h0, c0, y1, hn1, cn1};
     rc = fr_forward(m, &seq, NULL, 0, 2);
-    if (rc == FR_EUNSUPPORTED && d0->proj_size > 0) {
-        pending_projection++;
-    } else {
-        check(rc == FR_OK, what);
-        check(memcmp(y1, y2, ny * e) == 0, "variant: fr_forward == fr_layer_forward (bitwise)");
-        check(memcmp(hn1, hn2, nh * e) == 0
-              && (d0->cell != FR_LSTM || memcmp(cn1, cn2, nc * e) == 0),
-              "variant: final states bitwise");
-    }
+    check(rc == FR_OK, what);
+    check(memcmp(y1, y2, ny * e) == 0, "variant: fr_forward == fr_layer_forward (bitwise)");
+    check(memcmp(hn1, hn2, nh * e) == 0
+          && (d0->cell != FR_LSTM || memcmp(cn1, cn2, nc * e) == 0),
+          "variant: final states bitwise");
     /* the same image through a file */
     FILE *f = fopen("build/test_stream.frnn", "wb");
     fwrite(img, 1, len, f);
@@ -446,9 +439,7 @@ static void variant_case(const char *label, test_model *tm, int B, int T)
     if (D == 1 && !d0->reverse) {  /* fr_step, step by step == fr_forward without lengths */
         fr_state *s = NULL;
         rc = fr_state_create(m, B, &s);
-        if (rc == FR_EUNSUPPORTED && d0->proj_size > 0) {
-            pending_projection++;
-        } else {
+        {
             check(rc == FR_OK, "variant: state create");
             seq.lengths = NULL;
             seq.y = y1; seq.h_n = hn1; seq.c_n = cn1;
@@ -721,9 +712,6 @@ int main(int argc, char **argv)
     }
     format_errors();
     variant_format_errors();
-    if (pending_projection)
-        printf("note: %d projection checks pending (fr_forward / fr_step of a model with a "
-               "projection: FR_EUNSUPPORTED for now)\n", pending_projection);
     if (!quick) isa_switch_case();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
