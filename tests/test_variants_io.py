@@ -172,6 +172,26 @@ def test_h5_version_decides_hard_sigmoid(keras3_model, tmp_path, version, alpha)
     assert layer.activations[0][0] == ("hard_sigmoid", pytest.approx(alpha), 0.5)
 
 
+def test_keras_bidirectional_halves_with_different_activations():
+    """A Bidirectional whose backward_layer has its own activations: per direction."""
+    from fastrnn.io.keras import layer_from_config
+    rng = np.random.default_rng(0)
+    k, r, b = rng.normal(size=(3, 16)), rng.normal(size=(4, 16)), rng.normal(size=16)
+    layer = layer_from_config("Bidirectional", {
+        "layer": {"class_name": "LSTM", "config": {"activation": "relu",
+                                                    "recurrent_activation": "hard_sigmoid"}},
+        "backward_layer": {"class_name": "LSTM", "config": {"go_backwards": True,
+                                                             "activation": "elu"}}},
+        [k, r, b] * 2, hard_sigmoid="keras2")
+    assert layer.activations == (
+        (("hard_sigmoid", 0.2, 0.5), ("relu", None, None), ("relu", None, None)),
+        (("sigmoid", None, None), ("elu", 1.0, None), ("elu", 1.0, None)))
+    plain = layer_from_config("LSTM", {"activation": None}, [k, r, b])  # None: the identity
+    assert plain.activations[0][1] == ("linear", None, None)
+    with pytest.raises(ValueError, match="cuDNN layers only run tanh / sigmoid"):
+        layer_from_config("CuDNNLSTM", {"activation": "relu"}, [k, r, np.zeros(32)])
+
+
 def test_hard_sigmoid_flavour():
     assert hard_sigmoid_flavour("2.21.0", "keras3") == "keras2"
     assert hard_sigmoid_flavour(b"2.4.0-tf", "keras3") == "keras2"
