@@ -423,6 +423,7 @@ cdef class StreamModel:
     cdef fr_model *model
     cdef fr_state *state
     cdef readonly int batch, input_size, hidden_size, num_layers
+    cdef readonly int out_units  # units of h and y: proj_size, or hidden_size
     cdef int typenum
     cdef bint is_lstm, release_gil
     cdef object engines
@@ -458,13 +459,15 @@ cdef class StreamModel:
         self.batch = batch
         self.input_size = eng.desc.input_size
         self.hidden_size = eng.desc.hidden_size
+        self.out_units = eng.P
         self.num_layers = L
         self.typenum = eng.typenum
         self.is_lstm = eng.desc.cell == FR_LSTM
         cdef Py_ssize_t weights = 0
         for k in range(L):
             eng = engines[k]
-            weights += eng.G * eng.desc.hidden_size * (eng.desc.input_size + eng.desc.hidden_size)
+            weights += eng.desc.hidden_size * (eng.G * (eng.desc.input_size + eng.P)
+                                               + (eng.P if eng.desc.proj_size > 0 else 0))
         self.release_gil = weights * (4 if self.typenum == cnp.NPY_FLOAT32 else 8) >= 65536
 
     def __dealloc__(self):
@@ -475,22 +478,24 @@ cdef class StreamModel:
         fr_state_reset(self.state)
 
     def step(self, cnp.ndarray x, cnp.ndarray y, object h0, object c0, object h_n, object c_n):
-        """One step: x (B, I) -> y (B, H). h0 / c0 (L, B, H): state to start from (None: the
-        state kept from the previous step); h_n / c_n (L, B, H) or None: state out."""
+        """One step: x (B, I) -> y (B, P). h0 (L, B, P) / c0 (L, B, H): state to start from
+        (None: the state kept from the previous step); h_n / c_n or None: state out. P is
+        proj_size with a projection, else H."""
         cdef Py_ssize_t B = self.batch, ns = self.num_layers * self.batch * self.hidden_size
+        cdef Py_ssize_t nh = self.num_layers * self.batch * self.out_units
         cdef const void *px = _data(x, self.typenum, B * self.input_size, "x")
-        cdef void *py = _data(y, self.typenum, B * self.hidden_size, "y")
+        cdef void *py = _data(y, self.typenum, B * self.out_units, "y")
         cdef const void *ph0 = NULL
         cdef const void *pc0 = NULL
         cdef void *phn = NULL
         cdef void *pcn = NULL
         cdef bint set_state = h0 is not None or c0 is not None
         if h0 is not None:
-            ph0 = _data(h0, self.typenum, ns, "h0")
+            ph0 = _data(h0, self.typenum, nh, "h0")
         if c0 is not None:
             pc0 = _data(c0, self.typenum, ns, "c0")
         if h_n is not None:
-            phn = _data(h_n, self.typenum, ns, "h_n")
+            phn = _data(h_n, self.typenum, nh, "h_n")
         if c_n is not None:
             pcn = _data(c_n, self.typenum, ns, "c_n")
         cdef int rc
@@ -508,7 +513,7 @@ cdef class StreamModel:
         if steps < 1 or repeats < 1:
             raise ValueError("steps and repeats must be >= 1")
         cdef const void *px = _data(x, self.typenum, self.batch * self.input_size, "x")
-        y = np.empty((self.batch, self.hidden_size), x.dtype)
+        y = np.empty((self.batch, self.out_units), x.dtype)
         cdef void *py = cnp.PyArray_DATA(y)
         out = np.empty(repeats, np.float64)
         cdef double *pout = <double *>cnp.PyArray_DATA(out)
@@ -520,14 +525,15 @@ cdef class StreamModel:
         return out
 
     def step_arrays(self, cnp.ndarray x, object h0, object c0):
-        """Layer.step's path: start from (h0, c0) (each (L, B, H) or None = zeros), one step,
-        return (y (B, H), h_n (L, B, H), c_n (L, B, H) or None) in new arrays."""
+        """Layer.step's path: start from (h0 (L, B, P), c0 (L, B, H), each or None = zeros),
+        one step, return (y (B, P), h_n (L, B, P), c_n (L, B, H) or None) in new arrays."""
         cdef Py_ssize_t ns = self.num_layers * self.batch * self.hidden_size
+        cdef Py_ssize_t nh = self.num_layers * self.batch * self.out_units
         cdef const void *px = _data(x, self.typenum, self.batch * self.input_size, "x")
         cdef const void *ph0 = NULL
         cdef const void *pc0 = NULL
         if h0 is not None:
-            ph0 = _data(h0, self.typenum, ns, "h0")
+            ph0 = _data(h0, self.typenum, nh, "h0")
         if c0 is not None:
             pc0 = _data(c0, self.typenum, ns, "c0")
         return self._run(px, ph0, pc0)
@@ -552,6 +558,7 @@ cdef class StreamModel:
         order and C order, of this model's batch; otherwise it returns None and the caller
         validates and converts (a byte-swapped array must never be read as native)."""
         cdef Py_ssize_t L = self.num_layers, B = self.batch, H = self.hidden_size
+        cdef Py_ssize_t P = self.out_units
         if not self._exact(x, 2, B, self.input_size, 0):
             return None
         cdef object h0 = None, c0 = None
@@ -569,7 +576,7 @@ cdef class StreamModel:
                 h0 = (<tuple>state)[0]
             else:
                 h0 = state
-            if not self._exact(h0, 3, L, B, H):
+            if not self._exact(h0, 3, L, B, P):
                 return None
         y, h_n, c_n = self._run(cnp.PyArray_DATA(<cnp.ndarray>x),
                                 cnp.PyArray_DATA(<cnp.ndarray>h0) if h0 is not None else NULL,
@@ -579,14 +586,18 @@ cdef class StreamModel:
     cdef object _run(self, const void *px, const void *ph0, const void *pc0):
         cdef cnp.npy_intp ydims[2]
         cdef cnp.npy_intp sdims[3]
+        cdef cnp.npy_intp cdims[3]
         ydims[0] = self.batch
-        ydims[1] = self.hidden_size
+        ydims[1] = self.out_units
         sdims[0] = self.num_layers
         sdims[1] = self.batch
-        sdims[2] = self.hidden_size
+        sdims[2] = self.out_units
+        cdims[0] = self.num_layers
+        cdims[1] = self.batch
+        cdims[2] = self.hidden_size
         y = cnp.PyArray_EMPTY(2, ydims, self.typenum, 0)
         h_n = cnp.PyArray_EMPTY(3, sdims, self.typenum, 0)
-        c_n = cnp.PyArray_EMPTY(3, sdims, self.typenum, 0) if self.is_lstm else None
+        c_n = cnp.PyArray_EMPTY(3, cdims, self.typenum, 0) if self.is_lstm else None
         cdef void *py = cnp.PyArray_DATA(<cnp.ndarray>y)
         cdef void *phn = cnp.PyArray_DATA(<cnp.ndarray>h_n)
         cdef void *pcn = cnp.PyArray_DATA(<cnp.ndarray>c_n) if c_n is not None else NULL

@@ -542,19 +542,14 @@ class _Recurrent:
         if self.bidirectional or self.reverse:
             raise ValueError("step() needs a unidirectional, forward layer")
         x = self._as_input(x_t, rank=2)
-        if self._proj:
-            # The streaming kernels have no projection yet: a one-step sequence call computes
-            # the same step (with the per-call costs of a sequence).
-            y, st = self(x[:, None, :], initial_state=state, training=False)
-            return y[:, 0], st
         B = x.shape[0]
         h0, *rest = self._state(state, B, what="state")
         c0 = rest[0] if rest else None
         if B == 0:
-            L, H = self.num_layers, self.hidden_size
-            h_n = np.zeros((L, 0, H), self.dtype)
+            L, H, P = self.num_layers, self.hidden_size, self._h_size
+            h_n = np.zeros((L, 0, P), self.dtype)
             c_n = np.zeros((L, 0, H), self.dtype) if self._n_state == 2 else None
-            return np.zeros((0, H), self.dtype), self._pack_state(h_n, c_n)
+            return np.zeros((0, P), self.dtype), self._pack_state(h_n, c_n)
         # The C streaming path (fr_step): bitwise the same results as a T = 1 forward call.
         stream = self._stream(B)
         self._local.step_fast = stream.step_packed

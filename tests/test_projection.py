@@ -81,15 +81,25 @@ def test_projection_threads_bitwise():
         fastrnn.set_num_threads(before)
 
 
-def test_projection_step_equals_sequence():
-    _, layer = _pair(3, 12, 5, 2)
-    x = np.random.default_rng(3).normal(size=(2, 5, 3))
-    seq, _ = layer(x)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_projection_step_equals_sequence(isa, dtype):
+    """step() runs the C streaming kernels (fr_step), which project each step the same way as
+    the sequence kernel: the same bits."""
+    _, layer = _pair(3, 12, 5, 2, dtype=dtype)
+    x = np.random.default_rng(3).normal(size=(2, 5, 3)).astype(layer.dtype)
+    seq, (h_seq, c_seq) = layer(x)
     state = None
     for t in range(5):
         y, state = layer.step(x[:, t], state)
-        np.testing.assert_allclose(y, seq[:, t], rtol=1e-12, atol=1e-14)
+        np.testing.assert_array_equal(y, seq[:, t])
     assert state[0].shape == (2, 2, 5) and state[1].shape == (2, 2, 12)
+    np.testing.assert_array_equal(state[0], h_seq)
+    np.testing.assert_array_equal(state[1], c_seq)
+    clipped = fastrnn.LSTM(3, 12, proj_size=5, proj_clip=0.05, seed=1)
+    seq, _ = clipped(x.astype(np.float32))
+    y, _ = clipped.step(x[:, 0].astype(np.float32))
+    np.testing.assert_array_equal(y, seq[:, 0])
+    assert np.abs(y).max() == np.float32(0.05)
 
 
 def test_projection_with_variants_and_proj_clip_vs_numpy_loop():
