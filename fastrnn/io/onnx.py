@@ -1,12 +1,64 @@
-"""ONNX `LSTM` / `GRU` nodes (opset 7-22 schema), loading and exporting.
+"""ONNX `LSTM` / `GRU` nodes (opset 7-22 schema) and torch-exported `LSTMCell` / `GRUCell`
+subgraphs, loading and exporting.
 
-Layout (layout=0): W [D, G*H, I], R [D, G*H, H], B [D, 2*G*H] = [Wb, Rb]; row blocks LSTM
-i,o,f,c and GRU z,r,h; direction 0 is forward, 1 backward. GRU `linear_before_reset=1` is
-fastrnn reset_after=True, 0 is reset_after=False (Rbh then acts outside the reset, as fastrnn's
-reset_after=False recurrent_bias does). `sequence_lens` semantics equal fastrnn `lengths` with
-masked_output="zero". W, R and B are found through the node's inputs (initializers or Constant
-nodes), never by name, so models from torch.onnx.export load as they are (one node per layer:
-a stacked module gives a dict node name -> layer).
+Node layout: W [D, G*H, I], R [D, G*H, H], B [D, 2*G*H] = [Wb, Rb], P [D, 3*H]; row blocks LSTM
+i,o,f,c (P: i,o,f) and GRU z,r,h; direction 0 is forward, 1 backward. GRU
+`linear_before_reset=1` is fastrnn reset_after=True, 0 is reset_after=False (Rbh then acts
+outside the reset, as fastrnn's reset_after=False recurrent_bias does). `sequence_lens`
+semantics equal fastrnn `lengths` with masked_output="zero".
+
+What `from_onnx` recognises (one fastrnn layer each; a model with several gives a dict
+name -> layer in graph order, depth first):
+
+* `LSTM` / `GRU` nodes of the default domain, in the main graph and, recursively, in the
+  subgraphs of `If` (then_branch, else_branch), `Loop` and `Scan` (body) nodes (any node's graph
+  attribute is searched). A top-level node is named by its node name, or `{op_type}_{index}`
+  when it has none; a node inside a subgraph by its path, e.g. `If_0.then_branch/LSTM_3`
+  (each step `{node name or op_type_index}.{attribute}/`), so that `node=` can pick one branch.
+* Attributes: `direction`, `hidden_size`, `linear_before_reset`, `activations` with
+  `activation_alpha` / `activation_beta`, `clip`, `input_forget` (LSTM), `layout` 0 or 1, and
+  the peephole input `P` (`peepholes=True`; an all-zero P is the plain cell). Activation
+  parameters are read as ONNX Runtime reads them (rnn_helpers.cc): the two lists are consumed
+  in the order of the activations, each function taking only the parameters it has (alpha:
+  Affine, LeakyRelu, ThresholdedRelu, ScaledTanh, HardSigmoid, Elu; beta: Affine, ScaledTanh,
+  HardSigmoid); a list that runs out gives LeakyRelu alpha 0.01, HardSigmoid 0.2 / 0.5 and Elu
+  1.0 (the ONNX operators' own defaults, which ONNX Runtime uses too). For ThresholdedRelu,
+  Affine and ScaledTanh ONNX Runtime substitutes 0.0 where the ONNX operators default to 1.0,
+  so a file that leaves those parameters out is refused rather than guessed. (The ONNX
+  reference evaluator ignores activations, clip and their parameters altogether.)
+  `layout=1` (batch-major X, Y and states) gives the same layer: fastrnn is batch-major, only
+  the file's input and output layout differs.
+* Weight inputs W, R, B, P are found through the node's inputs, never by name. Each may be an
+  initializer, a `Constant`, or computed from those by a sub-DAG of constant operations, also
+  across scopes (a subgraph reading its outer graphs' values). That sub-DAG is evaluated with
+  numpy following the ONNX opset semantics of the model (e.g. Unsqueeze / Squeeze axes as
+  attribute before opset 13 and input from 13; Slice attributes before 10; Split sizes by
+  attribute before 13, by input from 13, `num_outputs` from 18). Folded ops: Constant,
+  Identity, Cast, CastLike, Reshape, Flatten, Unsqueeze, Squeeze, Transpose, Concat, Slice,
+  Gather, Split, Expand, Tile, Add, Sub, Mul, Div, Neg, Shape, Size, ConstantOfShape, Range.
+  An input that depends on a graph input (runtime data) or on any other op is refused with a
+  ValueError naming the node, the input and the reason. Nothing from the file is executed.
+  initial_h / initial_c may depend on runtime data (the state is passed at call time); a
+  constant non-zero initial state is refused (a fastrnn layer takes its state per call).
+* Cells written as primitive ops, as `torch.onnx.export` writes `nn.LSTMCell` / `nn.GRUCell`
+  (both exporters, opset 7-22), become a one-step layer (call it with T=1, or `step()`):
+
+  LSTM: a `Split` into 4 equal parts along the last axis of S = a sum (`Add` / `Sum` tree) of
+  two linear terms and optional constant biases, each term `Gemm(v, W, b)` (transA=0; alpha and
+  beta folded; transB either way) or `MatMul(v, W)` with a constant W, over two runtime values
+  x and h_prev; then, by dataflow: one part goes through `Tanh` (g), and
+  c = Add(Mul(Sigmoid(f), c_prev), Mul(Sigmoid(i), Tanh(g))),
+  h = Mul(Sigmoid(o), Tanh(c)) (operands of Add / Mul in either order). The gate of each part
+  follows from where it flows, not from its position. Which of the two terms is recurrent: the
+  one with H input columns when the input size differs from H; otherwise the one whose value
+  shares its source tensor with c_prev (through Gather / Slice / Squeeze / Unsqueeze / Reshape /
+  Identity / Split, as a packed state [h; c] does); otherwise the term added first (torch's
+  order, `h @ W_hh.T + x @ W_ih.T`). Named `{path}LSTMCell_{k}`, k counting cells in the graph.
+  GRU: two `Split`s into 3 equal parts of linear terms gi (over x) and gh (over h_prev), with
+  r = Sigmoid(gi_r + gh_r), z = Sigmoid(gi_z + gh_z), n = Tanh(gi_n + r * gh_n) and
+  h = Add(Mul(Sub(h_prev, n), z), n), or Add(Mul(z, h_prev), Mul(Sub(1, z), n)), with the h_prev
+  of gh (torch's reset-after cell: reset_after=True). Named `{path}GRUCell_{k}`.
+  Other decompositions (peepholes, other activations, a reset-before GRU) are not matched.
 """
 import numpy as np
 
@@ -15,10 +67,28 @@ from ._common import (DIRECTIONS, build, join_rows, read_source, require, single
 
 GATE_ORDER = {"lstm": ("input", "output", "forget", "cell"),    # ONNX i, o, f, c
               "gru": ("update", "reset", "candidate")}          # ONNX z, r, h
-_DEFAULT_ACTIVATIONS = {"lstm": ["sigmoid", "tanh", "tanh"], "gru": ["sigmoid", "tanh"]}
-_KNOWN = {"direction", "hidden_size", "linear_before_reset", "layout", "activations", "clip",
-          "input_forget", "activation_alpha", "activation_beta"}
+_SLOTS = {"lstm": 3, "gru": 2}
+_KNOWN = {"lstm": {"direction", "hidden_size", "layout", "activations", "clip", "input_forget",
+                   "activation_alpha", "activation_beta"},
+          "gru": {"direction", "hidden_size", "linear_before_reset", "layout", "activations",
+                  "clip", "activation_alpha", "activation_beta"}}
+# ONNX Runtime's table (onnxruntime/core/providers/cpu/rnn/rnn_helpers.cc): which parameters
+# each activation consumes from activation_alpha / activation_beta, and the defaults it uses
+# when a list has run out. None: ONNX Runtime (0.0) and the ONNX operator (1.0) disagree.
+_TAKES = {"affine": (True, True), "relu": (False, False), "leakyrelu": (True, False),
+          "thresholdedrelu": (True, False), "tanh": (False, False), "scaledtanh": (True, True),
+          "sigmoid": (False, False), "hardsigmoid": (True, True), "elu": (True, False),
+          "softsign": (False, False), "softplus": (False, False)}
+_DEFAULTS = {"leakyrelu": (0.01, None), "hardsigmoid": (0.2, 0.5), "elu": (1.0, None),
+             "thresholdedrelu": (None, None), "affine": (None, None),
+             "scaledtanh": (None, None)}
+_ONNX_NAMES = {"affine": "Affine", "relu": "Relu", "leakyrelu": "LeakyRelu",
+               "thresholdedrelu": "ThresholdedRelu", "tanh": "Tanh", "scaledtanh": "ScaledTanh",
+               "sigmoid": "Sigmoid", "hardsigmoid": "HardSigmoid", "elu": "Elu",
+               "softsign": "Softsign", "softplus": "Softplus"}
 OPSET = 17
+_MAX_ELEMENTS = 1 << 28     # a folded tensor larger than this is refused (hostile shapes)
+_MAX_DEPTH = 400            # folding recursion
 
 
 def _onnx():
@@ -40,84 +110,388 @@ def _model(source):
     return model, label
 
 
-def _constants(graph):
-    from onnx import numpy_helper
-    consts = {init.name: init for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.output:
-            for attr in node.attribute:
-                if attr.name == "value":
-                    consts[node.output[0]] = attr.t
-    return consts, numpy_helper
+def _opset(model):
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return 1 if model.opset_import else OPSET
 
 
 def from_onnx(source, node=None, *, dtype=None):
-    """Layer(s) of the LSTM / GRU nodes of an ONNX model (path, bytes or ModelProto): one layer,
-    or a dict node name -> layer in graph order; `node` picks one by name."""
+    """Layer(s) of the LSTM / GRU nodes (also inside If / Loop / Scan subgraphs) and of the
+    torch-exported LSTMCell / GRUCell patterns of an ONNX model (path, bytes or ModelProto): one
+    layer, or a dict name -> layer in graph order; `node` picks one by name (see the module
+    docstring for names and what is recognised)."""
     model, label = _model(source)
-    consts, numpy_helper = _constants(model.graph)
     layers = {}
-    for i, n in enumerate(model.graph.node):
-        if n.op_type in ("LSTM", "GRU") and n.domain in ("", "ai.onnx"):
-            name = n.name or f"{n.op_type}_{i}"
-            layers[name] = _layer(n, name, consts, numpy_helper, label, dtype)
+    _collect(_Scope(model.graph, None, _opset(model), label), "", dtype, layers)
     return single_or_dict(layers, node, label)
 
 
-def _input(n, index, consts, numpy_helper, label, name, what):
+def _collect(scope, prefix, dtype, layers):
+    graph = scope.graph
+    for i, n in enumerate(graph.node):
+        tag = n.name or f"{n.op_type}_{i}"
+        if n.op_type in ("LSTM", "GRU") and n.domain in ("", "ai.onnx"):
+            name = prefix + tag
+            layers[name] = _layer(n, name, scope, dtype)
+        for attr in n.attribute:
+            subs = [attr.g] if attr.HasField("g") else list(attr.graphs)
+            for k, sub in enumerate(subs):
+                where = f"{attr.name}" if len(subs) == 1 else f"{attr.name}[{k}]"
+                _collect(_Scope(sub, scope, scope.opset, scope.label),
+                         f"{prefix}{tag}.{where}/", dtype, layers)
+    _collect_cells(scope, prefix, dtype, layers)
+
+
+# ---------------------------------------------------------------------------------------------
+# Constant folding
+
+class _NotConstant(Exception):
+    """A value that cannot be computed from the file alone; the message says why."""
+
+
+class _Scope:
+    """One graph's names: initializers, node outputs, graph inputs; then its outer graphs."""
+
+    def __init__(self, graph, parent, opset, label):
+        self.graph, self.parent, self.opset, self.label = graph, parent, opset, label
+        self.inits = {t.name: t for t in graph.initializer}
+        self.inputs = {v.name for v in graph.input} - set(self.inits)
+        self.producer = {}
+        self.consumers = {}
+        for i, n in enumerate(graph.node):
+            for k, o in enumerate(n.output):
+                if o:
+                    self.producer[o] = (n, k, i)
+            for name in n.input:
+                if name:
+                    self.consumers.setdefault(name, []).append(n)
+        self.memo = {}
+        self.busy = set()
+
+    def owner(self, name):
+        scope = self
+        while scope is not None:
+            if name in scope.inits or name in scope.producer or name in scope.inputs:
+                return scope
+            scope = scope.parent
+        return None
+
+    def value(self, name, depth=0):
+        """The constant value of `name` (numpy array), or _NotConstant."""
+        scope = self.owner(name)
+        if scope is None:
+            raise _NotConstant(f"{name!r} is not defined in the graph or its outer graphs")
+        return scope._value(name, depth)
+
+    def _value(self, name, depth):
+        if name in self.memo:
+            return self.memo[name]
+        if name in self.inits:
+            from onnx import numpy_helper
+            try:
+                v = numpy_helper.to_array(self.inits[name])
+            except Exception as exc:
+                raise _NotConstant(f"initializer {name!r} is unreadable ({exc})") from exc
+            self.memo[name] = v
+            return v
+        if name in self.inputs:
+            raise _NotConstant(f"it depends on the graph input {name!r} (runtime data)")
+        if depth > _MAX_DEPTH or name in self.busy:
+            raise _NotConstant(f"{name!r} is computed by a chain that is too deep or cyclic")
+        n, k, i = self.producer[name]
+        self.busy.add(name)
+        try:
+            outs = _fold(n, self, depth + 1)
+        finally:
+            self.busy.discard(name)
+        for o, v in zip(n.output, outs):
+            if o:
+                self.memo[o] = v
+        if name not in self.memo:
+            raise _NotConstant(f"node {n.name or n.op_type!r} gives no output {name!r}")
+        return self.memo[name]
+
+
+def _attrs(n):
+    from onnx import helper
+    return {a.name: helper.get_attribute_value(a) for a in n.attribute}
+
+
+def _check_size(shape, what):
+    total = 1
+    for d in shape:
+        if d < 0:
+            raise _NotConstant(f"{what}: negative dimension in {list(shape)}")
+        total *= int(d)
+    if total > _MAX_ELEMENTS:
+        raise _NotConstant(f"{what}: {total} elements is more than the folder allows")
+
+
+def _ints(a):
+    return [int(v) for v in np.asarray(a).reshape(-1)]
+
+
+def _fold(n, scope, depth):
+    """Outputs of node `n` (in scope) from constant inputs, following ONNX opset semantics."""
+    from onnx import helper, numpy_helper
+    op, opset = n.op_type, scope.opset
+    tag = f"{op} node {n.name!r}" if n.name else f"{op} node"
+    if n.domain not in ("", "ai.onnx"):
+        raise _NotConstant(f"it is computed by a {tag} of domain {n.domain!r}, which is not "
+                           "folded")
+    a = _attrs(n)
+
+    def inp(k, optional=False):
+        if k >= len(n.input) or not n.input[k]:
+            if optional:
+                return None
+            raise _NotConstant(f"{tag} lacks input {k}")
+        return scope.value(n.input[k], depth)
+
+    try:
+        if op == "Constant":
+            if "value" in a:
+                return [numpy_helper.to_array(a["value"])]
+            for key, dt in (("value_float", np.float32), ("value_floats", np.float32),
+                            ("value_int", np.int64), ("value_ints", np.int64)):
+                if key in a:
+                    return [np.array(a[key], dt)]
+            raise _NotConstant(f"{tag} has no numeric value attribute")
+        if op == "Identity":
+            return [inp(0)]
+        if op == "Cast":
+            to = helper.tensor_dtype_to_np_dtype(int(a["to"]))
+            return [inp(0).astype(to)]
+        if op == "CastLike":
+            return [inp(0).astype(inp(1).dtype)]
+        if op == "Reshape":
+            x = inp(0)
+            if opset < 5:
+                shape = list(a["shape"])
+            else:
+                shape = _ints(inp(1))
+            if not a.get("allowzero", 0):
+                shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+            return [x.reshape(shape)]
+        if op == "Flatten":
+            x = inp(0)
+            axis = int(a.get("axis", 1))
+            axis = axis + x.ndim if axis < 0 else axis
+            return [x.reshape(int(np.prod(x.shape[:axis])), -1)]
+        if op in ("Unsqueeze", "Squeeze"):
+            x = inp(0)
+            axes = list(a["axes"]) if opset < 13 and "axes" in a else \
+                (_ints(inp(1, optional=True)) if opset >= 13 and len(n.input) > 1
+                 and n.input[1] else None)
+            if op == "Unsqueeze":
+                if axes is None:
+                    raise _NotConstant(f"{tag} has no axes")
+                rank = x.ndim + len(axes)
+                axes = sorted(ax + rank if ax < 0 else ax for ax in axes)
+                for ax in axes:
+                    x = np.expand_dims(x, ax)
+                return [x]
+            if axes is None:
+                return [np.squeeze(x)]
+            return [np.squeeze(x, axis=tuple(ax + x.ndim if ax < 0 else ax for ax in axes))]
+        if op == "Transpose":
+            x = inp(0)
+            perm = a.get("perm")
+            return [np.transpose(x, None if perm is None else list(perm))]
+        if op == "Concat":
+            parts = [scope.value(name, depth) for name in n.input if name]
+            return [np.concatenate(parts, axis=int(a["axis"]))]
+        if op == "Slice":
+            x = inp(0)
+            if opset < 10:
+                starts, ends = list(a["starts"]), list(a["ends"])
+                axes = list(a.get("axes", range(len(starts))))
+                steps = [1] * len(starts)
+            else:
+                starts, ends = _ints(inp(1)), _ints(inp(2))
+                axes = _ints(inp(3, True)) if len(n.input) > 3 and n.input[3] else \
+                    list(range(len(starts)))
+                steps = _ints(inp(4, True)) if len(n.input) > 4 and n.input[4] else \
+                    [1] * len(starts)
+            index = [slice(None)] * x.ndim
+            for s, e, ax, st in zip(starts, ends, axes, steps):
+                if st == 0:
+                    raise _NotConstant(f"{tag} has a step of 0")
+                index[ax + x.ndim if ax < 0 else ax] = slice(s, e, st)
+            return [x[tuple(index)]]
+        if op == "Gather":
+            x, idx = inp(0), inp(1)
+            axis = int(a.get("axis", 0))
+            axis = axis + x.ndim if axis < 0 else axis
+            idx = np.where(idx < 0, idx + x.shape[axis], idx)
+            return [np.take(x, idx, axis=axis)]
+        if op == "Split":
+            x = inp(0)
+            axis = int(a.get("axis", 0))
+            axis = axis + x.ndim if axis < 0 else axis
+            outs = len(n.output)
+            if opset < 13:
+                sizes = list(a["split"]) if "split" in a else None
+                if sizes is None and len(n.input) > 1 and n.input[1] and opset < 2:
+                    sizes = _ints(inp(1))
+            else:
+                sizes = _ints(inp(1)) if len(n.input) > 1 and n.input[1] else None
+                if sizes is None and opset >= 18:
+                    outs = int(a.get("num_outputs", outs))
+            if sizes is None:
+                dim = x.shape[axis]
+                chunk = -(-dim // outs)
+                sizes = [min(chunk, dim - k * chunk) for k in range(outs)]
+            bounds = np.cumsum(sizes)[:-1]
+            return list(np.split(x, bounds, axis=axis))
+        if op == "Expand":
+            x, shape = inp(0), _ints(inp(1))
+            out_shape = np.broadcast_shapes(x.shape, tuple(shape))
+            _check_size(out_shape, tag)
+            return [np.broadcast_to(x, out_shape).copy()]
+        if op == "Tile":
+            x, reps = inp(0), _ints(inp(1))
+            _check_size([s * r for s, r in zip(x.shape, reps)], tag)
+            return [np.tile(x, reps)]
+        if op in ("Add", "Sub", "Mul", "Div"):
+            x, y = inp(0), inp(1)
+            if opset < 7 and a.get("broadcast", 0):
+                raise _NotConstant(f"{tag} uses the legacy 'broadcast' attribute")
+            if op == "Div" and x.dtype.kind in "iu":
+                return [(np.trunc(np.divide(x, y, dtype=np.float64))).astype(x.dtype)]
+            f = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op]
+            return [f(x, y).astype(np.result_type(x, y))]
+        if op == "Neg":
+            return [np.negative(inp(0))]
+        if op == "Shape":
+            x = inp(0)
+            shape = np.array(x.shape, np.int64)
+            start, end = a.get("start", 0), a.get("end")
+            return [shape[start:end]]
+        if op == "Size":
+            return [np.array(inp(0).size, np.int64)]
+        if op == "ConstantOfShape":
+            shape = _ints(inp(0))
+            _check_size(shape, tag)
+            value = numpy_helper.to_array(a["value"]).reshape(-1) if "value" in a else \
+                np.zeros(1, np.float32)
+            return [np.full(shape, value[0], value.dtype)]
+        if op == "Range":
+            start, limit, delta = (inp(k).reshape(()) for k in range(3))
+            if delta == 0:
+                raise _NotConstant(f"{tag} has delta 0")
+            count = max(int(np.ceil((limit - start) / delta)), 0)
+            _check_size([count], tag)
+            return [(start + delta * np.arange(count)).astype(start.dtype)]
+    except _NotConstant:
+        raise
+    except (KeyError, ValueError, IndexError, TypeError, OverflowError) as exc:
+        raise _NotConstant(f"{tag} cannot be evaluated ({type(exc).__name__}: {exc})") from exc
+    raise _NotConstant(f"it is computed by a {tag}, an op the loader does not fold")
+
+
+# ---------------------------------------------------------------------------------------------
+# LSTM / GRU nodes
+
+def _node_input(n, index, scope, where, what):
+    """A constant node input (folded if need be), None when absent."""
     if len(n.input) <= index or not n.input[index]:
         return None
     src = n.input[index]
-    if src not in consts:
-        raise ValueError(f"{label}: node {name!r} input {what} ({src!r}) is not a constant "
-                         "initializer; only constant weights can be loaded")
     try:
-        return numpy_helper.to_array(consts[src])
-    except Exception as exc:
-        raise ValueError(f"{label}: node {name!r} input {what} is an unreadable tensor "
-                         f"({exc})") from exc
+        value = scope.value(src)
+    except _NotConstant as exc:
+        raise ValueError(f"{where}: input {what} ({src!r}) is not constant: {exc}; only "
+                         "weights computed from the file's constants can be loaded") from None
+    if value.dtype.kind not in "fiu":
+        raise ValueError(f"{where}: input {what} holds {value.dtype}, not numbers")
+    return value
 
 
-def _layer(n, name, consts, numpy_helper, label, dtype):
-    from onnx import helper
+def _state_input(n, index, scope, where, what):
+    """initial_h / initial_c: runtime inputs are the caller's; a constant must be zero."""
+    if len(n.input) <= index or not n.input[index]:
+        return
+    try:
+        value = scope.value(n.input[index])
+    except _NotConstant:
+        return  # computed at run time: the caller passes the state
+    if np.any(np.asarray(value, np.float64) != 0):
+        raise ValueError(f"{where}: input {what} is a constant non-zero initial state; a fastrnn "
+                         "layer takes its initial state per call (pass it as h0 / c0)")
+
+
+def _activations(cell, D, attrs, where):
+    """ONNX activations + alpha / beta lists -> explicit (name, alpha, beta) per slot."""
+    slots = _SLOTS[cell]
+    names = [a.decode() if isinstance(a, bytes) else str(a) for a in attrs["activations"]]
+    if len(names) != slots * D:
+        raise ValueError(f"{where}: attribute 'activations' has {len(names)} entries, expected "
+                         f"{slots * D} ({slots} per direction)")
+    alphas = [float(v) for v in attrs.get("activation_alpha", [])]
+    betas = [float(v) for v in attrs.get("activation_beta", [])]
+    out = []
+    for name in names:
+        key = name.lower()
+        if key not in _TAKES:
+            raise ValueError(f"{where}: activation {name!r} is not an ONNX RNN activation "
+                             f"(one of {', '.join(_ONNX_NAMES.values())})")
+        takes_a, takes_b = _TAKES[key]
+        da, db = _DEFAULTS.get(key, (None, None))
+        params = []
+        for takes, values, default, what in ((takes_a, alphas, da, "alpha"),
+                                             (takes_b, betas, db, "beta")):
+            if not takes:
+                params.append(None)
+            elif values:
+                params.append(values.pop(0))
+            elif default is not None:
+                params.append(default)
+            else:
+                raise ValueError(
+                    f"{where}: activation {name!r} takes its {what} from activation_{what}, "
+                    f"which has run out; ONNX Runtime then uses 0.0 and the ONNX operator's "
+                    f"default differs, so the file must give it explicitly")
+        out.append((_ONNX_NAMES[key], params[0], params[1]) if takes_a or takes_b
+                   else _ONNX_NAMES[key])
+    return out
+
+
+def _layer(n, name, scope, dtype):
     cell = n.op_type.lower()
     G = 4 if cell == "lstm" else 3
-    attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-    where = f"{label}: {n.op_type} node {name!r}"
+    attrs = _attrs(n)
+    where = f"{scope.label}: {n.op_type} node {name!r}"
     for key in attrs:
-        if key not in _KNOWN:
+        if key not in _KNOWN[cell]:
             raise ValueError(f"{where}: unknown attribute {key!r}")
-    for key in ("clip", "activation_alpha", "activation_beta"):
-        if key in attrs:
-            raise ValueError(f"{where}: attribute {key!r} is not supported")
-    if attrs.get("input_forget", 0):
-        raise ValueError(f"{where}: attribute 'input_forget'=1 (coupled input/forget gate) is "
-                         "not supported")
-    if attrs.get("layout", 0) != 0:
-        raise ValueError(f"{where}: attribute 'layout'={attrs['layout']} (batch-major) is not "
-                         "supported")
+    layout = attrs.get("layout", 0)
+    if layout not in (0, 1):
+        raise ValueError(f"{where}: attribute 'layout'={layout} is invalid (0 or 1)")
     direction = attrs.get("direction", b"forward")
     direction = direction.decode() if isinstance(direction, bytes) else str(direction)
     if direction not in ("forward", "reverse", "bidirectional"):
         raise ValueError(f"{where}: attribute 'direction'={direction!r} is invalid")
     D = 2 if direction == "bidirectional" else 1
+    config = {}
     if "activations" in attrs:
-        acts = [a.decode().lower() if isinstance(a, bytes) else str(a).lower()
-                for a in attrs["activations"]]
-        if acts != _DEFAULT_ACTIVATIONS[cell] * D:
-            raise ValueError(f"{where}: attribute 'activations'={acts} is not supported (only "
-                             f"the defaults {_DEFAULT_ACTIVATIONS[cell] * D})")
+        config["activations"] = _activations(cell, D, attrs, where)
+    elif "activation_alpha" in attrs or "activation_beta" in attrs:
+        pass  # the default Sigmoid / Tanh take no parameters: ONNX Runtime ignores the lists
+    if "clip" in attrs:
+        clip = float(attrs["clip"])
+        if not clip > 0:
+            raise ValueError(f"{where}: attribute 'clip'={clip} must be positive")
+        config["clip"] = clip
+    if attrs.get("input_forget", 0):
+        config["input_forget"] = True
     reset_after = bool(attrs.get("linear_before_reset", 0)) if cell == "gru" else True
-    if cell == "lstm" and "linear_before_reset" in attrs:
-        raise ValueError(f"{where}: attribute 'linear_before_reset' is not an LSTM attribute")
-    get = lambda i, what: _input(n, i, consts, numpy_helper, label, name, what)  # noqa: E731
+    get = lambda i, what: _node_input(n, i, scope, where, what)  # noqa: E731
     W, R, B = get(1, "W"), get(2, "R"), get(3, "B")
     if W is None or R is None:
         raise ValueError(f"{where}: W and R inputs are required")
-    if cell == "lstm":
-        P = get(7, "P")
-        if P is not None and np.any(P):
-            raise ValueError(f"{where}: peepholes (input P) are not supported")
     if W.ndim != 3 or W.shape[0] != D or W.shape[1] % G:
         raise ValueError(f"{where}: W has shape {W.shape}, expected [{D}, {G}*H, input_size]")
     H = W.shape[1] // G
@@ -127,17 +501,356 @@ def _layer(n, name, consts, numpy_helper, label, dtype):
         raise ValueError(f"{where}: R has shape {R.shape}, expected {(D, G * H, H)}")
     if B is not None and B.shape != (D, 2 * G * H):
         raise ValueError(f"{where}: B has shape {B.shape}, expected {(D, 2 * G * H)}")
+    P = None
+    if cell == "lstm":
+        P = get(7, "P")
+        if P is not None:
+            if P.shape != (D, 3 * H):
+                raise ValueError(f"{where}: P has shape {P.shape}, expected {(D, 3 * H)}")
+            if not np.any(P):
+                P = None  # all-zero peepholes: the plain cell
+    _state_input(n, 5, scope, where, "initial_h")
+    if cell == "lstm":
+        _state_input(n, 6, scope, where, "initial_c")
     sd = {}
     for d in range(D):
         b_w = None if B is None else B[d, :G * H]
         b_r = None if B is None else B[d, G * H:]
-        split_rows(cell, GATE_ORDER[cell], W[d], R[d], b_w, b_r, H,
-                   f"layer0.{DIRECTIONS[d]}", sd)
+        prefix = f"layer0.{DIRECTIONS[d]}"
+        split_rows(cell, GATE_ORDER[cell], W[d], R[d], b_w, b_r, H, prefix, sd)
+        if P is not None:
+            for k, gate in enumerate(("input", "output", "forget")):  # ONNX P[iof]
+                sd[f"{prefix}.{gate}.peephole"] = P[d, k * H:(k + 1) * H]
+    if P is not None:
+        config["peepholes"] = True
     return build(cell, W.shape[2], H, sd, dtype=dtype, bidirectional=D == 2,
                  reverse=direction == "reverse", use_bias=B is not None,
-                 reset_after=reset_after, name=name)
+                 reset_after=reset_after, name=name, **config)
 
 
+# ---------------------------------------------------------------------------------------------
+# LSTMCell / GRUCell written as primitive ops
+
+_VIEW_OPS = {"Gather", "Slice", "Squeeze", "Unsqueeze", "Reshape", "Identity", "Split",
+             "Flatten"}
+
+
+class _Cells:
+    """Dataflow queries over one graph for the cell matchers."""
+
+    def __init__(self, scope):
+        self.scope = scope
+        self.graph = scope.graph
+
+    def node(self, name):
+        hit = self.scope.producer.get(name)
+        return None if hit is None or hit[0].domain not in ("", "ai.onnx") else hit[0]
+
+    def users(self, name, op=None):
+        return [u for u in self.scope.consumers.get(name, ())
+                if (op is None or u.op_type == op) and u.domain in ("", "ai.onnx")]
+
+    def const(self, name):
+        try:
+            return self.scope.value(name)
+        except _NotConstant:
+            return None
+
+    def other(self, n, name):
+        """The other operand of a binary node that has `name` as one operand."""
+        ins = list(n.input)
+        if len(ins) != 2 or name not in ins:
+            return None
+        return ins[1] if ins[0] == name and ins[1] != name else \
+            ins[0] if ins[1] == name else None
+
+    def linear(self, name):
+        """(runtime input, W rows [N, in], bias or None) of Gemm / MatMul over a constant."""
+        n = self.node(name)
+        if n is None:
+            return None
+        if n.op_type == "Gemm" and len(n.input) >= 2:
+            a = _attrs(n)
+            if a.get("transA", 0) or self.const(n.input[0]) is not None:
+                return None
+            Bm = self.const(n.input[1])
+            if Bm is None or Bm.ndim != 2:
+                return None
+            W = (Bm if a.get("transB", 0) else Bm.T) * np.asarray(a.get("alpha", 1.0),
+                                                                    Bm.dtype)
+            bias = None
+            if len(n.input) > 2 and n.input[2]:
+                C = self.const(n.input[2])
+                if C is None:
+                    return None
+                bias = C * np.asarray(a.get("beta", 1.0), C.dtype)
+            return n.input[0], W, bias, "Gemm"
+        if n.op_type == "MatMul":
+            if self.const(n.input[0]) is not None:
+                return None
+            Bm = self.const(n.input[1])
+            if Bm is None or Bm.ndim != 2:
+                return None
+            return n.input[0], Bm.T, None, "MatMul"
+        return None
+
+    def terms(self, name, depth=0):
+        """A sum (Add / Sum tree) -> [("linear", x, W, bias) | ("const", value)] or None."""
+        if depth > 16:
+            return None
+        c = self.const(name)
+        if c is not None:
+            return [("const", c)]
+        lin = self.linear(name)
+        if lin is not None:
+            return [("linear",) + lin]
+        n = self.node(name)
+        if n is None or n.op_type not in ("Add", "Sum"):
+            return None
+        out = []
+        for i in n.input:
+            sub = self.terms(i, depth + 1) if i else None
+            if sub is None:
+                return None
+            out += sub
+        return out
+
+    def affine(self, name, gates):
+        """(x, W [G*H, in], summed bias [G*H] or None) of a sum with exactly one linear term."""
+        terms = self.terms(name)
+        if terms is None:
+            return None
+        lins = [t for t in terms if t[0] == "linear"]
+        if len(lins) != 1:
+            return None
+        return self._with_bias(lins, terms, gates)
+
+    def _with_bias(self, lins, terms, gates):
+        rows = lins[0][2].shape[0]
+        if rows % gates or any(t[2].shape[0] != rows for t in lins):
+            return None
+        bias = None
+        for b in [t[3] for t in lins if t[3] is not None] + \
+                 [t[1] for t in terms if t[0] == "const"]:
+            b = np.asarray(b, np.float64)
+            if b.size not in (1, rows) or (b.ndim == 2 and b.shape[0] != 1) or b.ndim > 2:
+                return None
+            b = np.broadcast_to(b.reshape(-1), (rows,))
+            bias = b if bias is None else bias + b
+        return lins, bias
+
+    def split_parts(self, s, parts):
+        """The equal parts of a Split along the last (feature) axis, or None."""
+        outs = list(s.output)
+        if len(outs) != parts or not all(outs):
+            return None
+        a = _attrs(s)
+        sizes = a.get("split")
+        if len(s.input) > 1 and s.input[1]:
+            sizes = self.const(s.input[1])
+            if sizes is None:
+                return None
+        if sizes is not None and len(set(_ints(sizes))) != 1:
+            return None
+        return int(a.get("axis", 0)), outs
+
+    def root(self, name):
+        """The tensor a value is a view of (through Gather / Slice / Squeeze / ...)."""
+        for _ in range(32):
+            n = self.node(name)
+            if n is None or n.op_type not in _VIEW_OPS or not n.input:
+                return name
+            name = n.input[0]
+        return name
+
+    def only(self, nodes):
+        return nodes[0] if len(nodes) == 1 else None
+
+
+def _collect_cells(scope, prefix, dtype, layers):
+    q = _Cells(scope)
+    counts = {"lstm": 0, "gru": 0}
+    splits = [n for n in scope.graph.node if n.op_type == "Split" and n.domain in ("", "ai.onnx")]
+    for s in splits:
+        hit = _match_lstm_cell(q, s)
+        if hit is not None:
+            name = f"{prefix}LSTMCell_{counts['lstm']}"
+            counts["lstm"] += 1
+            layers[name] = _cell_layer("lstm", hit, name, dtype)
+    three = [s for s in splits if q.split_parts(s, 3) is not None]
+    used = set()
+    for gi in three:
+        for gh in three:
+            if gi is gh or id(gi) in used or id(gh) in used:
+                continue
+            hit = _match_gru_cell(q, gi, gh)
+            if hit is not None:
+                used.update((id(gi), id(gh)))
+                name = f"{prefix}GRUCell_{counts['gru']}"
+                counts["gru"] += 1
+                layers[name] = _cell_layer("gru", hit, name, dtype)
+
+
+def _axis_ok(axis, lins):
+    """The split runs along the gate axis: the last one, or axis 1 of a Gemm's 2-D output."""
+    return axis == -1 or (axis == 1 and all(t[4] == "Gemm" for t in lins))
+
+
+def _match_lstm_cell(q, s):
+    got = q.split_parts(s, 4)
+    if got is None:
+        return None
+    axis, parts = got
+    terms = q.terms(s.input[0])
+    if terms is None:
+        return None
+    lins = [t for t in terms if t[0] == "linear"]
+    if len(lins) != 2:
+        return None
+    if not _axis_ok(axis, lins):
+        return None
+    wb = q._with_bias(lins, terms, 4)
+    if wb is None:
+        return None
+    acts = []
+    for p in parts:
+        users = q.users(p)
+        if len(users) != 1 or users[0].op_type not in ("Sigmoid", "Tanh"):
+            return None
+        acts.append((users[0].op_type, users[0].output[0]))
+    tanh = [k for k, (op, _) in enumerate(acts) if op == "Tanh"]
+    if len(tanh) != 1:
+        return None
+    g = tanh[0]
+    sig = {acts[k][1]: k for k in range(4) if k != g}
+    ig = None
+    for m in q.users(acts[g][1], "Mul"):
+        o = q.other(m, acts[g][1])
+        if o in sig:
+            ig = (sig[o], m)
+    if ig is None:
+        return None
+    i, mul_ig = ig
+    found = None
+    for add in q.users(mul_ig.output[0], "Add"):
+        o = q.other(add, mul_ig.output[0])
+        mf = q.node(o) if o else None
+        if mf is None or mf.op_type != "Mul":
+            continue
+        for a_name in mf.input:
+            if a_name in sig and sig[a_name] != i:
+                c_prev = q.other(mf, a_name)
+                if c_prev is not None and c_prev not in sig:
+                    found = (sig[a_name], c_prev, add.output[0])
+    if found is None:
+        return None
+    f, c_prev, c_new = found
+    o_idx = ({0, 1, 2, 3} - {g, i, f}).pop()
+    h_new = None
+    for t in q.users(c_new, "Tanh"):
+        for m in q.users(t.output[0], "Mul"):
+            if q.other(m, t.output[0]) == acts[o_idx][1]:
+                h_new = m.output[0]
+    if h_new is None:
+        return None
+    (_, x0, W0, _), (_, x1, W1, _) = lins[0][:4], lins[1][:4]
+    rows = W0.shape[0]
+    H = rows // 4
+    if W0.shape[1] != W1.shape[1]:
+        if H not in (W0.shape[1], W1.shape[1]):
+            return None
+        rec = 0 if W0.shape[1] == H else 1
+    elif W0.shape[1] != H:
+        return None
+    else:
+        shared = [q.root(x) == q.root(c_prev) for x in (x0, x1)]
+        rec = shared.index(True) if shared.count(True) == 1 else 0
+    x_term, h_term = lins[1 - rec], lins[rec]
+    gates = [None] * 4
+    for k, gate in ((i, "input"), (f, "forget"), (g, "cell"), (o_idx, "output")):
+        gates[k] = gate
+    return dict(order=tuple(gates), W=x_term[2], R=h_term[2], b_w=wb[1], b_r=None, H=H,
+                reset_after=True)
+
+
+def _match_gru_cell(q, s_x, s_h):
+    gx, gh = q.split_parts(s_x, 3), q.split_parts(s_h, 3)
+    if gx is None or gh is None:
+        return None
+    ax, ah = q.affine(s_x.input[0], 3), q.affine(s_h.input[0], 3)
+    if ax is None or ah is None or not _axis_ok(gx[0], ax[0]) or not _axis_ok(gh[0], ah[0]):
+        return None
+    px, ph = gx[1], gh[1]
+    sigmoid = {}
+    for k in range(3):
+        for add in q.users(px[k], "Add"):
+            if q.other(add, px[k]) == ph[k]:
+                sg = q.only(q.users(add.output[0], "Sigmoid"))
+                if sg is not None:
+                    sigmoid[k] = sg.output[0]
+    if len(sigmoid) != 2:
+        return None
+    m = ({0, 1, 2} - set(sigmoid)).pop()
+    r = n_out = None
+    for mul in q.users(ph[m], "Mul"):
+        o = q.other(mul, ph[m])
+        if o in sigmoid.values():
+            for add in q.users(mul.output[0], "Add"):
+                if q.other(add, mul.output[0]) == px[m]:
+                    t = q.only(q.users(add.output[0], "Tanh"))
+                    if t is not None:
+                        r, n_out = o, t.output[0]
+    if r is None:
+        return None
+    r_idx = [k for k, v in sigmoid.items() if v == r][0]
+    z_idx = [k for k in sigmoid if k != r_idx][0]
+    z = sigmoid[z_idx]
+    h_prev = ah[0][0][1]
+    if not _gru_update(q, h_prev, z, n_out):
+        return None
+    (_, x, Wx, _), (_, h, Wh, _) = ax[0][0][:4], ah[0][0][:4]
+    H = Wx.shape[0] // 3
+    if Wh.shape != (3 * H, H):
+        return None
+    gates = [None] * 3
+    for k, gate in ((z_idx, "update"), (r_idx, "reset"), (m, "candidate")):
+        gates[k] = gate
+    return dict(order=tuple(gates), W=Wx, R=Wh, b_w=ax[1], b_r=ah[1], H=H, reset_after=True)
+
+
+def _gru_update(q, h_prev, z, n):
+    """h = n + z * (h_prev - n), or z * h_prev + (1 - z) * n (operands in either order)."""
+    for sub in q.users(n, "Sub"):
+        if list(sub.input) == [h_prev, n]:
+            for mul in q.users(sub.output[0], "Mul"):
+                if q.other(mul, sub.output[0]) == z:
+                    if any(q.other(a, mul.output[0]) == n for a in q.users(mul.output[0], "Add")):
+                        return True
+    for mzh in q.users(z, "Mul"):
+        if q.other(mzh, z) != h_prev:
+            continue
+        for sub in q.users(z, "Sub"):
+            one = q.const(sub.input[0]) if sub.input[1] == z else None
+            if one is None or not np.all(np.asarray(one) == 1):
+                continue
+            for mn in q.users(sub.output[0], "Mul"):
+                if q.other(mn, sub.output[0]) != n:
+                    continue
+                for add in q.users(mn.output[0], "Add"):
+                    if q.other(add, mn.output[0]) == mzh.output[0]:
+                        return True
+    return False
+
+
+def _cell_layer(cell, hit, name, dtype):
+    H, sd = hit["H"], {}
+    split_rows(cell, hit["order"], hit["W"], hit["R"], hit["b_w"], hit["b_r"], H,
+               "layer0.forward", sd)
+    use_bias = hit["b_w"] is not None or hit["b_r"] is not None
+    if dtype is None:
+        dtype = np.float64 if hit["W"].dtype == np.float64 else np.float32
+    return build(cell, hit["W"].shape[1], H, sd, dtype=dtype, use_bias=use_bias,
+                 reset_after=hit["reset_after"], name=name)
 # ---------------------------------------------------------------------------------------------
 # Export
 
@@ -150,9 +863,13 @@ def to_onnx_model(layer, *, sequence_lens=False, initial_state=False, opset=OPSE
     hidden] in fastrnn/PyTorch order. Outputs: `Y` [time, batch, directions*hidden] and `Y_h`
     (and `Y_c`) [layers*directions, batch, hidden]. Run with onnxruntime:
     `sess.run(None, {"X": x.transpose(1, 0, 2)})[0].transpose(1, 0, 2)` equals `layer(x)[0]`.
+    Cell variants become node attributes (`activations` with every alpha / beta written
+    explicitly, in the order ONNX Runtime consumes them; `clip`; `input_forget`) and the
+    peephole input P; cell_clip and projections have no ONNX form and are refused.
     """
     onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
+    variant_attrs = _variant_attributes(layer)
     if sequence_lens and layer.masked_output != "zero":
         raise ValueError("ONNX outputs zeros past sequence_lens; a layer with "
                          "masked_output='carry' cannot be exported with sequence_lens")
@@ -188,6 +905,12 @@ def to_onnx_model(layer, *, sequence_lens=False, initial_state=False, opset=OPSE
             inits.append(numpy_helper.from_array(np.stack(Bs).astype(dt), f"B_{k}"))
             node_inputs[3] = f"B_{k}"
         node_inputs.append("sequence_lens" if sequence_lens else "")
+        peep = None
+        if getattr(layer, "peepholes", False):  # ONNX P[iof]
+            peep = np.stack([np.concatenate([layer.gate(g, k, d).peephole
+                                             for g in ("input", "output", "forget")])
+                             for d in DIRECTIONS[:D]]).astype(layer.dtype)
+            inits.append(numpy_helper.from_array(peep, f"P_{k}"))
         if initial_state:
             for s in state_names:
                 if L == 1:
@@ -200,12 +923,15 @@ def to_onnx_model(layer, *, sequence_lens=False, initial_state=False, opset=OPSE
                                                         f"end_{k}", "axis0"],
                                               [f"initial_{s}_{k}"]))
                 node_inputs.append(f"initial_{s}_{k}")
+        if peep is not None:
+            node_inputs += [""] * (7 - len(node_inputs)) + [f"P_{k}"]
         while node_inputs and node_inputs[-1] == "":
             node_inputs.pop()
         outs = [f"Y_raw_{k}"] + [f"Y_{s}_{k}" if L > 1 else f"Y_{s}" for s in state_names]
         attrs = dict(hidden_size=H, direction=direction)
         if cell == "gru":
             attrs["linear_before_reset"] = int(layer.reset_after)
+        attrs.update(variant_attrs)
         nodes.append(helper.make_node(op, node_inputs, outs, name=f"{op.lower()}_{k}", **attrs))
         for s in state_names:
             finals[s].append(outs[1 + state_names.index(s)])
@@ -227,6 +953,48 @@ def to_onnx_model(layer, *, sequence_lens=False, initial_state=False, opset=OPSE
     model.ir_version = 8  # readable by older runtimes; opset 17 needs IR >= 8
     onnx.checker.check_model(model)
     return model
+
+
+# fastrnn activation -> (ONNX name, alpha, beta) as the ONNX node spells it
+_TO_ONNX = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "softsign": "Softsign",
+            "softplus": "Softplus", "hard_sigmoid": "HardSigmoid", "elu": "Elu",
+            "leaky_relu": "LeakyRelu", "thresholded_relu": "ThresholdedRelu",
+            "scaled_tanh": "ScaledTanh", "affine": "Affine", "linear": "Affine"}
+
+
+def _variant_attributes(layer):
+    """The node attributes of a layer's cell variant; refuses what ONNX cannot hold."""
+    for feature in ("cell_clip", "proj_size", "proj_clip"):
+        if getattr(layer, feature, None):
+            raise ValueError(f"ONNX LSTM has no {feature}: this layer cannot be exported to "
+                             "ONNX")
+    attrs = {}
+    features = getattr(layer, "variant_features", ())
+    if "activations" in features:
+        names, alphas, betas = [], [], []
+        for direction in layer.activations:
+            for name, alpha, beta in direction:
+                if name == "linear":
+                    name, alpha, beta = "affine", 1.0, 0.0
+                onnx_name = _TO_ONNX.get(name)
+                if onnx_name is None:
+                    raise ValueError(f"activations: ONNX has no activation {name!r}")
+                takes_a, takes_b = _TAKES[onnx_name.lower()]
+                names.append(onnx_name)
+                if takes_a:  # written explicitly, in the order ONNX Runtime consumes them
+                    alphas.append(float(alpha))
+                if takes_b:
+                    betas.append(float(beta))
+        attrs["activations"] = names
+        if alphas:
+            attrs["activation_alpha"] = alphas
+        if betas:
+            attrs["activation_beta"] = betas
+    if getattr(layer, "clip", None) is not None:
+        attrs["clip"] = float(layer.clip)
+    if getattr(layer, "input_forget", False):
+        attrs["input_forget"] = 1
+    return attrs
 
 
 def save_onnx(layer, path, **kwargs):
