@@ -29,7 +29,9 @@ GRU_VARIANTS = {
     "hard_sigmoid": dict(recurrent_activation="hard_sigmoid"),
     "onnx_params": dict(activations=[("HardSigmoid", 0.25, 0.4), ("ScaledTanh", 1.1, 0.8)],
                         clip=2.0),
-    "elu_softplus": dict(activations=["softplus", "elu"]),
+    # bounded gates: an unbounded update gate (z > 1) makes h grow exponentially
+    "softplus_candidate": dict(activations=["sigmoid", "softplus"]),
+    "elu_candidate": dict(activations=["hard_sigmoid", "elu"]),
 }
 CASES = [("lstm", True, k) for k in LSTM_VARIANTS] + \
         [("gru", ra, k) for k in GRU_VARIANTS for ra in (True, False)]
