@@ -41,7 +41,8 @@ name -> layer in graph order, depth first):
   initial_h / initial_c may depend on runtime data (the state is passed at call time); a
   constant non-zero initial state is refused (a fastrnn layer takes its state per call).
 * Cells written as primitive ops, as `torch.onnx.export` writes `nn.LSTMCell` / `nn.GRUCell`
-  (both exporters, opset 7-22), become a one-step layer (call it with T=1, or `step()`):
+  (checked: the legacy exporter at opset 17, the dynamo exporter at opsets 18 and 20),
+  become a one-step layer (call it with T=1, or `step()`):
 
   LSTM: a `Split` into 4 equal parts along the last axis of S = a sum (`Add` / `Sum` tree) of
   two linear terms and optional constant biases, each term `Gemm(v, W, b)` (transA=0; alpha and
