@@ -175,13 +175,15 @@ def _onnx_model(attrs=None, W_shape=None, P=False):
 
 
 @pytest.mark.parametrize("attrs,match", [
-    (dict(clip=3.0), "'clip'"),
-    (dict(layout=1), "'layout'=1"),
-    (dict(input_forget=1), "'input_forget'"),
-    (dict(activations=["Relu", "Tanh", "Tanh"]), "'activations'"),
-    (dict(activation_alpha=[0.5]), "'activation_alpha'"),
+    (dict(bogus=1), "unknown attribute 'bogus'"),
+    (dict(layout=2), "'layout'=2 is invalid"),
+    (dict(clip=-1.0), "'clip'=-1.0 must be positive"),
+    (dict(activations=["Gelu", "Tanh", "Tanh"]), "'Gelu' is not an ONNX RNN activation"),
+    (dict(activations=["Relu", "Tanh"]), "has 2 entries, expected 3"),
 ])
-def test_onnx_unsupported_attributes(attrs, match):
+def test_onnx_invalid_attributes(attrs, match):
+    """The variant attributes load now (tests/test_onnx_variants.py); invalid ones are refused
+    with the node named."""
     _, model = _onnx_model(attrs)
     with pytest.raises(ValueError, match=match):
         fastrnn.from_onnx(model)
@@ -190,8 +192,7 @@ def test_onnx_unsupported_attributes(attrs, match):
 def test_onnx_shape_and_peephole_errors(tmp_path):
     onnx, model = _onnx_model()
     fastrnn.from_onnx(model)  # the unbroken one loads
-    with pytest.raises(ValueError, match="peepholes"):
-        fastrnn.from_onnx(_onnx_model(P=True)[1])
+    assert fastrnn.from_onnx(_onnx_model(P=True)[1]).peepholes  # peepholes load now
     with pytest.raises(ValueError, match="W has shape"):
         fastrnn.from_onnx(_onnx_model(W_shape=(1, 15, 3))[1])
     with pytest.raises(ValueError, match="hidden_size=4 but W implies 5"):
