@@ -258,7 +258,7 @@ TF1_VARIANTS = {  # expected key -> (scope, num_layers, bidirectional, features,
 def test_tf1_lstm_cell_variants(key):
     """TF's own dynamic_rnn / bidirectional_dynamic_rnn outputs (sequence_length) of LSTMCell
     with peepholes, cell_clip and num_proj / proj_clip, alone and stacked."""
-    from fastrnn.io.tf1 import from_tf_checkpoint
+    from_tf_checkpoint = fastrnn.from_tf_checkpoint  # the public wrapper forwards the clips
     e = expected("tf1_variants")
     scope, L, bi, features, clips = TF1_VARIANTS[key]
     kw = {c: float(e[c]) for c in clips}

@@ -34,10 +34,13 @@ def from_onnx(source, node=None, *, dtype=None):
     return load(source, node=node, dtype=dtype)
 
 
-def from_tf_checkpoint(path, scope=None, forget_bias=None, *, dtype=None):
-    """TF1 RNN cells from a checkpoint (prefix or `.index` path), read without TensorFlow."""
+def from_tf_checkpoint(path, scope=None, forget_bias=None, *, dtype=None, cell_clip=None,
+                       proj_clip=None):
+    """TF1 RNN cells from a checkpoint (prefix or `.index` path), read without TensorFlow.
+    cell_clip / proj_clip: LSTMCell's values, which live in the graph, not the checkpoint."""
     from .tf1 import from_tf_checkpoint as load
-    return load(path, scope=scope, forget_bias=forget_bias, dtype=dtype)
+    return load(path, scope=scope, forget_bias=forget_bias, dtype=dtype, cell_clip=cell_clip,
+                proj_clip=proj_clip)
 
 
 def _frnn():
