@@ -77,3 +77,13 @@ def test_cudnn_layout_refuses_variants():
     from fastrnn.io.cudnn import to_cudnn
     with pytest.raises(ValueError, match="peepholes"):
         to_cudnn(fastrnn.LSTM(2, 3, peepholes=True))
+
+
+def test_inspect_describes_the_variant():
+    from fastrnn.io._common import describe
+    line = describe(fastrnn.LSTM(3, 8, proj_size=4, peepholes=True, clip=2.0,
+                                 activations=[("HardSigmoid", 0.2, 0.5), "relu", "tanh"]))
+    for part in ("activations=[hard_sigmoid(0.2, 0.5), relu, tanh]", "clip=2.0", "peepholes",
+                 "proj_size=4"):
+        assert part in line, line
+    assert "peepholes" not in describe(fastrnn.LSTM(3, 8))

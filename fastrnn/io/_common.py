@@ -132,6 +132,13 @@ def describe(layer, file_gate_order=None):
         variant.append(f"reset_after={layer.reset_after}")
     if not layer.use_bias:
         variant.append("no bias")
+    for key, value in layer.variant_config().items():  # cell variants (docs/variants.md)
+        if key == "activations":
+            value = "[" + ", ".join(
+                name if alpha is None and beta is None else
+                f"{name}({', '.join(str(v) for v in (alpha, beta) if v is not None)})"
+                for name, alpha, beta in value) + "]"
+        variant.append(key if value is True else f"{key}={value}")
     return (f"{layer._cell.upper()} input_size={layer.input_size} hidden_size={layer.hidden_size} "
             f"num_layers={layer.num_layers} {' '.join(variant)} "
             f"gates=({', '.join(layer._gates)}) masked_output={layer.masked_output} "
