@@ -635,6 +635,26 @@ class _Tape:
         self.x, self.mask, self.h0, self.c0, self.layers = x, mask, h0, c0, layers
 
 
+# The keywords every layer takes, spliced into the LSTM and GRU docstrings (help() shows them).
+_COMMON_KEYWORDS = """\
+    Common keywords (both cells):
+        num_layers (int): stacked layers; layer k > 0 takes the previous layer's output.
+        bidirectional (bool): a forward and a backward direction, outputs side by side.
+        use_bias (bool): whether the layer has biases.
+        reverse (bool): unidirectional layers only: process each row's valid steps last to
+            first (ONNX direction="reverse", Keras go_backwards); outputs stay in time order.
+        dropout, recurrent_dropout (float in [0, 1)): variational dropout in training mode.
+        masked_output ("zero" | "carry"): the output of a masked step (PyTorch / Keras).
+        dtype ("float32" | "float64"), init ("keras" | "torch"), seed, name.
+        activation, recurrent_activation: Keras' names (tanh, sigmoid, hard_sigmoid, relu,
+            linear, softsign, softplus, elu, leaky_relu, thresholded_relu, scaled_tanh,
+            affine) or (name, alpha, beta) tuples; activations: ONNX's per-slot list instead;
+            hard_sigmoid ("keras3" | "keras2"): what the bare name means.
+        clip (float or None): ONNX clip, every gate pre-activation into [-clip, clip].
+    Cell variants are described in docs/variants.md.
+"""
+
+
 class LSTM(_Recurrent):
     """Long short-term memory layer (gates input, forget, cell, output).
 
@@ -654,21 +674,7 @@ class LSTM(_Recurrent):
             with proj_size units (state_dict key "layer{k}.{direction}.projection", (H, P)).
         proj_clip (float or None): TF1 proj_clip, h_t into [-proj_clip, proj_clip].
 
-    Common keywords (both cells):
-        num_layers (int): stacked layers; layer k > 0 takes the previous layer's output.
-        bidirectional (bool): a forward and a backward direction, outputs side by side.
-        use_bias (bool): whether the layer has biases.
-        reverse (bool): unidirectional layers only: process each row's valid steps last to
-            first (ONNX direction="reverse", Keras go_backwards); outputs stay in time order.
-        dropout, recurrent_dropout (float in [0, 1)): variational dropout in training mode.
-        masked_output ("zero" | "carry"): the output of a masked step (PyTorch / Keras).
-        dtype ("float32" | "float64"), init ("keras" | "torch"), seed, name.
-        activation, recurrent_activation: Keras' names (tanh, sigmoid, hard_sigmoid, relu,
-            linear, softsign, softplus, elu, leaky_relu, thresholded_relu, scaled_tanh,
-            affine) or (name, alpha, beta) tuples; activations: ONNX's per-slot list instead;
-            hard_sigmoid ("keras3" | "keras2"): what the bare name means.
-        clip (float or None): ONNX clip, every gate pre-activation into [-clip, clip].
-    Cell variants are described in docs/variants.md.
+    <common keywords>
 
     Example:
         >>> import numpy as np, fastrnn
@@ -712,21 +718,7 @@ class GRU(_Recurrent):
         reset_after (bool): True applies the reset gate after the recurrent matmul (PyTorch,
             cuDNN and Keras' default); False before it (Keras reset_after=False, TF1 GRUCell).
 
-    Common keywords (both cells):
-        num_layers (int): stacked layers; layer k > 0 takes the previous layer's output.
-        bidirectional (bool): a forward and a backward direction, outputs side by side.
-        use_bias (bool): whether the layer has biases.
-        reverse (bool): unidirectional layers only: process each row's valid steps last to
-            first (ONNX direction="reverse", Keras go_backwards); outputs stay in time order.
-        dropout, recurrent_dropout (float in [0, 1)): variational dropout in training mode.
-        masked_output ("zero" | "carry"): the output of a masked step (PyTorch / Keras).
-        dtype ("float32" | "float64"), init ("keras" | "torch"), seed, name.
-        activation, recurrent_activation: Keras' names (tanh, sigmoid, hard_sigmoid, relu,
-            linear, softsign, softplus, elu, leaky_relu, thresholded_relu, scaled_tanh,
-            affine) or (name, alpha, beta) tuples; activations: ONNX's per-slot list instead;
-            hard_sigmoid ("keras3" | "keras2"): what the bare name means.
-        clip (float or None): ONNX clip, every gate pre-activation into [-clip, clip].
-    Cell variants are described in docs/variants.md.
+    <common keywords>
 
     Example:
         >>> import numpy as np, fastrnn
@@ -743,3 +735,8 @@ class GRU(_Recurrent):
     def __init__(self, input_size, hidden_size, *, reset_after=True, **kwargs):
         self.reset_after = bool(reset_after)
         super().__init__(input_size, hidden_size, **kwargs)
+
+
+for _cls in (LSTM, GRU):
+    _cls.__doc__ = _cls.__doc__.replace("    <common keywords>\n", _COMMON_KEYWORDS)
+del _cls
