@@ -87,3 +87,14 @@ def test_inspect_describes_the_variant():
                  "proj_size=4"):
         assert part in line, line
     assert "peepholes" not in describe(fastrnn.LSTM(3, 8))
+
+
+def test_keras_weight_list_refuses_or_warns():
+    with pytest.raises(ValueError, match="peepholes"):
+        fastrnn.LSTM(2, 3, peepholes=True).to_keras()
+    with pytest.raises(ValueError, match="proj_size"):
+        fastrnn.LSTM(2, 3, proj_size=2).to_keras()
+    with pytest.warns(UserWarning, match="relu"):
+        weights = fastrnn.GRU(2, 3, activation="relu").to_keras()
+    assert len(weights) == 3
+    assert len(fastrnn.GRU(2, 3).to_keras()) == 3  # the plain cell: no warning (warnings are errors)

@@ -488,7 +488,20 @@ def _infer_legacy(wnames, arrays):
 def to_keras(layer):
     """Keras `get_weights()` list: [kernel, recurrent_kernel, bias] per direction (forward then
     backward, as Bidirectional), for each stacked layer in turn. A GRU with reset_after=False
-    gets its recurrent biases folded into the (3H,) bias (they act outside the reset there)."""
+    gets its recurrent biases folded into the (3H,) bias (they act outside the reset there).
+
+    Keras layers have no peepholes, clips, coupled gates or projection: such a layer is
+    refused. Non-default activations are not part of a weight list: a UserWarning names the
+    `activation` / `recurrent_activation` to give the Keras layer that receives the weights."""
+    blocked = [f for f in layer.variant_features if f != "activations"]
+    if blocked:
+        raise ValueError(f"Keras' {layer._cell.upper()} has no {', '.join(blocked)}: "
+                         f"{layer!r} cannot be represented")
+    if layer.variant_features:
+        import warnings
+        warnings.warn(f"{layer!r}: the weights do not carry the activations; build the Keras "
+                      f"layer with the same activation / recurrent_activation "
+                      f"{layer.activations[0]}", UserWarning, stacklevel=2)
     out = []
     order = GATE_ORDER[layer._cell]
     for k in range(layer.num_layers):
