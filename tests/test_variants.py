@@ -292,11 +292,10 @@ def test_variant_gradients_threads_bitwise(cell, reset_after, key):
         fastrnn.set_num_threads(before)
 
 
-@pytest.mark.skipif(pytest.importorskip("torch") is None, reason="needs torch")
 def test_gradients_of_hard_sigmoid_lstm_match_keras_formula_under_autograd():
     """An independent autograd check: the same LSTM written in torch with Keras 3's
     hard_sigmoid and a relu cell activation, gradients by torch.autograd."""
-    import torch
+    torch = pytest.importorskip("torch")
     layer = _make("lstm", True, "keras_relu_hard_sigmoid", 3, 4, "float64")
     sd = layer.state_dict()
     rng = np.random.default_rng(3)
