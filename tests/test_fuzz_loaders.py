@@ -17,3 +17,20 @@ def test_bounded_fuzz_run_finds_nothing(tmp_path, capsys):
     out = capsys.readouterr()
     assert rc == 0, out.err[-3000:]
     assert "126 inputs" in out.out and "0 findings" in out.out
+
+
+FINDINGS = os.path.join(os.path.dirname(__file__), "..", "fuzz-findings")
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(FINDINGS)) if os.path.isdir(FINDINGS) else [])
+def test_earlier_findings_load_or_raise_value_error(name):
+    """Inputs the fuzzer once flagged (kept in fuzz-findings/): each now loads or is refused with
+    a ValueError / ImportError. E.g. node names of invalid UTF-8, which protobuf hands over as
+    bytes, and an index file under a name without ".index"."""
+    import fastrnn
+    if name.split(".")[-2] in ("onnx",):
+        pytest.importorskip("onnx")
+    try:
+        fastrnn.load(os.path.join(FINDINGS, name))
+    except (ValueError, ImportError):
+        pass

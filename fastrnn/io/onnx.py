@@ -129,17 +129,23 @@ def from_onnx(source, node=None, *, dtype=None):
     return single_or_dict(layers, node, label)
 
 
+def _text(value):
+    """A protobuf string field as str: a damaged file can hold invalid UTF-8, which the
+    protobuf runtime hands over as bytes."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
 def _collect(scope, prefix, dtype, layers):
     graph = scope.graph
     for i, n in enumerate(graph.node):
-        tag = n.name or f"{n.op_type}_{i}"
+        tag = _text(n.name) or f"{_text(n.op_type)}_{i}"
         if n.op_type in ("LSTM", "GRU") and n.domain in ("", "ai.onnx"):
             name = prefix + tag
             layers[name] = _layer(n, name, scope, dtype)
         for attr in n.attribute:
             subs = [attr.g] if attr.HasField("g") else list(attr.graphs)
             for k, sub in enumerate(subs):
-                where = f"{attr.name}" if len(subs) == 1 else f"{attr.name}[{k}]"
+                where = _text(attr.name) if len(subs) == 1 else f"{_text(attr.name)}[{k}]"
                 _collect(_Scope(sub, scope, scope.opset, scope.label),
                          f"{prefix}{tag}.{where}/", dtype, layers)
     _collect_cells(scope, prefix, dtype, layers)

@@ -172,6 +172,9 @@ def read_checkpoint(path):
     """{variable name: numpy array} of a TF checkpoint (prefix, `.index` or data-file path)."""
     prefix = _prefix(path)
     label = prefix
+    if not os.path.isfile(prefix + ".index"):  # e.g. an index file under another name
+        raise ValueError(f"{label}: no checkpoint index {prefix}.index (give the checkpoint's "
+                         "prefix, its .index file or a data file)")
     with open(prefix + ".index", "rb") as f:
         entries = read_index(f.read(), prefix + ".index")
     header = entries.pop("", None)
