@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import fastrnn
+from test_variants import randomize_peepholes
 
 torch = pytest.importorskip("torch")
 # torch runs its projection LSTM without oneDNN and says so once per process.
@@ -178,13 +179,7 @@ def test_projection_bad_input_and_unsupported():
 def test_projection_gradients_finite_differences(kw, monkeypatch):
     import test_backward
     monkeypatch.setattr(test_backward, "EPS", 1e-6)  # away from the clips' kinks
-    layer = fastrnn.LSTM(3, 6, dtype="float64", init="torch", seed=1, **kw)
-    sd = layer.state_dict()
-    rng = np.random.default_rng(0)
-    for k in sd:
-        if k.endswith("peephole"):
-            sd[k] = rng.uniform(-0.8, 0.8, sd[k].shape)
-    layer.load_state_dict(sd)
+    layer = randomize_peepholes(fastrnn.LSTM(3, 6, dtype="float64", init="torch", seed=1, **kw))
     test_backward.check_gradients(layer, 3, 4, mask=np.random.default_rng(1).random((3, 4)) > 0.3)
     assert any(k.endswith(".projection") for k in layer.grads)
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import fastrnn
+from test_variants import randomize_peepholes
 
 LAYERS = {
     "peepholes": lambda: fastrnn.LSTM(4, 6, peepholes=True, seed=0),
@@ -23,23 +24,13 @@ LAYERS = {
 FORMATS = {"npz": [], "frnn": [], "torch": ["torch"], "safetensors": [], "onnx": ["onnx"]}
 
 
-def _randomize(layer):
-    sd = layer.state_dict()
-    rng = np.random.default_rng(1)
-    for k in sd:
-        if k.endswith(".peephole"):
-            sd[k] = rng.uniform(-0.5, 0.5, sd[k].shape)
-    layer.load_state_dict(sd)
-    return layer
-
-
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("key", LAYERS)
 def test_export_round_trips_or_refuses(fmt, key, tmp_path):
     for module in FORMATS[fmt]:
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not installed")
-    layer = _randomize(LAYERS[key]())
+    layer = randomize_peepholes(LAYERS[key]())
     path = tmp_path / f"layer.{fmt}"
     try:
         fastrnn.save(layer, path, format=fmt)
@@ -56,7 +47,7 @@ def test_export_round_trips_or_refuses(fmt, key, tmp_path):
 
 def test_npz_round_trip_is_exact_for_every_variant(tmp_path):
     for key, make in LAYERS.items():
-        layer = _randomize(make())
+        layer = randomize_peepholes(make())
         layer.save(tmp_path / f"{key}.npz")
         again = fastrnn.load(tmp_path / f"{key}.npz")
         assert again.activations == layer.activations and repr(again) == repr(layer)

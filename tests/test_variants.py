@@ -45,6 +45,18 @@ def _variant_kwargs(cell, key):
     return dict((LSTM_VARIANTS if cell == "lstm" else GRU_VARIANTS)[key])
 
 
+def randomize_peepholes(layer, seed=0):
+    """Non-zero peepholes U(-0.8, 0.8) (a layer starts with zeros); returns the layer. Shared by
+    the variant test files."""
+    sd = layer.state_dict()
+    rng = np.random.default_rng(seed)
+    for k in sd:
+        if k.endswith(".peephole"):
+            sd[k] = rng.uniform(-0.8, 0.8, sd[k].shape)
+    layer.load_state_dict(sd)
+    return layer
+
+
 def _make(cell, reset_after, key, I, H, dtype="float64", seed=0, **extra):
     kw = _variant_kwargs(cell, key)
     kw.update(extra)
@@ -52,14 +64,7 @@ def _make(cell, reset_after, key, I, H, dtype="float64", seed=0, **extra):
         kw["reset_after"] = reset_after
     layer = (fastrnn.LSTM if cell == "lstm" else fastrnn.GRU)(
         I, H, dtype=dtype, seed=seed, init="torch", **kw)
-    rng = np.random.default_rng(seed + 1)
-    if getattr(layer, "peepholes", False):
-        sd = layer.state_dict()
-        for k in sd:
-            if k.endswith(".peephole"):
-                sd[k] = rng.uniform(-0.8, 0.8, sd[k].shape)
-        layer.load_state_dict(sd)
-    return layer
+    return randomize_peepholes(layer, seed + 1)
 
 
 def _reference(layer, x, mask=None, initial_state=None):
@@ -234,15 +239,6 @@ def test_variant_config_rebuilds_the_cell():
     np.testing.assert_array_equal(again(x)[0], layer(x)[0])
 
 
-def _randomize_peepholes(layer, seed):
-    sd = layer.state_dict()
-    rng = np.random.default_rng(seed)
-    for k in sd:
-        if k.endswith(".peephole"):
-            sd[k] = rng.uniform(-0.8, 0.8, sd[k].shape)
-    layer.load_state_dict(sd)
-
-
 @pytest.mark.parametrize("cell,reset_after,key", CASES)
 def test_variant_gradients_finite_differences(cell, reset_after, key, monkeypatch):
     """Every variant's backward against 5-point finite differences (float64), with masks,
@@ -380,7 +376,7 @@ def test_random_variants_match_reference_and_finite_differences(c):
                 masked_output=c["masked_output"], dtype=c["dtype"], init="torch",
                 seed=c["seed"], **c["kw"])
     rng = np.random.default_rng(c["seed"])
-    _randomize_peepholes(layer, c["seed"])
+    randomize_peepholes(layer, c["seed"])
     x = rng.normal(size=(c["B"], c["T"], c["I"])).astype(c["dtype"])
     mask = rng.random((c["B"], c["T"])) < 0.7 if c["masking"] else None
     out = _check(layer, x, mask=mask)
