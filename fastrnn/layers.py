@@ -405,17 +405,30 @@ class _Recurrent:
         # A training call records what backward() needs. The caller's state arrays may change
         # before backward(), so it keeps copies.
         h0, c0 = (None if a is None else a.copy() for a in (h0, c0))
-        h_n, c_n = self._final_state(B, h0, c0)
-        tape = []
         # Records of this thread's previous training call are reused (same sizes in a training
         # loop): no fresh pages to fault in at every step.
         old = getattr(self._local, "tape", None)
-        spare = [rec for *_, rec in old.layers] if old is not None else []
         self._local.tape = None
+        out, state, self._local.tape = self._forward_with_tape(x, m, h0, c0, reuse=old)
+        return out, state
+
+    def _forward_with_tape(self, x, m, h0, c0, *, reuse=None):
+        """A training-mode pass that hands its record back instead of keeping it per thread,
+        so that several calls can await their backward at once (autograd frameworks).
+
+        x: validated input (C-contiguous, layer dtype, (B, T, I)); m: uint8 (B, T) mask or
+        None; h0, c0: initial states as `_state()` returns them, or None. The tape references
+        x, m, h0 and c0 without copying: they must stay unchanged until its backward. reuse:
+        an earlier tape that is no longer needed, whose records of the right size are
+        recycled. Returns (out, state, tape), out and state as `__call__` returns them."""
+        B, T = x.shape[0], x.shape[1]
+        h_n, c_n = self._final_state(B, h0, c0)
+        tape = []
+        spare = [rec for *_, rec in reuse.layers] if reuse is not None else []
         D, H = self.num_directions, self._h_size
         if B == 0 or T == 0:
-            self._local.tape = _Tape(x, m, h0, c0, [])
-            return np.zeros((B, T, D * H), self.dtype), self._pack_state(h_n, c_n)
+            return (np.zeros((B, T, D * H), self.dtype), self._pack_state(h_n, c_n),
+                    _Tape(x, m, h0, c0, []))
         nt = get_num_threads()
         inp = x
         for layer, engine in enumerate(self._engines):
@@ -431,8 +444,7 @@ class _Recurrent:
                            None if c_n is None else c_n[s], ws, nt, in_mask, rec_mask, record)
             tape.append((inp, in_mask, rec_mask, record))
             inp = y
-        self._local.tape = _Tape(x, m, h0, c0, tape)
-        return inp, self._pack_state(h_n, c_n)
+        return inp, self._pack_state(h_n, c_n), _Tape(x, m, h0, c0, tape)
 
     def _final_state(self, B, h0, c0):
         """The arrays the kernels write the final state into, starting from the initial one."""
@@ -475,6 +487,17 @@ class _Recurrent:
             raise RuntimeError(f"{self!r}.backward() needs a training-mode call first (call the "
                                "layer with training=True or under learning_phase(1)); an "
                                "inference call records nothing")
+        grad_x, grad_initial_state, self.grads = self._backward_with_tape(tape, grad_out,
+                                                                         grad_state)
+        return grad_x, grad_initial_state
+
+    def _backward_with_tape(self, tape, grad_out, grad_state):
+        """The backward pass of the call that recorded `tape` (see _forward_with_tape).
+
+        The layer's weights must be those of that call. grad_out, grad_state: as backward()
+        takes them. Returns (grad_x, grad_initial_state, grads): grads keyed like state_dict()
+        (empty when `trainable` is False). The tape is only read, so a backward may be run
+        again on it."""
         B, T = tape.x.shape[0], tape.x.shape[1]
         L, D, H, P = self.num_layers, self.num_directions, self.hidden_size, self._h_size
         g = _numeric(grad_out, "grad_out")
@@ -490,8 +513,8 @@ class _Recurrent:
         if B == 0 or T == 0:
             if self.trainable:
                 grads = {k: np.zeros_like(v) for k, v in self.state_dict().items()}
-            self.grads = grads
-            return np.zeros((B, T, self.input_size), self.dtype), self._pack_state(dh0, dc0)
+            return (np.zeros((B, T, self.input_size), self.dtype), self._pack_state(dh0, dc0),
+                    grads)
         nt = get_num_threads()
         dy = g
         for layer in reversed(range(L)):
@@ -527,8 +550,7 @@ class _Recurrent:
                         grads[f"layer{layer}.{_DIRECTIONS[d]}.projection"] = \
                             np.ascontiguousarray(arrays["projection"][:, :P])
             dy = dx
-        self.grads = grads
-        return dy, self._pack_state(dh0, dc0)
+        return dy, self._pack_state(dh0, dc0), grads
 
     def step(self, x_t, state=None):
         """One time step for streaming: x_t (batch, input_size) -> (y_t, new state)."""
