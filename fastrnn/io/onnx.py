@@ -125,7 +125,9 @@ def from_onnx(source, node=None, *, dtype=None):
     docstring for names and what is recognised)."""
     model, label = _model(source)
     layers = {}
-    _collect(_Scope(model.graph, None, _opset(model), label), "", dtype, layers)
+    scope = _Scope(model.graph, None, _opset(model), label)
+    groups = _stacks(model, scope, label)
+    _collect(scope, "", dtype, layers, groups)
     return single_or_dict(layers, node, label)
 
 
@@ -135,13 +137,22 @@ def _text(value):
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-def _collect(scope, prefix, dtype, layers):
+def _collect(scope, prefix, dtype, layers, groups=None):
     graph = scope.graph
+    groups = groups or {}
     for i, n in enumerate(graph.node):
         tag = _text(n.name) or f"{_text(n.op_type)}_{i}"
         if n.op_type in ("LSTM", "GRU") and n.domain in ("", "ai.onnx"):
-            name = prefix + tag
-            layers[name] = _layer(n, name, scope, dtype)
+            group = groups.get(i) if not prefix else None
+            if group is None:
+                name = prefix + tag
+                layers[name] = _layer(n, name, scope, dtype)
+            elif group["first"] == i:  # a layer written by fastrnn: built at its first node
+                key = group["key"]
+                if key in layers:
+                    raise ValueError(f"{scope.label}: metadata {META_KEY!r} names a layer "
+                                     f"{key!r} that another node of the model also names")
+                layers[key] = _group_layer(group, scope, dtype)
         for attr in n.attribute:
             subs = [attr.g] if attr.HasField("g") else list(attr.graphs)
             for k, sub in enumerate(subs):
@@ -466,7 +477,9 @@ def _activations(cell, D, attrs, where):
     return out
 
 
-def _layer(n, name, scope, dtype):
+def _node_spec(n, name, scope):
+    """(cell, input_size, hidden_size, canonical state_dict under "layer0", constructor
+    keywords) of one LSTM / GRU node, validated."""
     cell = n.op_type.lower()
     G = 4 if cell == "lstm" else 3
     attrs = _attrs(n)
@@ -530,9 +543,189 @@ def _layer(n, name, scope, dtype):
                 sd[f"{prefix}.{gate}.peephole"] = P[d, k * H:(k + 1) * H]
     if P is not None:
         config["peepholes"] = True
-    return build(cell, W.shape[2], H, sd, dtype=dtype, bidirectional=D == 2,
-                 reverse=direction == "reverse", use_bias=B is not None,
-                 reset_after=reset_after, name=name, **config)
+    config.update(bidirectional=D == 2, reverse=direction == "reverse", use_bias=B is not None)
+    if cell == "gru":
+        config["reset_after"] = reset_after
+    return cell, W.shape[2], H, sd, config
+
+
+def _layer(n, name, scope, dtype):
+    cell, input_size, H, sd, config = _node_spec(n, name, scope)
+    return build(cell, input_size, H, sd, dtype=dtype, name=name, **config)
+
+
+# ---------------------------------------------------------------------------------------------
+# fastrnn's own metadata: what the ONNX nodes cannot express
+
+META_KEY = "fastrnn"            # metadata_props key; the value is JSON
+META_FORMAT = "fastrnn-onnx"
+META_VERSION = 1
+_META_FIELDS = ("nodes", "name", "masked_output", "dropout", "recurrent_dropout", "trainable")
+_MAX_NAME = 4096                # characters of a layer or node name in the metadata
+_MAX_NODES = 4096               # nodes (stacked layers) of one fastrnn layer
+
+
+def _layer_metadata(layer, node_names):
+    """The metadata entry of one exported layer (see `to_onnx_model`)."""
+    return {"nodes": list(node_names), "name": layer.name, "masked_output": layer.masked_output,
+            "dropout": layer.dropout, "recurrent_dropout": layer.recurrent_dropout,
+            "trainable": bool(layer.trainable)}
+
+
+def _check_entry(entry, where):
+    """A metadata entry read back, validated field by field (the file is not trusted)."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where} is not a JSON object")
+    unknown = sorted(set(entry) - set(_META_FIELDS))
+    if unknown:
+        raise ValueError(f"{where} has unknown fields {unknown} (written by a newer fastrnn?)")
+    nodes = entry.get("nodes")
+    if not isinstance(nodes, list) or not 1 <= len(nodes) <= _MAX_NODES or not all(
+            isinstance(v, str) and 0 < len(v) <= _MAX_NAME for v in nodes) \
+            or len(set(nodes)) != len(nodes):
+        raise ValueError(f"{where}: 'nodes' must be a list of 1 to {_MAX_NODES} distinct, "
+                         "non-empty node names")
+    name = entry.get("name")
+    if name is not None and (not isinstance(name, str) or not 0 < len(name) <= _MAX_NAME):
+        raise ValueError(f"{where}: 'name' must be a non-empty string of at most {_MAX_NAME} "
+                         f"characters or null, got {name!r:.80}")
+    masked = entry.get("masked_output", "zero")
+    if masked not in ("zero", "carry"):
+        raise ValueError(f"{where}: 'masked_output' must be 'zero' or 'carry', got "
+                         f"{masked!r:.80}")
+    out = {"node_names": nodes, "name": name, "masked_output": masked}
+    for what in ("dropout", "recurrent_dropout"):
+        p = entry.get(what, 0.0)
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+            raise ValueError(f"{where}: {what!r} must be a number in [0, 1), got {p!r:.80}")
+        out[what] = float(p)
+    trainable = entry.get("trainable", True)
+    if not isinstance(trainable, bool):
+        raise ValueError(f"{where}: 'trainable' must be true or false, got {trainable!r:.80}")
+    out["trainable"] = trainable
+    return out
+
+
+def _stacks(model, scope, label):
+    """graph index of a node -> its layer's validated metadata entry (with "nodes", the node protos, and
+    "key", the layer's name in from_onnx's dict), for the layers fastrnn wrote; {} for a model
+    without fastrnn metadata."""
+    import json
+    entries = [p for p in model.metadata_props if _text(p.key) == META_KEY]
+    if not entries:
+        return {}
+    where = f"{label}: metadata {META_KEY!r}"
+    if len(entries) > 1:
+        raise ValueError(f"{where} appears {len(entries)} times")
+    try:
+        meta = json.loads(_text(entries[0].value))
+    except ValueError as exc:
+        raise ValueError(f"{where} is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
+        raise ValueError(f"{where} does not describe {META_FORMAT!r} layers")
+    if meta.get("version") != META_VERSION:
+        raise ValueError(f"{where}: version {meta.get('version')!r:.40} is not supported (this "
+                         f"fastrnn reads version {META_VERSION})")
+    entries = meta.get("layers")
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{where}: 'layers' must be a non-empty list")
+    by_name = {}
+    for i, n in enumerate(scope.graph.node):
+        if n.op_type in ("LSTM", "GRU") and n.domain in ("", "ai.onnx"):
+            by_name.setdefault(_text(n.name), []).append((i, n))
+    groups, keys = {}, set()
+    for k, entry in enumerate(entries):
+        at = f"{where}, layer {k}"
+        group = _check_entry(entry, at)
+        nodes = []
+        for node_name in group["node_names"]:
+            found = by_name.get(node_name, [])
+            if len(found) != 1 or found[0][0] in groups:
+                raise ValueError(f"{at}: {node_name!r} is not the name of exactly one LSTM / "
+                                 "GRU node of the main graph (and of no other layer)")
+            index, n = found[0]
+            nodes.append(n)
+            groups[index] = group
+        group["nodes"] = nodes
+        group["first"] = min(groups_index for groups_index, g in groups.items() if g is group)
+        group["key"] = group["name"] if group["name"] is not None else group["node_names"][0]
+        group["where"] = at
+        if group["key"] in keys:
+            raise ValueError(f"{at}: the layer name {group['key']!r} is used twice")
+        keys.add(group["key"])
+        _check_chain(nodes, scope, at)
+    return groups
+
+
+def _check_chain(nodes, scope, where):
+    """The nodes of one stacked layer must be wired as fastrnn writes them: node k+1 reads
+    Reshape(Transpose(Y of node k, perm=[0, 2, 1, 3]), [0, 0, -1]) and every node the same
+    sequence_lens; anything else would compute something other than the stacked layer."""
+    if len(nodes) == 1:
+        return
+    names = [_text(n.name) for n in nodes]
+    seq = [n.input[4] if len(n.input) > 4 else "" for n in nodes]
+    if len(set(seq)) != 1:
+        raise ValueError(f"{where}: the nodes {names} do not share one sequence_lens input")
+    for n, name in zip(nodes, names):
+        if _attrs(n).get("layout", 0) != 0:
+            raise ValueError(f"{where}: node {name!r} of a stacked layer has layout != 0")
+    for k in range(1, len(nodes)):
+        prev, cur = nodes[k - 1], nodes[k]
+        bad = ValueError(f"{where}: node {names[k]!r} does not read node {names[k - 1]!r}'s Y "
+                         "through Transpose(perm=[0, 2, 1, 3]) and Reshape([0, 0, -1])")
+        reshape = scope.producer.get(cur.input[0] if cur.input else "", (None,))[0]
+        if reshape is None or reshape.op_type != "Reshape" or reshape.domain not in ("", "ai.onnx") \
+                or len(reshape.input) < 2 or _attrs(reshape).get("allowzero", 0):
+            raise bad
+        transpose = scope.producer.get(reshape.input[0], (None,))[0]
+        if transpose is None or transpose.op_type != "Transpose" \
+                or transpose.domain not in ("", "ai.onnx") \
+                or list(_attrs(transpose).get("perm", [])) != [0, 2, 1, 3] \
+                or not prev.output or not prev.output[0] \
+                or list(transpose.input) != [prev.output[0]]:
+            raise bad
+        try:
+            shape = _ints(scope.value(reshape.input[1]))
+        except _NotConstant:
+            raise bad from None
+        if shape != [0, 0, -1]:
+            raise bad
+
+
+def _group_layer(group, scope, dtype):
+    """One stacked fastrnn layer from the chain of nodes of a metadata entry."""
+    where, nodes = group["where"], group["nodes"]
+    specs = [_node_spec(n, _text(n.name), scope) for n in nodes]
+    cell, input_size, H, _, first = specs[0]
+    D = 2 if first["bidirectional"] else 1
+    peepholes = any(spec[4].get("peepholes") for spec in specs)
+    same = {k: v for k, v in first.items() if k != "peepholes"}
+    sd = {}
+    for k, (cell_k, input_k, H_k, sd_k, config_k) in enumerate(specs):
+        node = _text(nodes[k].name)
+        if cell_k != cell or H_k != H or \
+                {key: v for key, v in config_k.items() if key != "peepholes"} != same:
+            raise ValueError(f"{where}: node {node!r} differs from node "
+                             f"{_text(nodes[0].name)!r} in its cell, hidden size or settings; "
+                             "the nodes of one stacked layer share them")
+        if k and input_k != D * H:
+            raise ValueError(f"{where}: node {node!r} takes {input_k} features, the node "
+                             f"before it gives {D * H}")
+        for key, value in sd_k.items():
+            sd[f"layer{k}" + key[len("layer0"):]] = value
+        if peepholes and not config_k.get("peepholes"):  # an all-zero P was left out
+            for d in DIRECTIONS[:D]:
+                for gate in ("input", "forget", "output"):
+                    sd[f"layer{k}.{d}.{gate}.peephole"] = np.zeros(H, sd_k[
+                        f"layer0.{d}.{GATE_ORDER[cell][0]}.kernel"].dtype)
+    config = dict(same, peepholes=True) if peepholes else same
+    layer = build(cell, input_size, H, sd, dtype=dtype, num_layers=len(nodes),
+                  name=group["name"], masked_output=group["masked_output"],
+                  dropout=group["dropout"], recurrent_dropout=group["recurrent_dropout"],
+                  **config)
+    layer.trainable = group["trainable"]
+    return layer
 
 
 # ---------------------------------------------------------------------------------------------
@@ -862,28 +1055,75 @@ def _cell_layer(cell, hit, name, dtype):
 # Export
 
 def to_onnx_model(layer, *, sequence_lens=False, initial_state=False, opset=OPSET):
-    """An ONNX model computing `layer` with one LSTM / GRU node per stacked layer.
+    """An ONNX model (onnx.ModelProto) computing `layer`: one LSTM / GRU node per stacked
+    layer, chained by Transpose + Reshape (Y [T, D, B, H] -> the next X [T, B, D*H]).
 
-    Inputs (sequence-first, ONNX's native layout=0): `X` [time, batch, input_size]; with
-    `sequence_lens=True` also `sequence_lens` [batch] int32 (needs masked_output="zero"); with
-    `initial_state=True` also `initial_h` (and `initial_c` for LSTM) [layers*directions, batch,
-    hidden] in fastrnn/PyTorch order. Outputs: `Y` [time, batch, directions*hidden] and `Y_h`
-    (and `Y_c`) [layers*directions, batch, hidden]. Run with onnxruntime:
-    `sess.run(None, {"X": x.transpose(1, 0, 2)})[0].transpose(1, 0, 2)` equals `layer(x)[0]`.
-    Cell variants become node attributes (`activations` with every alpha / beta written
+    Args:
+        layer: a fastrnn.LSTM / fastrnn.GRU (any num_layers, direction, bias, dtype).
+        sequence_lens (bool): add the input `sequence_lens` [batch] int32 (every node reads
+            it); it equals fastrnn's `lengths`.
+        initial_state (bool): add `initial_h` (and `initial_c` for LSTM) [layers*directions,
+            batch, hidden] in fastrnn / PyTorch order.
+        opset (int): the default-domain opset to declare (17 by default).
+
+    Inputs are sequence-first (ONNX's layout=0): `X` [time, batch, input_size]. Outputs: `Y`
+    [time, batch, directions*hidden] and `Y_h` (and `Y_c`) [layers*directions, batch,
+    hidden], the stack's final states (the per-node states concatenated along axis 0).
+    With onnxruntime, `sess.run(None, {"X": x.transpose(1, 0, 2)})[0].transpose(1, 0, 2)`
+    equals `layer(x)[0]`.
+
+    What ONNX expresses is written as ONNX: direction (forward / reverse / bidirectional),
+    GRU `linear_before_reset` (reset_after), a missing B for use_bias=False, the element
+    type, cell variants as node attributes (`activations` with every alpha / beta written
     explicitly, in the order ONNX Runtime consumes them; `clip`; `input_forget`) and the
-    peephole input P; cell_clip and projections have no ONNX form and are refused.
+    peephole input P. The node is named after the layer (`name`, or `name.layer{k}` in a
+    stack; `lstm_{k}` / `gru_{k}` without a name) and so is the graph. What ONNX has no place
+    for is kept in the model's metadata_props under the key "fastrnn" (JSON: which nodes form
+    one layer, name, masked_output, dropout, recurrent_dropout, trainable), which
+    `from_onnx` reads back, so that the file reloads as the same single (stacked) layer.
+
+    Errors and warnings: cell_clip and projections have no ONNX form (ValueError). A layer
+    with masked_output="carry" exported with sequence_lens=True gives a UserWarning: ONNX
+    Runtime (as the ONNX operators define) outputs zeros in Y at the steps past
+    sequence_lens where the layer repeats the last valid output; Y_h / Y_c are the same.
+
+    Example:
+        >>> import fastrnn
+        >>> from fastrnn.io.onnx import to_onnx_model, from_onnx
+        >>> lstm = fastrnn.LSTM(8, 16, num_layers=2, bidirectional=True, name="enc")
+        >>> model = to_onnx_model(lstm, sequence_lens=True)
+        >>> from_onnx(model).num_layers, from_onnx(model).name
+        (2, 'enc')
     """
     onnx = _onnx()
+    import json
+    import warnings
+
     from onnx import TensorProto, helper, numpy_helper
     variant_attrs = _variant_attributes(layer)
-    if sequence_lens and layer.masked_output != "zero":
-        raise ValueError("ONNX outputs zeros past sequence_lens; a layer with "
-                         "masked_output='carry' cannot be exported with sequence_lens")
+    if sequence_lens and layer.masked_output == "carry":
+        warnings.warn(
+            f"{layer!r} has masked_output='carry' and the ONNX model gets sequence_lens: ONNX "
+            "Runtime (following the ONNX LSTM / GRU operators) outputs zeros in Y at the steps "
+            "past sequence_lens, where this layer repeats the last valid output (Y_h / Y_c are "
+            "the same). fastrnn.io.onnx.from_onnx reads masked_output='carry' back from the "
+            "model's metadata.", UserWarning, stacklevel=2)
     cell, D, H, L = layer._cell, layer.num_directions, layer.hidden_size, layer.num_layers
     elem = TensorProto.DOUBLE if layer.dtype == np.float64 else TensorProto.FLOAT
     direction = "bidirectional" if D == 2 else "reverse" if layer.reverse else "forward"
     op = "LSTM" if cell == "lstm" else "GRU"
+    if layer.name is not None and not isinstance(layer.name, str):
+        raise ValueError(f"the layer name must be a string to be written to ONNX, got "
+                         f"{type(layer.name).__name__}")
+    if layer.name is not None and not 0 < len(layer.name) <= _MAX_NAME:
+        raise ValueError(f"an ONNX node name of fastrnn must have 1 to {_MAX_NAME} characters; "
+                         f"the layer name has {len(layer.name)}")
+    if layer.name is None:
+        node_names = [f"{op.lower()}_{k}" for k in range(L)]
+    elif L == 1:
+        node_names = [layer.name]
+    else:
+        node_names = [f"{layer.name}.layer{k}" for k in range(L)]
     inputs = [helper.make_tensor_value_info("X", elem, ["time", "batch", layer.input_size])]
     if sequence_lens:
         inputs.append(helper.make_tensor_value_info("sequence_lens", TensorProto.INT32,
@@ -939,7 +1179,7 @@ def to_onnx_model(layer, *, sequence_lens=False, initial_state=False, opset=OPSE
         if cell == "gru":
             attrs["linear_before_reset"] = int(layer.reset_after)
         attrs.update(variant_attrs)
-        nodes.append(helper.make_node(op, node_inputs, outs, name=f"{op.lower()}_{k}", **attrs))
+        nodes.append(helper.make_node(op, node_inputs, outs, name=node_names[k], **attrs))
         for s in state_names:
             finals[s].append(outs[1 + state_names.index(s)])
         # [T, D, B, H] -> [T, B, D*H]: the next layer's input and the final Y
@@ -958,6 +1198,9 @@ def to_onnx_model(layer, *, sequence_lens=False, initial_state=False, opset=OPSE
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="fastrnn")
     model.ir_version = 8  # readable by older runtimes; opset 17 needs IR >= 8
+    meta = {"format": META_FORMAT, "version": META_VERSION,
+            "layers": [_layer_metadata(layer, node_names)]}
+    helper.set_model_props(model, {META_KEY: json.dumps(meta)})
     onnx.checker.check_model(model)
     return model
 
@@ -1004,6 +1247,14 @@ def _variant_attributes(layer):
     return attrs
 
 
-def save_onnx(layer, path, **kwargs):
+def save_onnx(layer, path, *, sequence_lens=False, initial_state=False, opset=OPSET):
+    """Write `to_onnx_model(layer, ...)` to `path` (the keywords are that function's).
+
+    Example:
+        >>> from fastrnn.io.onnx import save_onnx
+        >>> save_onnx(fastrnn.GRU(8, 16, num_layers=2, name="g"), "g.onnx", sequence_lens=True)
+    """
     onnx = _onnx()
-    onnx.save(to_onnx_model(layer, **kwargs), path)
+    model = to_onnx_model(layer, sequence_lens=sequence_lens, initial_state=initial_state,
+                          opset=opset)
+    onnx.save(model, path)
