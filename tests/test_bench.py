@@ -1,7 +1,9 @@
 """The benchmark suite's machinery on a tiny grid: JSON schema, FLOP counts, error checks against
 every peer, skipped peers, the FMA peak loop and the command line."""
 import importlib.util
+import io
 import json
+import re
 import sys
 
 import numpy as np
@@ -284,3 +286,70 @@ def test_variant_cases_flops_layers_and_peers():
         res = runner.run_case(proj, 1, bench_peers.FastrnnImpl(), [torch_peer],
                               dtype="float32", repeats=1, min_time=0.0)
         assert res["peers"]["torch"]["ok"], res["peers"]["torch"]
+
+
+_BAR = re.compile(r"\[([#.]*)\] (\d+)/(\d+) ")
+
+
+def test_progress_counter_ends_exactly_at_its_total():
+    """Two cases at two thread counts: four ticks, never past the total, the bar within its
+    frame (the counter once ran on to 33/22)."""
+    stream = io.StringIO()
+    runner.run_benchmark(TINY[:2], [1, 2], repeats=1, min_time=0.0,
+                         peers=[bench_peers.NumpyPeer()], progress=stream, square_n=32)
+    bars = [(bar, int(done), int(total)) for bar, done, total in _BAR.findall(stream.getvalue())]
+    assert bars, stream.getvalue()
+    assert {total for _, _, total in bars} == {4}
+    assert all(done <= total and len(bar) == 30 for bar, done, total in bars)
+    assert bars[-1][:2] == ("#" * 30, 4)
+    ticks = [done for _, done, _ in bars]
+    assert ticks == sorted(ticks) and set(ticks) == {0, 1, 2, 3, 4}
+
+
+def test_unpinned_numpy_blas_threads_are_reported(monkeypatch, tmp_path):
+    """Without threadpoolctl, numpy's BLAS runs at its own thread count: the document and the
+    table say so instead of labelling the GEMM limit with the row's thread count."""
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)     # import fails
+    doc = _run(TINY[:1], [bench_peers.NumpyPeer()], tmp_path)
+    assert doc["settings"]["numpy_blas_threads_pinned"] is False
+    assert doc["limits"]["1"]["gemm_blas_threads"] is None
+    assert doc["results"][0]["gemm_blas_threads"] is None
+    (note,) = [n for n in doc["notes"] if "BLAS" in n]
+    assert "unpinned" in note and "threadpoolctl" in note
+    table = runner.format_table(doc)
+    limit_line = next(line for line in table.splitlines() if line.startswith("Limit at 1"))
+    assert "unpinned" in limit_line and "1 BLAS thread" not in limit_line
+    gemm_legend = next(line for line in table.splitlines() if line.startswith("- %GEMM:"))
+    assert "unpinned" in gemm_legend
+    assert f"Note: {note}" in table
+
+
+def test_pinned_numpy_blas_threads(tmp_path):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not any(lib["user_api"] == "blas" for lib in threadpoolctl.threadpool_info()):
+        pytest.skip("threadpoolctl cannot control this numpy's BLAS")
+    with bench_peers.NumpyPeer().threads(1):
+        assert {lib["num_threads"] for lib in threadpoolctl.threadpool_info()
+                if lib["user_api"] == "blas"} == {1}
+    doc = _run(TINY[:1], [bench_peers.NumpyPeer()], tmp_path)
+    assert doc["settings"]["numpy_blas_threads_pinned"] is True
+    assert doc["limits"]["1"]["gemm_blas_threads"] == 1
+    assert not [n for n in doc["notes"] if "BLAS" in n]
+    assert "(1 BLAS thread(s))" in runner.format_table(doc)
+
+
+def test_every_column_and_case_label_is_explained():
+    cases = [Case("tiny", "forward", "gru", 1, 4, 2, 3, reset_after=False), TINY[0]]
+    doc = _run(cases, [bench_peers.NumpyPeer()])
+    lines = runner.format_table(doc).splitlines()
+    header = next(line for line in lines if line.startswith("| case"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    explained = {}
+    for line in lines:
+        if line.startswith("- ") and ": " in line:
+            names, meaning = line[2:].split(": ", 1)
+            explained.update((name.strip(), meaning) for name in names.split(","))
+    assert [c for c in columns if c not in explained] == []
+    assert "gru(rb) forward" in header or any(line.startswith("| gru(rb)") for line in lines)
+    assert "gru(rb) is reset_after=False" in explained["case"]
+    assert "Above 100%" in explained["%GEMM"]

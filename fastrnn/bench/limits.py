@@ -13,13 +13,29 @@ def fma_peak_gflops(nthreads, seconds=0.2):
     return max(_core.fma_peak_gflops(nthreads, seconds / 3) for _ in range(3))
 
 
+def blas_thread_control():
+    """None when numpy's BLAS thread count can be set here, else why not (a sentence).
+
+    Without threadpoolctl, numpy's BLAS runs at its own default thread count (OpenBLAS and MKL:
+    usually every core), whatever thread count a benchmark row is labelled with."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return ("threadpoolctl is not installed (pip install threadpoolctl, or "
+                "pip install fastrnn[bench])")
+    if not any(lib.get("user_api") == "blas" for lib in threadpool_info()):
+        return "threadpoolctl finds no BLAS library it can control in this process"
+    return None
+
+
 @contextlib.contextmanager
 def blas_threads(n):
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
+    """numpy's BLAS limited to `n` threads for the block; yields whether the limit applies
+    (False: BLAS keeps its default thread count, see `blas_thread_control`)."""
+    if blas_thread_control() is not None:
         yield False
         return
+    from threadpoolctl import threadpool_limits
     with threadpool_limits(limits=n):
         yield True
 

@@ -23,7 +23,7 @@ import warnings
 import numpy as np
 
 import fastrnn
-from fastrnn.bench import _convert
+from fastrnn.bench import _convert, limits
 from fastrnn.bench.numpy_peer import NumpyRNN
 
 
@@ -100,7 +100,8 @@ class FastrnnImpl:
 
 
 class NumpyPeer:
-    """Plain numpy, one BLAS matmul per step: always available. BLAS threads via threadpoolctl."""
+    """Plain numpy, one BLAS matmul per step: always available. BLAS threads via threadpoolctl
+    (without it, BLAS keeps its own default thread count; the report says so)."""
     name = "numpy"
 
     def setup(self):
@@ -108,12 +109,7 @@ class NumpyPeer:
 
     @contextlib.contextmanager
     def threads(self, n):
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # numpy still runs; its BLAS then picks its own thread count
-            yield
-            return
-        with threadpool_limits(limits=n):
+        with limits.blas_threads(n):
             yield
 
     def prepare(self, case, layer, data):

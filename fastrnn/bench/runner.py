@@ -40,7 +40,8 @@ COOLDOWN_S = {None: 0.1}
 
 
 class Progress:
-    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+    """A one-line progress bar on `stream` (default stderr; plain lines when it is not a
+    terminal): `update(label)` redraws, `advance(label)` counts one finished item of `total`."""
 
     def __init__(self, total, stream=None, width=30):
         self.total, self.done, self.width = max(total, 1), 0, width
@@ -225,9 +226,10 @@ def run_case(case, nthreads, impl_fastrnn, peers, *, dtype, repeats, min_time,
     res["best_peer"] = best
     res["vs_best_peer"] = res["peers"][best]["ratio"] if best else None
     if case.kind != "step" and case.P == case.H:  # the BLAS model has no projection
-        with limits.blas_threads(nthreads):
+        with limits.blas_threads(nthreads) as pinned:
             g = limits.rnn_gemm_gflops(case, dtype)
         res["gemm_own_shapes_gflops"] = g
+        res["gemm_blas_threads"] = nthreads if pinned else None  # None: BLAS's default
         res["fraction_gemm_own_shapes"] = f["gflops"] / g
     if case.B == 1 and case.kind in ("forward", "step"):
         seconds_per_step = f["median_s"] / (1 if case.kind == "step" else case.T)
@@ -279,10 +281,12 @@ def summarize(results):
 def measure_limits(nthreads, dtype, square_n=SQUARE_N, before=None):
     """The limits at one thread count; with `before` (an earlier measurement), the better of
     both: a limit is what the machine can do, and a busy moment only hides it."""
-    with limits.blas_threads(nthreads):
+    with limits.blas_threads(nthreads) as pinned:
         lim = {"fma_peak_gflops": limits.fma_peak_gflops(nthreads),
                "gemm_square_n": square_n,
-               "gemm_square_gflops": limits.gemm_gflops(square_n, square_n, square_n, dtype)}
+               "gemm_square_gflops": limits.gemm_gflops(square_n, square_n, square_n, dtype),
+               # None: BLAS ran at its own default thread count, not at `nthreads`
+               "gemm_blas_threads": nthreads if pinned else None}
     if before:
         for k in ("fma_peak_gflops", "gemm_square_gflops"):
             lim[k] = max(lim[k], before[k])
@@ -301,7 +305,8 @@ def _apply_limits(res, limit, dtype):
 def run_benchmark(cases, threads, *, dtype="float32", repeats=7, min_time=0.02, peers=None,
                   progress=True, square_n=SQUARE_N, budget=None, settings=None):
     """Run every case at every thread count. Returns the JSON-ready result document.
-    budget: seconds per case after which no new round of repeats starts (at least 3 run)."""
+    budget: seconds per case after which no new round of repeats starts (at least 3 run).
+    progress: True (a bar on stderr), False, or a text stream to draw the bar on."""
     dtype = np.dtype(dtype).name
     if dtype not in TOLERANCE:
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
@@ -315,7 +320,17 @@ def run_benchmark(cases, threads, *, dtype="float32", repeats=7, min_time=0.02, 
             available.append(p)
         else:
             notes.append(f"{p.name} skipped: {note}")
-    bar = Progress(len(cases) * len(threads)) if progress else None
+    if progress is True:
+        bar = Progress(len(cases) * len(threads))
+    elif progress:  # a stream to draw on
+        bar = Progress(len(cases) * len(threads), stream=progress)
+    else:
+        bar = None
+    blas_unpinned = limits.blas_thread_control()
+    if blas_unpinned:
+        notes.append(f"numpy BLAS thread count unpinned: {blas_unpinned}. The numpy GEMM limits "
+                     "(%GEMM, the square GEMM) and the numpy peer ran at BLAS's own default "
+                     "thread count (often every core), not at each row's thread count")
     impl = FastrnnImpl()
     results, lims = [], {}
     t0 = time.perf_counter()
@@ -332,12 +347,12 @@ def run_benchmark(cases, threads, *, dtype="float32", repeats=7, min_time=0.02, 
                 results.append(run_case(case, nt, impl, available, dtype=dtype,
                                         repeats=repeats, min_time=min_time, budget=budget))
                 results[-1]["case_index"] = index
+                if bar:
+                    bar.advance(f"{case.label} threads={nt}")
             lims[str(nt)] = measure_limits(nt, dtype, square_n, before=lims[str(nt)])
             for r in results:
                 if r["threads"] == nt:
                     _apply_limits(r, lims[str(nt)], dtype)
-                if bar:
-                    bar.advance(f"{case.label} threads={nt}")
     if bar:
         bar.close()
     _add_thread_speedups(results)
@@ -349,6 +364,8 @@ def run_benchmark(cases, threads, *, dtype="float32", repeats=7, min_time=0.02, 
                                                     "threads": list(threads),
                                                     "min_time_s": min_time,
                                                     "budget_s_per_case": budget,
+                                                    "numpy_blas_threads_pinned":
+                                                        blas_unpinned is None,
                                                     **(settings or {})},
             "flop_convention": FLOP_CONVENTION, "limits": lims, "peers": peer_info,
             "notes": notes, "failures": failures, "results": results,
@@ -374,6 +391,44 @@ def _peer_cell(entry):
     return "FAIL" if entry["note"].startswith("FAILED") else "-"
 
 
+def legend(doc, peer_names):
+    """One line per table column (`name: meaning`), in column order; the peer columns share
+    one line naming them all."""
+    pinned = doc["settings"].get("numpy_blas_threads_pinned", True)
+    blas_threads = ("at the row's thread count" if pinned else
+                    "at BLAS's own default thread count (unpinned, see the note)")
+    lines = [
+        "case: cell, kind, shape and variant keywords. Cells: lstm; gru is reset_after=True "
+        "(PyTorch/cuDNN/ONNX linear_before_reset: the reset gate scales the recurrent "
+        "product); gru(rb) is reset_after=False, 'reset before' (Keras reset_after=False, "
+        "TF1 GRUCell: the reset gate scales h before its recurrent product). Kinds: forward "
+        "(whole sequences, one call), step (streaming, one call per time step), masked "
+        "(ragged batch, per-row lengths), training (forward + backward to dx). B batch, T time "
+        "steps, I input size, H hidden units; then cell-variant keywords (docs/variants.md)",
+        "thr: threads; (n.nnx) is fastrnn's speedup over its own 1-thread time",
+        "fastrnn time: median [min, max] per call (step rows: per step); (ragged/full r): the "
+        "ragged batch's time over the same batch at full length; (C: n ns): the step latency "
+        "timed inside C, without Python",
+        "GFLOP/s: fastrnn's FLOPs (convention above) per second, from the median",
+        "%peak: GFLOP/s over the FMA peak at the row's thread count (float64: half of it)",
+        f"%GEMM: GFLOP/s over numpy's BLAS doing only the case's own matmuls ({blas_threads}): "
+        "the input projection (B*T, I) @ (I, G*H) once plus the recurrent (B, H) @ (H, G*H) "
+        "once per step, i.e. the same FLOPs as plain GEMM calls. Above 100%: fastrnn ran the "
+        "whole pass faster than those GEMM calls alone, which happens at small shapes where "
+        "numpy's per-call overhead and BLAS's tuning for large matrices slow the reference "
+        "down; it is a yardstick, not a bound. '-': not measured (step rows, projections)",
+        "GB/s: weight bytes read per step over the time per step (B=1 rows): "
+        "G*H*(I+H)*itemsize (with proj_size=P: G*H*(I+P) + H*P elements)",
+    ]
+    if peer_names:
+        lines.append(f"{', '.join(peer_names)}: the peer's time / fastrnn's time (above 1: "
+                     "fastrnn faster) and (its max abs error vs fastrnn); FAIL: its output "
+                     "differs, so it was not timed; '-': it cannot run the case (reasons "
+                     "below the table)")
+    lines.append("vs best: the ratio vs the fastest peer that ran the case, and that peer")
+    return lines
+
+
 def format_table(doc):
     peer_names = [n for n, info in doc["peers"].items() if info["available"]]
     out = []
@@ -384,17 +439,18 @@ def format_table(doc):
                f"{m['cpu']}, {m['usable_cores']} cores, kernels {m['kernel_variant']}")
     out.append(f"{doc['flop_convention']}.")
     for nt, lim in doc["limits"].items():
+        # older documents have no "gemm_blas_threads": their BLAS threads were pinned
+        blas = ("BLAS threads unpinned" if "gemm_blas_threads" in lim
+                and lim["gemm_blas_threads"] is None else f"{nt} BLAS thread(s)")
         out.append(f"Limit at {nt} thread(s): FP32 FMA peak {lim['fma_peak_gflops']:.1f} GFLOP/s; "
-                   f"numpy GEMM {lim['gemm_square_n']}^3 {lim['gemm_square_gflops']:.1f} GFLOP/s.")
-    out.append("thr (n.nnx): fastrnn's speedup over its own 1-thread time. "
-               "Peer columns: peer time / fastrnn time (above 1: fastrnn faster) and (max abs "
-               "error vs fastrnn); %peak / %GEMM: fastrnn GFLOP/s over the FMA peak / over BLAS "
-               "on the case's own GEMM shapes; GB/s: weights streamed (B=1); step rows: per "
-               "step.")
-    for note in doc["notes"]:
-        out.append(f"Note: {note}")
+                   f"numpy GEMM {lim['gemm_square_n']}^3 ({blas}) "
+                   f"{lim['gemm_square_gflops']:.1f} GFLOP/s.")
     cols = (["case", "thr", "fastrnn time", "GFLOP/s", "%peak", "%GEMM", "GB/s"]
             + peer_names + ["vs best"])
+    out.append("Columns:")
+    out.extend(f"- {line}" for line in legend(doc, peer_names))
+    for note in doc["notes"]:
+        out.append(f"Note: {note}")
     suite = None
     for r in sorted(doc["results"], key=lambda r: (r["case_index"], r["threads"])):
         if r["suite"] != suite:
