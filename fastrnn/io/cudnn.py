@@ -10,6 +10,10 @@ product (fastrnn reset_after=True). This is PyTorch's layout gate for gate.
 CudnnRNNParamsToCanonical / CanonicalToParams do). The flat buffer is all weight matrices,
 flattened row-major in that order, followed by all bias vectors; for one unidirectional layer this
 is the `concat(W.., R.., b_W.., b_R..)` buffer that Keras 3 passes to cuDNN.
+
+The parameters are weights only: the geometry (cell, input_size, hidden_size, num_layers,
+bidirectional, use_bias) and the settings that are not weights (name, masked_output, dropout,
+recurrent_dropout) travel beside them and are given to `from_cudnn` again.
 """
 import numpy as np
 
@@ -26,9 +30,22 @@ def _geometry(cell, input_size, hidden_size, num_layers, bidirectional):
 
 
 def from_cudnn(params=None, *, cell, input_size, hidden_size, num_layers=1, bidirectional=False,
-               weights=None, biases=None, use_bias=True, dtype=None):
+               weights=None, biases=None, use_bias=True, dtype=None, name=None,
+               masked_output="zero", dropout=0.0, recurrent_dropout=0.0):
     """A layer from cuDNN canonical parameters: either `params` (the flat buffer) or the lists
-    `weights` and `biases` (per-gate tensors, flattened or 2-D)."""
+    `weights` and `biases` (per-gate tensors, flattened or 2-D).
+
+    The geometry (`cell` "lstm" / "gru", sizes, num_layers, bidirectional, use_bias) says how
+    to cut the parameters; `name`, `masked_output`, `dropout` and `recurrent_dropout` are the
+    layer's settings that a cuDNN parameter set does not hold (see `to_cudnn`). `dtype`:
+    the layer's, by default float64 for float64 parameters and float32 otherwise. Raises
+    ValueError when the parameters do not fit the geometry.
+
+    Example:
+        >>> flat = to_cudnn(fastrnn.GRU(3, 4, name="g"), flat=True)
+        >>> from_cudnn(flat, cell="gru", input_size=3, hidden_size=4, name="g")
+        GRU(3, 4, reset_after=True, dtype='float32', name='g')
+    """
     D, H, ins = _geometry(cell, input_size, hidden_size, num_layers, bidirectional)
     G = len(GATE_ORDER[cell])
     w_shapes = [(H, ins[k]) if j < G else (H, H)
@@ -80,11 +97,27 @@ def from_cudnn(params=None, *, cell, input_size, hidden_size, num_layers=1, bidi
         split_rows(cell, GATE_ORDER[cell], np.concatenate(ws[:G]), np.concatenate(ws[G:]),
                    b_w, b_r, H, f"layer{k}.{DIRECTIONS[d]}", sd)
     return build(cell, input_size, H, sd, dtype=dtype, num_layers=num_layers,
-                 bidirectional=bidirectional, use_bias=use_bias)
+                 bidirectional=bidirectional, use_bias=use_bias, name=name,
+                 masked_output=masked_output, dropout=dropout,
+                 recurrent_dropout=recurrent_dropout)
 
 
 def to_cudnn(layer, flat=False):
-    """(weights, biases) lists in cuDNN canonical order, or the flat buffer with flat=True."""
+    """(weights, biases) lists in cuDNN canonical order, or the flat buffer with flat=True.
+
+    A cuDNN parameter set holds weights only (in the layer's dtype). What it cannot express is
+    refused with a ValueError: a GRU with reset_after=False (cuDNN resets after the recurrent
+    matmul), reverse=True (cuDNN has no unidirectional reverse-time RNN) and cell variants.
+    A layer with masked_output="carry" gives a UserWarning: cuDNN's padded-sequence API outputs
+    zeros past each sequence's length, so pass masked_output="carry" to `from_cudnn` to get
+    this layer's outputs back. The name, dropout and recurrent_dropout, like the geometry, are
+    not weights and travel beside the parameters (`from_cudnn` takes them).
+
+    Example:
+        >>> weights, biases = to_cudnn(fastrnn.LSTM(3, 4))
+        >>> len(weights), weights[0].shape, len(biases)
+        (8, (4, 3), 8)
+    """
     if layer._cell == "gru" and not layer.reset_after:
         raise ValueError("cuDNN's GRU applies the reset gate after the recurrent matmul; a GRU "
                          "with reset_after=False cannot be represented")
@@ -93,6 +126,12 @@ def to_cudnn(layer, flat=False):
     if layer.variant_features:
         raise ValueError(f"the cuDNN canonical layout holds the plain cell only; {layer!r} has "
                          f"{', '.join(layer.variant_features)}")
+    if layer.masked_output == "carry":
+        import warnings
+        warnings.warn(f"{layer!r} has masked_output='carry', which cuDNN parameters do not "
+                      "hold: cuDNN's padded-sequence API outputs zeros past each sequence's "
+                      "length; pass masked_output='carry' to from_cudnn to get this layer back",
+                      UserWarning, stacklevel=2)
     H, G = layer.hidden_size, layer._num_gates
     weights, biases = [], []
     for k in range(layer.num_layers):

@@ -84,11 +84,23 @@ def _arrays(cell, input_size, hidden_size, num_layers, num_directions, use_bias,
 
 
 def save_frnn(layer, path):
-    """Write `layer` (fastrnn.LSTM / fastrnn.GRU) to `path` as a .frnn file."""
+    """Write `layer` (fastrnn.LSTM / fastrnn.GRU) to `path` as a .frnn file.
+
+    The file keeps every setting that shapes the outputs or training (cell, sizes, stack,
+    direction, bias, reset_after, masked_output, dtype, dropout, recurrent_dropout, cell
+    variants) and the name. The header has no place for `trainable` (a frozen layer), so a
+    layer with trainable=False gives a UserWarning (it reloads trainable; .npz keeps it).
+    Raises ValueError for a name longer than 4096 UTF-8 bytes.
+    """
     from ..layers import GRU, LSTM
 
     if not isinstance(layer, (LSTM, GRU)):
         raise TypeError(f"save_frnn needs a fastrnn LSTM or GRU layer, got {type(layer).__name__}")
+    if not layer.trainable:
+        import warnings
+        warnings.warn(f"{layer!r} has trainable=False, which the .frnn header cannot hold: the "
+                      "file reloads as trainable=True (fastrnn's .npz keeps it)", UserWarning,
+                      stacklevel=2)
     data = _encode(layer)
     with open(os.fspath(path), "wb") as f:
         f.write(data)
@@ -301,3 +313,16 @@ def load_frnn(path_or_bytes):
         offset += count * dtype.itemsize
     layer.load_state_dict(state)
     return layer
+
+
+def all_weights(path_or_bytes):
+    """The weights of a .frnn file as the layer's state_dict(): a dict
+    "layer0.forward.input.kernel" -> np.ndarray (a .frnn file holds one layer and nothing
+    else). Raises ValueError for invalid data, as load_frnn.
+
+    Example:
+        >>> from fastrnn.io.frnn import all_weights
+        >>> sorted(all_weights("gru.frnn"))[:2]  # doctest: +SKIP
+        ['layer0.forward.candidate.bias', 'layer0.forward.candidate.kernel']
+    """
+    return load_frnn(path_or_bytes).state_dict()

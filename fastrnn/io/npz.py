@@ -1,7 +1,9 @@
 """fastrnn's own `.npz` format: the layer's state_dict plus a JSON config entry.
 
 Members: one array per state_dict key ("layer0.forward.input.kernel", ...) and `__config__`, a
-unicode scalar holding JSON {"format": "fastrnn-npz", "version": 1, "cell", "input_size", ...}.
+unicode scalar holding JSON {"format": "fastrnn-npz", "version": 1, "cell", "input_size", ...}
+with every constructor setting (name, masked_output, reverse, dropout, ...) and "trainable"
+(absent in older files: true).
 A layer with a cell variant (docs/variants.md) is written as version 2, whose config adds
 "variant": the keywords of `layer.variant_config()`; an older reader then refuses the file
 instead of building the plain cell. Read with np.load(allow_pickle=False): a file can never run
@@ -34,10 +36,14 @@ def layer_config(layer):
     variant = layer.variant_config()
     if variant:
         config["variant"] = variant
+    if not layer.trainable:  # written only when off: older readers ignore the key
+        config["trainable"] = False
     return config
 
 
 def save_npz(layer, path):
+    """Write `layer` (fastrnn.LSTM / GRU) to `path` as a fastrnn .npz file (every setting and
+    weight: it reloads as the same layer)."""
     config = layer_config(layer)
     config = dict(format=FORMAT, version=VARIANT_VERSION if "variant" in config else VERSION,
                   **config)
@@ -48,6 +54,8 @@ def save_npz(layer, path):
 
 
 def load_npz(path_or_bytes, *, dtype=None):
+    """The layer of a fastrnn .npz file (path or bytes); `dtype` overrides the file's.
+    Raises ValueError for a file that is not one or whose config is malformed."""
     data, label = read_source(path_or_bytes)
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
@@ -78,6 +86,29 @@ def load_npz(path_or_bytes, *, dtype=None):
     missing = [k for k in ("input_size", "hidden_size") if k not in kwargs]
     if missing:
         raise ValueError(f"{label}: config lacks {missing}")
+    name = kwargs.get("name")
+    if name is not None and not isinstance(name, str):
+        raise ValueError(f"{label}: {CONFIG_KEY} 'name' must be a string or null, got "
+                         f"{type(name).__name__}")
+    trainable = config.get("trainable", True)
+    if not isinstance(trainable, bool):
+        raise ValueError(f"{label}: {CONFIG_KEY} 'trainable' must be true or false, got "
+                         f"{trainable!r:.80}")
     input_size, hidden_size = kwargs.pop("input_size"), kwargs.pop("hidden_size")
-    return build(cell, input_size, hidden_size, arrays,
-                 dtype=dtype or config.get("dtype"), **kwargs)
+    layer = build(cell, input_size, hidden_size, arrays,
+                  dtype=dtype or config.get("dtype"), **kwargs)
+    layer.trainable = trainable
+    return layer
+
+
+def all_weights(path_or_bytes):
+    """The weights of a fastrnn .npz file as the layer's state_dict(): a dict
+    "layer0.forward.input.kernel" -> np.ndarray (a .npz file holds one layer and nothing
+    else).
+
+    Example:
+        >>> from fastrnn.io.npz import all_weights
+        >>> sorted(all_weights("gru.npz"))[:2]  # doctest: +SKIP
+        ['layer0.forward.candidate.bias', 'layer0.forward.candidate.kernel']
+    """
+    return load_npz(path_or_bytes).state_dict()

@@ -1258,3 +1258,97 @@ def save_onnx(layer, path, *, sequence_lens=False, initial_state=False, opset=OP
     model = to_onnx_model(layer, sequence_lens=sequence_lens, initial_state=initial_state,
                           opset=opset)
     onnx.save(model, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every weight of a model
+
+def all_weights(source):
+    """Every constant tensor of an ONNX model (path, bytes or onnx.ModelProto) as numpy arrays:
+    the initializers (dense and sparse, the latter made dense) and the values of `Constant`
+    nodes, for the weights around the recurrent layers (a Gemm head, an embedding, ...).
+
+    Returns a dict name -> np.ndarray in graph order. Tensors of the main graph are named as
+    the model names them; those of subgraphs (If / Loop / Scan bodies) get the path prefix
+    `from_onnx` uses for nodes, e.g. `If_0.then_branch/W`. String tensors are left out.
+    Raises ValueError for a tensor stored in external data (load the model with
+    `onnx.load(path)` and pass the ModelProto) or one that cannot be read.
+
+    Example:
+        >>> import fastrnn
+        >>> from fastrnn.io.onnx import all_weights, to_onnx_model
+        >>> sorted(all_weights(to_onnx_model(fastrnn.GRU(3, 4))))
+        ['B_0', 'R_0', 'W_0', 'flat_shape']
+    """
+    model, label = _model(source)
+    out = {}
+    _graph_tensors(model.graph, "", label, out)
+    return out
+
+
+def _tensor_array(t, label, where):
+    from onnx import TensorProto, numpy_helper
+    if t.data_location == TensorProto.EXTERNAL:
+        raise ValueError(f"{label}: tensor {where!r} is stored in external data; load the model "
+                         "with onnx.load(path) and pass the ModelProto")
+    if t.data_type in (TensorProto.STRING, TensorProto.UNDEFINED):
+        return None
+    try:
+        return numpy_helper.to_array(t)
+    except Exception as exc:  # malformed tensor: wrong sizes, unknown type
+        raise ValueError(f"{label}: tensor {where!r} cannot be read ({exc})") from exc
+
+
+def _sparse_array(sp, label, where):
+    values = _tensor_array(sp.values, label, where)
+    indices = _tensor_array(sp.indices, label, where)
+    if values is None or indices is None:
+        return None
+    dims = [int(d) for d in sp.dims]
+    try:
+        _check_size(dims, where)
+        dense = np.zeros(dims, values.dtype)
+        idx = indices.astype(np.int64)
+        if idx.ndim == 1:
+            dense.reshape(-1)[idx] = values.reshape(-1)
+        else:
+            dense[tuple(idx.T)] = values.reshape(-1)
+    except (_NotConstant, ValueError, IndexError) as exc:
+        raise ValueError(f"{label}: sparse tensor {where!r} cannot be read ({exc})") from None
+    return dense
+
+
+def _graph_tensors(graph, prefix, label, out):
+    from onnx import helper
+    for t in graph.initializer:
+        name = prefix + _text(t.name)
+        value = _tensor_array(t, label, name)
+        if value is not None:
+            out[name] = value
+    for sp in graph.sparse_initializer:
+        name = prefix + _text(sp.values.name)
+        value = _sparse_array(sp, label, name)
+        if value is not None:
+            out[name] = value
+    for i, n in enumerate(graph.node):
+        tag = _text(n.name) or f"{_text(n.op_type)}_{i}"
+        if n.op_type == "Constant" and n.domain in ("", "ai.onnx") and n.output \
+                and n.output[0]:
+            name = prefix + _text(n.output[0])
+            for a in n.attribute:
+                value = None
+                if a.name == "value":
+                    value = _tensor_array(a.t, label, name)
+                elif a.name == "sparse_value":
+                    value = _sparse_array(a.sparse_tensor, label, name)
+                elif a.name in ("value_float", "value_floats"):
+                    value = np.array(helper.get_attribute_value(a), np.float32)
+                elif a.name in ("value_int", "value_ints"):
+                    value = np.array(helper.get_attribute_value(a), np.int64)
+                if value is not None:
+                    out[name] = value
+        for attr in n.attribute:
+            subs = [attr.g] if attr.HasField("g") else list(attr.graphs)
+            for k, sub in enumerate(subs):
+                where = _text(attr.name) if len(subs) == 1 else f"{_text(attr.name)}[{k}]"
+                _graph_tensors(sub, f"{prefix}{tag}.{where}/", label, out)
