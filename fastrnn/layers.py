@@ -627,24 +627,63 @@ class _Recurrent:
 
     # ---- export (formats live in fastrnn.io) ----
     def to_torch(self):
-        """The weights as an nn.LSTM / nn.GRU state_dict of torch tensors."""
+        """A ready `torch.nn.LSTM` / `nn.GRU` (batch_first=True, the layer's dtype, eval mode)
+        holding this layer's weights; its outputs match the layer's (zeros at padded steps
+        of a packed sequence, as PyTorch gives them).
+
+        Raises:
+            ImportError: torch is not installed.
+            ValueError: a property nn.LSTM / nn.GRU cannot express (named in the message).
+
+        Example:
+            >>> module = fastrnn.LSTM(8, 16).to_torch(); module(torch.zeros(2, 5, 8))[0].shape
+            torch.Size([2, 5, 16])
+        """
+        from .io.torch import to_torch_module
+        return to_torch_module(self)
+
+    def to_torch_state_dict(self):
+        """The weights as an `nn.LSTM` / `nn.GRU` state_dict of torch tensors
+        (`weight_ih_l0`, ...; the LSTM bias goes to `bias_ih`, `bias_hh` is zero).
+
+        Example:
+            >>> torch.nn.LSTM(8, 16).load_state_dict(fastrnn.LSTM(8, 16).to_torch_state_dict())
+        """
         from .io.torch import to_torch
         return to_torch(self)
 
     def to_keras(self):
-        """The weights as the list Keras' LSTM / GRU / Bidirectional `set_weights` takes."""
+        """The weights as the list Keras' LSTM / GRU / Bidirectional `set_weights` takes:
+        [kernel, recurrent_kernel, bias] per direction and stacked layer.
+
+        Example:
+            >>> keras_layer.set_weights(fastrnn.LSTM(8, 16).to_keras())
+        """
         from .io.keras import to_keras
         return to_keras(self)
 
-    def to_onnx(self, path):
-        """Write an ONNX model with the same weights (see fastrnn.io.onnx.to_onnx_model)."""
-        from .io.onnx import save_onnx
-        save_onnx(self, path)
+    def to_onnx(self, path, **options):
+        """Write an ONNX model (LSTM / GRU nodes) with the same weights and semantics.
 
-    def save(self, path, format=None):
-        """Write the layer; format "npz" (default), "frnn", "torch", "safetensors" or "onnx"."""
+        Args:
+            path: the `.onnx` file to write.
+            **options: `sequence_lens=True` adds an int32 (batch,) input for ragged batches.
+
+        Example:
+            >>> fastrnn.LSTM(8, 16).to_onnx("lstm.onnx", sequence_lens=True)
+        """
+        from .io.onnx import save_onnx
+        save_onnx(self, path, **options)
+
+    def save(self, path, format=None, **options):
+        """Write the layer (see `fastrnn.save`): the extension of `path` picks the format
+        (.npz, .frnn, .pt, .safetensors, .onnx, .keras) unless `format` is given.
+
+        Example:
+            >>> fastrnn.LSTM(8, 16).save("lstm.frnn")   # for the C runtime
+        """
         from .io import save
-        save(self, path, format=format)
+        save(self, path, format=format, **options)
 
 
 class _Tape:

@@ -106,7 +106,7 @@ def _check_keras_chain(layers, e, names, spec=None):
 def test_keras3_files(ext):
     pytest.importorskip("h5py")
     e = expected("keras_model")
-    layers = fastrnn.load(fixture(f"keras_model.{ext}"))
+    layers = fastrnn.load_all(fixture(f"keras_model.{ext}"))
     assert list(layers) == list(KERAS3_LAYERS)  # user names, model order
     _check_keras_chain(layers, e, KERAS3_LAYERS, KERAS3_LAYERS)
     one = fastrnn.from_keras(fixture(f"keras_model.{ext}"), name="bigru")
@@ -117,7 +117,7 @@ def test_keras3_weights_h5_without_config():
     """A .weights.h5 has no config: go_backwards is unknown (default False), the rest holds."""
     pytest.importorskip("h5py")
     e = expected("keras_model")
-    layers = fastrnn.load(fixture("keras_model.weights.h5"))
+    layers = fastrnn.load_all(fixture("keras_model.weights.h5"))
     assert set(layers) == set(KERAS3_LAYERS)
     names = list(KERAS3_LAYERS)
     for name in ("lstm_a", "gru_rb", "bigru", "bilstm"):
@@ -131,7 +131,7 @@ def test_keras3_weights_h5_without_config():
 def test_keras2_legacy_h5(fname):
     pytest.importorskip("h5py")
     e = expected("keras2_model")
-    layers = fastrnn.from_keras(fixture(fname))
+    layers = fastrnn.load_all(fixture(fname))
     assert list(layers) == ["k2_lstm", "k2_gru", "k2_bilstm"]
     _check_keras_chain(layers, e, layers, {
         "k2_lstm": ("LSTM", False, False, "carry", None),
@@ -145,7 +145,7 @@ def test_keras2_legacy_h5(fname):
 def test_onnx_from_torch_export(name):
     pytest.importorskip("onnx")
     e = expected(name)
-    layers = fastrnn.load(fixture(f"{name}.onnx"))
+    layers = fastrnn.load_all(fixture(f"{name}.onnx"))
     if "stacked" in name:
         assert isinstance(layers, dict) and len(layers) == 2  # one node per torch layer
     assert_allclose(run_chain(layers, e["x"]), e["y"], atol=ATOL, rtol=0)
@@ -189,7 +189,7 @@ def test_tf1_checkpoint_all_cells():
     e = expected("tf1_cells")
     for suffix in ("", ".index", ".data-00000-of-00001"):
         assert fastrnn.io.detect_format(fixture("tf1_cells.ckpt" + suffix)) == "tf1"
-    layers = fastrnn.load(fixture("tf1_cells.ckpt"))
+    layers = fastrnn.load_all(fixture("tf1_cells.ckpt"))
     for key, (scope, cell, L, bi, rev) in TF1_LAYERS.items():
         layer = layers[scope]
         assert (type(layer).__name__, layer.num_layers, layer.bidirectional, layer.reverse) == \

@@ -213,7 +213,7 @@ def test_tf1_index_writer_round_trip(ckpt_copy):
     """The test's SSTable writer itself reproduces a loadable checkpoint."""
     entries = tf1.read_index(Path(ckpt_copy + ".index").read_bytes())
     write_index(ckpt_copy + ".index", {k.encode(): v for k, v in entries.items()})
-    assert len(fastrnn.load(ckpt_copy)) == 9
+    assert len(fastrnn.load_all(ckpt_copy)) == 9
 
 
 def test_tf1_missing_variable(ckpt_copy):

@@ -56,7 +56,7 @@ def check_weights(layer, rec, cell):
 
 
 def check_all(model, feeds, expect_paths):
-    layers = fastrnn.from_onnx(model)
+    layers = fastrnn.load_all(model)
     layers = layers if isinstance(layers, dict) else {layers.name: layers}
     recs = graphs.record(model, feeds)
     assert sorted(recs) == sorted(expect_paths), (sorted(recs), expect_paths)
@@ -215,7 +215,7 @@ def test_if_branches_with_folded_weights(opset):
     """Silero's pattern at the opset forms of Slice (attributes < 10), Unsqueeze (attribute
     < 13), Split (attribute < 13, input 13-17, num_outputs 18) and Constant (value_ints >= 12)."""
     model = silero_like(opset)
-    layers = fastrnn.from_onnx(model)
+    layers = fastrnn.load_all(model)
     lstm = f"branch.then_branch/LSTM_{_index(model, 'then_branch', 'LSTM')}"
     gru = f"branch.else_branch/GRU_{_index(model, 'else_branch', 'GRU')}"
     assert sorted(layers) == [gru, lstm]
@@ -293,7 +293,7 @@ def test_top_level_names_and_inspect(tmp_path):
     onnx.save(model, path)
     from fastrnn.io import inspect
     names = [n for n, _ in inspect(path)]
-    assert names == list(fastrnn.load(path))
+    assert names == list(fastrnn.load_all(path))
     assert all(n.startswith("branch.") for n in names)
     from fastrnn.__main__ import main as cli
     assert cli(["inspect", str(path)]) == 0
@@ -419,7 +419,7 @@ def test_legacy_export_scripted_if_with_lstm_and_gru(tmp_path):
 
     x = torch.randn(2, 5, 3)
     model = _legacy_export(_script(Branchy()), (x, torch.ones(1)), tmp_path, "branchy")
-    layers = fastrnn.from_onnx(model)
+    layers = fastrnn.load_all(model)
     assert sorted(layers) == ["/If.else_branch//GRU", "/If.then_branch//LSTM"]
     names = [i.name for i in model.graph.input]
     for flag, path in ((1.0, "/If.then_branch//LSTM"), (-1.0, "/If.else_branch//GRU")):
@@ -492,7 +492,7 @@ def _fixture(name):
 
 def test_dynamo_cond_rnn_fixture():
     model, exp = _fixture("onnx_graph_dynamo_cond_rnn")
-    layers = fastrnn.from_onnx(model)
+    layers = fastrnn.load_all(model)
     assert sorted(layers) == ["node_cond__0.else_branch/node_gru__1",
                               "node_cond__0.then_branch/node_lstm__2"]
     seen = 0
@@ -512,7 +512,7 @@ def test_dynamo_cond_rnn_fixture():
 def test_dynamo_cond_cells_fixture():
     """torch.cond between two LSTMCells: primitive ops in each If branch, one layer each."""
     model, exp = _fixture("onnx_graph_dynamo_cond_cells")
-    layers = fastrnn.from_onnx(model)
+    layers = fastrnn.load_all(model)
     names = sorted(layers)
     assert len(names) == 2 and all(n.endswith("LSTMCell_0") for n in names)
     for run, branch in (("run0", "then_branch"), ("run1", "else_branch")):
@@ -545,7 +545,7 @@ def test_dynamo_export_live(tmp_path):
         torch.onnx.export(CondRNN(), (x, torch.ones(1)), str(path), dynamo=True,
                           external_data=False)
     model = onnx.load(path)
-    layers = fastrnn.from_onnx(model)
+    layers = fastrnn.load_all(model)
     for flag in (1.0, -1.0):
         feeds = dict(x=x.numpy(), flag=np.array([flag], f32))
         recs = graphs.record(model, feeds)
@@ -577,7 +577,7 @@ def _silero_feeds(sr, seed):
 def test_silero_vad_branches_against_onnxruntime(tmp_path):
     path = _silero_file("silero_vad.onnx")
     model = onnx.load(path)
-    layers = fastrnn.from_onnx(path)
+    layers = fastrnn.load_all(path)
     assert len(layers) >= 2 and all(v._cell == "lstm" and v.hidden_size == 128
                                     for v in layers.values())
     ran = set()
@@ -599,7 +599,7 @@ def test_silero_vad_ifless_cells_against_onnxruntime():
     the model's `stateN` output is the cell's (h, c)."""
     path = _silero_file("silero_vad_op18_ifless.onnx")
     model = onnx.load(path)
-    layers = fastrnn.from_onnx(path)
+    layers = fastrnn.load_all(path)
     assert sorted(layers) == sorted(f"{model.graph.node[-1].name}.{b}/LSTMCell_0"
                                     for b in ("then_branch", "else_branch"))
     if_index = [n.op_type for n in model.graph.node].index("If")

@@ -140,7 +140,7 @@ def test_projection_state_dict_interchange_with_torch():
     module, layer = _pair(4, 10, 6, 2, True)
     again = torch.nn.LSTM(4, 10, proj_size=6, num_layers=2, bidirectional=True,
                           batch_first=True, dtype=torch.float64)
-    again.load_state_dict(layer.to_torch())
+    again.load_state_dict(layer.to_torch_state_dict())
     ref, new = module.state_dict(), again.state_dict()
     for k, v in ref.items():
         if k.startswith("bias_ih"):  # fastrnn keeps the sum of torch's two LSTM biases

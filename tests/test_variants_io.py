@@ -93,7 +93,7 @@ def keras3_model():
 
 def test_keras3_objects_with_activations(keras3_model):
     keras, model, e = keras3_model
-    layers = fastrnn.from_keras(model)
+    layers = fastrnn.load_all(model)
     assert list(layers) == KERAS3_NAMES
     assert layers["hs_lstm"].activations[0][0] == ("hard_sigmoid", pytest.approx(1 / 6), 0.5)
     assert layers["relu_gru"].activations[0] == (("sigmoid", None, None), ("relu", None, None))
@@ -107,7 +107,7 @@ def test_keras3_files_with_activations(keras3_model, tmp_path, ext):
     keras, model, e = keras3_model
     path = tmp_path / f"model.{ext}"
     _quiet(model.save, path)
-    layers = fastrnn.from_keras(path)
+    layers = fastrnn.load_all(path)
     assert list(layers) == KERAS3_NAMES
     assert layers["hs_lstm"].activations[0][0][1] == pytest.approx(1 / 6)   # Keras 3 meaning
     assert layers["back_hs_gru"].reverse and layers["bi_softsign"].masked_output == "zero"
@@ -212,7 +212,7 @@ def test_keras2_hard_sigmoid_h5():
     relu and elu, masked, against tf_keras's own outputs."""
     pytest.importorskip("h5py")
     e = expected("keras2_hard_sigmoid")
-    layers = fastrnn.from_keras(fixture("keras2_hard_sigmoid.h5"))
+    layers = fastrnn.load_all(fixture("keras2_hard_sigmoid.h5"))
     assert list(layers) == KERAS2_NAMES
     for name in KERAS2_NAMES:
         for acts in layers[name].activations:
@@ -275,7 +275,7 @@ def test_tf1_lstm_cell_variants(key):
 
 def test_tf1_variant_checkpoint_loads_whole():
     e = expected("tf1_variants")
-    layers = fastrnn.load(fixture("tf1_variants.ckpt"))  # no clips: peepholes and projections
+    layers = fastrnn.load_all(fixture("tf1_variants.ckpt"))  # no clips: peepholes and projections
     assert sorted(layers) == sorted(s for s, *_ in TF1_VARIANTS.values())
     assert layers["proj/rnn"].proj_size == 2 and layers["peep/rnn"].peepholes
     y, _ = layers["peep/rnn"](e["x"], lengths=e["lengths"])
