@@ -80,7 +80,7 @@ def test_fastrnn_to_torch(torch, cell, layers, bi, bias):
     # the plain state_dict loads into a fresh module too
     fresh = getattr(torch.nn, cell)(I, H, num_layers=layers, bidirectional=bi, bias=bias,
                                     batch_first=True)
-    fresh.load_state_dict(layer.to_torch())
+    fresh.load_state_dict(layer.to_torch_state_dict())
     assert_allclose(_torch_run(torch, fresh, x, lengths)[0], y, atol=1e-6, rtol=0)
 
 
@@ -88,9 +88,9 @@ def test_torch_unrepresentable(torch):
     with pytest.raises(ValueError, match="reset_after=False"):
         fastrnn.io.torch.to_torch_module(fastrnn.GRU(I, H, reset_after=False))
     with pytest.raises(ValueError, match="reverse=True"):
-        fastrnn.GRU(I, H, reverse=True).to_torch()
+        fastrnn.GRU(I, H, reverse=True).to_torch_state_dict()
     with pytest.raises(ValueError, match="peepholes"):
-        fastrnn.LSTM(I, H, peepholes=True).to_torch()
+        fastrnn.LSTM(I, H, peepholes=True).to_torch_state_dict()
     # nn.LSTM(proj_size) is representable now (tests/test_projection.py checks the numbers)
     assert fastrnn.from_torch(torch.nn.LSTM(I, H, proj_size=2)).proj_size == 2
     assert fastrnn.from_torch(torch.nn.LSTM(I, H, proj_size=2).state_dict()).proj_size == 2
@@ -346,7 +346,7 @@ def test_keras_model_object_by_user_names(keras):
                               keras.layers.LSTM(H, return_sequences=True, name="enc"),
                               keras.layers.Dense(2, name="proj"),
                               keras.layers.Bidirectional(keras.layers.GRU(H), name="dec")])
-    layers = fastrnn.from_keras(model)
+    layers = fastrnn.load_all(model)
     assert list(layers) == ["enc", "dec"]
     assert layers["enc"].masked_output == "carry" and layers["dec"].masked_output == "zero"
     assert fastrnn.from_keras(model, name="dec").bidirectional
