@@ -212,6 +212,12 @@ def read_checkpoint(path):
     return out
 
 
+def all_weights(path):
+    """Every variable of a TF checkpoint by its name ("rnn/lstm_cell/kernel", "dense/bias"),
+    as numpy arrays: for the weights around the recurrent cells."""
+    return read_checkpoint(path)
+
+
 # ---------------------------------------------------------------------------------------------
 # Cells -> layers
 
