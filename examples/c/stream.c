@@ -1,7 +1,11 @@
 /* Streaming inference from C: load a .frnn model (exported from PyTorch or Keras through
- * fastrnn, e.g. `fastrnn.io.frnn.save_frnn(layer, "model.frnn")`) and run it sample by sample.
+ * fastrnn: `layer.save("model.frnn")` in Python, or `fastrnn convert model.pt -o model.frnn`)
+ * and run it sample by sample.
  *
- *   cc -O2 -Isrc/fastrnn examples/c/stream.c src/build/libfastrnn.a -lm -fopenmp -o stream
+ *   make -C src        # then, with the static library (OpenMP and libm linked here):
+ *   cc -O2 -Isrc/fastrnn examples/c/stream.c src/build/libfastrnn.a -fopenmp -lm -o stream
+ *   # or after `make -C src install PREFIX=...`, with PKG_CONFIG_PATH=PREFIX/lib/pkgconfig:
+ *   cc -O2 examples/c/stream.c $(pkg-config --cflags --libs fastrnn) -lm -o stream
  *   ./stream model.frnn                     # a synthetic signal, prints the step latency
  *   ./stream model.frnn in.bin out.bin      # raw (T, input_size) samples in the model's dtype
  *                                           # -> raw (T, hidden_size) outputs
