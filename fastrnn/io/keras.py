@@ -7,7 +7,7 @@ Keras-2 CuDNNLSTM / CuDNNGRU store each gate block as cuDNN's row-major (H, I) m
 the (I, H) block, transposed recurrent blocks and a bias [b_W(all gates), b_R(all gates)].
 
 Semantics carried over from the saved config: activation / recurrent_activation (tanh, sigmoid,
-hard_sigmoid, relu, linear, softsign, elu; see "hard_sigmoid" below), reset_after, go_backwards (-> reverse=True; note Keras returns a go_backwards layer's outputs in
+hard_sigmoid, relu, linear, softsign, elu, softplus; see "hard_sigmoid" below), reset_after, go_backwards (-> reverse=True; note Keras returns a go_backwards layer's outputs in
 processing order, i.e. flipped in time, while fastrnn keeps original time order), use_bias and
 masking (a plain layer copies the previous output at masked steps: masked_output="carry", unless
 its config says zero_output_for_mask; Bidirectional forces zeros: masked_output="zero").
@@ -35,7 +35,7 @@ import zlib
 
 import numpy as np
 
-from ._isolated import in_child, parse_keras_bytes
+from ._isolated import in_child
 from ._common import (DIRECTIONS, as_array, build, read_source, require,
                       single_or_dict, split_columns)
 
@@ -50,7 +50,8 @@ _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # Config + weights -> layer
 
 # Keras activation names fastrnn runs (docs/variants.md); Keras' own parameters: elu alpha 1.0.
-KERAS_ACTIVATIONS = ("tanh", "sigmoid", "hard_sigmoid", "relu", "linear", "softsign", "elu")
+KERAS_ACTIVATIONS = ("tanh", "sigmoid", "hard_sigmoid", "relu", "linear", "softsign", "elu",
+                     "softplus")
 
 
 def _activation_name(value):
@@ -61,14 +62,6 @@ def _activation_name(value):
     if value is None:  # Keras: activation=None is the identity
         value = "linear"
     return value
-
-
-def _checked_activation(value, what, label):
-    name = _activation_name(value)
-    if not isinstance(name, str) or name not in KERAS_ACTIVATIONS:
-        raise ValueError(f"{label}: {what}={name!r} is not supported; fastrnn reads the Keras "
-                         f"activations {', '.join(KERAS_ACTIVATIONS)}")
-    return name
 
 
 def hard_sigmoid_flavour(keras_version, default):
@@ -84,23 +77,98 @@ def hard_sigmoid_flavour(keras_version, default):
     return "keras2" if int(major) <= 2 else "keras3"
 
 
+# Recurrent layers fastrnn does not run: listed (with the reason) rather than passed over.
+_OTHER_RECURRENT = {
+    "SimpleRNN": "fastrnn runs LSTM and GRU cells only",
+    "RNN": "a generic keras.layers.RNN wrapper around a cell; use LSTM / GRU layers",
+    "ConvLSTM1D": "a convolutional LSTM (its gates are convolutions, not matrix products)",
+    "ConvLSTM2D": "a convolutional LSTM (its gates are convolutions, not matrix products)",
+    "ConvLSTM3D": "a convolutional LSTM (its gates are convolutions, not matrix products)",
+}
+_NESTED_MODELS = ("Sequential", "Functional", "Model")
+_SUPPORTED = "LSTM, GRU, CuDNNLSTM, CuDNNGRU, Bidirectional(merge_mode='concat')"
+
+
+def is_recurrent(class_name, config):
+    """Whether a Keras layer (class name, config) is a recurrent layer, supported or not."""
+    if class_name in _RNN_CLASSES or class_name in _OTHER_RECURRENT \
+            or class_name == "Bidirectional":
+        return True
+    if class_name == "TimeDistributed" and isinstance(config, dict):
+        inner = config.get("layer")
+        return isinstance(inner, dict) and is_recurrent(inner.get("class_name"),
+                                                        inner.get("config"))
+    return False
+
+
+def _sub_reason(class_name, config):
+    """Why a (non-wrapper) Keras recurrent layer config cannot be run, or None."""
+    if class_name not in _RNN_CLASSES:
+        why = _OTHER_RECURRENT.get(class_name)
+        return (f"{class_name} is not a supported recurrent layer ({_SUPPORTED})"
+                + (f": {why}" if why else ""))
+    if not isinstance(config, dict):
+        return "its config is not a mapping"
+    names = []
+    for what, default in (("activation", "tanh"), ("recurrent_activation", "sigmoid")):
+        name = _activation_name(config.get(what, default))
+        if not isinstance(name, str) or name not in KERAS_ACTIVATIONS:
+            return (f"{what}={name!r} is not supported; fastrnn reads the Keras activations "
+                    f"{', '.join(KERAS_ACTIVATIONS)}")
+        names.append(name)
+    if class_name.startswith("CuDNN") and names != ["tanh", "sigmoid"]:
+        return (f"{class_name} with activation={names[0]!r}, recurrent_activation="
+                f"{names[1]!r}: cuDNN layers only run tanh / sigmoid")
+    if config.get("time_major"):
+        return "time_major=True is not supported"
+    if config.get("stateful"):
+        return "stateful=True is not supported; pass the state explicitly"
+    return None
+
+
+def _bidirectional_reason(config):
+    merge = config.get("merge_mode", "concat")
+    if merge != "concat":
+        return (f"Bidirectional merge_mode={merge!r} is not supported (only 'concat': fastrnn "
+                "returns both directions side by side)")
+    fwd = config.get("layer")
+    bwd = config.get("backward_layer") or fwd
+    if not isinstance(fwd, dict) or not isinstance(bwd, dict):
+        return "its Bidirectional config has no 'layer' entry"
+    for sub in (fwd, bwd):
+        reason = _sub_reason(sub.get("class_name"), sub.get("config", {}))
+        if reason:
+            return reason
+    f_conf, b_conf = fwd.get("config", {}), bwd.get("config", {})
+    if _RNN_CLASSES[fwd["class_name"]] != _RNN_CLASSES[bwd["class_name"]] \
+            or f_conf.get("use_bias", True) != b_conf.get("use_bias", True) \
+            or f_conf.get("reset_after", True) != b_conf.get("reset_after", True) \
+            or f_conf.get("go_backwards", False):
+        return "Bidirectional with differing or go_backwards forward layers is not supported"
+    return None
+
+
+def unsupported_reason(class_name, config):
+    """Why fastrnn cannot run a Keras recurrent layer given by class name and config (a
+    sentence), or None when it can. Only the config is looked at, never weights."""
+    if class_name == "Bidirectional":
+        return _bidirectional_reason(config if isinstance(config, dict) else {})
+    if class_name == "TimeDistributed":
+        inner = (config or {}).get("layer", {}) if isinstance(config, dict) else {}
+        return (f"TimeDistributed({inner.get('class_name')}) is not supported: it runs the "
+                "layer on every slice of a 4-D input")
+    return _sub_reason(class_name, config)
+
+
 def _sub_layer(class_name, config, label):
     """(cell, cudnn, options) of a Keras LSTM / GRU config; unsupported options raise."""
-    if class_name not in _RNN_CLASSES:
-        raise ValueError(f"{label}: {class_name} is not a supported recurrent layer "
-                         "(LSTM, GRU, CuDNNLSTM, CuDNNGRU, Bidirectional)")
+    reason = _sub_reason(class_name, config)
+    if reason:
+        raise ValueError(f"{label}: {reason}")
     cell = _RNN_CLASSES[class_name]
     cudnn = class_name.startswith("CuDNN")
-    act = _checked_activation(config.get("activation", "tanh"), "activation", label)
-    rec = _checked_activation(config.get("recurrent_activation", "sigmoid"),
-                              "recurrent_activation", label)
-    if cudnn and (act, rec) != ("tanh", "sigmoid"):
-        raise ValueError(f"{label}: {class_name} with activation={act!r}, recurrent_activation="
-                         f"{rec!r}: cuDNN layers only run tanh / sigmoid")
-    if config.get("time_major"):
-        raise ValueError(f"{label}: time_major=True is not supported")
-    if config.get("stateful"):
-        raise ValueError(f"{label}: stateful=True is not supported; pass the state explicitly")
+    act = _activation_name(config.get("activation", "tanh"))
+    rec = _activation_name(config.get("recurrent_activation", "sigmoid"))
     options = dict(reverse=bool(config.get("go_backwards", False)),
                    zero_output=bool(config.get("zero_output_for_mask", False)),
                    use_bias=config.get("use_bias", True),
@@ -181,18 +249,13 @@ def layer_from_config(class_name, config, arrays, *, name=None, dtype=None, labe
     label = f"{label}: layer {name!r}" if name else label
     sd = {}
     if class_name == "Bidirectional":
-        merge = config.get("merge_mode", "concat")
-        if merge != "concat":
-            raise ValueError(f"{label}: Bidirectional merge_mode={merge!r} is not supported "
-                             "(only 'concat')")
+        reason = _bidirectional_reason(config)
+        if reason:
+            raise ValueError(f"{label}: {reason}")
         fwd = config["layer"]
         bwd = config.get("backward_layer") or fwd
-        f_cell, f_cudnn, f_opt = _sub_layer(fwd["class_name"], fwd["config"], label)
-        b_cell, b_cudnn, b_opt = _sub_layer(bwd["class_name"], bwd["config"], label)
-        if f_cell != b_cell or f_opt.get("reset_after") != b_opt.get("reset_after") \
-                or f_opt["use_bias"] != b_opt["use_bias"] or f_opt["reverse"]:
-            raise ValueError(f"{label}: Bidirectional with differing or go_backwards forward "
-                             "layers is not supported")
+        f_cell, f_cudnn, f_opt = _sub_layer(fwd["class_name"], fwd.get("config", {}), label)
+        b_cell, b_cudnn, b_opt = _sub_layer(bwd["class_name"], bwd.get("config", {}), label)
         half = len(arrays) // 2
         I, H = _direction_weights(f_cell, f_cudnn, f_opt, arrays[:half], "layer0.forward",
                                   label, sd)
@@ -222,34 +285,267 @@ def layer_from_config(class_name, config, arrays, *, name=None, dtype=None, labe
 
 
 # ---------------------------------------------------------------------------------------------
-# Entry point
+# Entry points
+
+# save_keras writes a stacked layer as one Keras layer per stacked layer, named
+# "<name>_layer<k>", in a model of this name; from_keras joins such layers back into one.
+STACK_MODEL_NAME = "fastrnn_stack"
+
 
 def from_keras(source, name=None, *, dtype=None):
     """Layer(s) from a Keras layer or model object, or a `.keras` / `.weights.h5` / `.h5` file
-    (path or bytes). Several recurrent layers give a dict user-name -> layer in model order;
-    `name` picks one."""
+    (path or bytes).
+
+    Args:
+        source: a Keras layer / model object, a path, or the file's bytes.
+        name: the user name of the recurrent layer to load (nested models included); only
+            that layer is read.
+        dtype: "float32" / "float64" for the layers (default: the file's).
+
+    Returns a layer when the source has one supported recurrent layer (or `name` picks one),
+    else a dict user name -> layer in model order. A model written by `save_keras` from a
+    stacked layer comes back as that one stacked layer under its original name.
+
+    Recurrent layers fastrnn cannot run (SimpleRNN, ConvLSTM, Bidirectional merge_mode='sum',
+    stateful=True, an activation it lacks, ...) are skipped with one UserWarning naming each
+    and why; `describe_layers` lists them. Errors: ValueError when `name` is such a layer, or
+    when no recurrent layer can be loaded (each one's reason listed); KeyError for an unknown
+    `name`; ValueError for a damaged file.
+
+        >>> layer = fastrnn.io.keras.from_keras("model.keras", name="encoder")
+    """
+    entries, label = _load_entries(source, dtype, only=name)
+    return _select(entries, name, label)
+
+
+def describe_layers(source):
+    """Every recurrent layer of a Keras source, loadable or not, in model order.
+
+    Args:
+        source: a Keras layer / model object, or a `.keras` / `.weights.h5` / `.h5` file (path
+            or bytes).
+
+    Returns a list of (name, description, reason): description is the `fastrnn inspect` line
+    of a layer fastrnn runs (reason None); reason says why fastrnn cannot run one
+    (description None).
+
+        >>> for name, text, why in describe_layers("model.keras"):
+        ...     print(name, text or f"unsupported: {why}")
+    """
+    from ._common import describe
+    entries, _ = _load_entries(source, None)
+    return [(n, None if layer is None else describe(layer, GATE_ORDER[layer._cell]), reason)
+            for n, layer, reason in entries]
+
+
+def _load_entries(source, dtype, only=None):
+    """([(name, layer or None, reason or None)], label); with `only`, the other supported
+    layers are listed with layer None and reason None (not read)."""
     if hasattr(source, "get_config") and hasattr(source, "get_weights"):
-        return single_or_dict(_from_objects(source, dtype), name, "Keras model")
+        return _scan(*_object_entries(source), dtype, only, "Keras model"), "Keras model"
     data, label = read_source(source)
     if data[:4] != b"PK\x03\x04" and data[:8] != _HDF5_SIGNATURE:
         raise ValueError(f"{label}: not a Keras file (neither a .keras zip nor HDF5)")
     require("h5py", "keras")
+    dtype = None if dtype is None else np.dtype(dtype).name
+    if in_child():
+        return _parse_entries(data, label, dtype, only), label
     # libhdf5 may loop forever on a damaged file: parse in a child process with a time limit.
-    layers = _parse_bytes(data, label, dtype) if in_child() else \
-        parse_keras_bytes(data, label, None if dtype is None else np.dtype(dtype).name)
-    return single_or_dict(layers, name, label)
+    return _in_child_process("entries", data, label, dtype, only), label
 
 
-def _parse_bytes(data, label, dtype):
-    """{user name: layer} from `.keras` zip or HDF5 bytes, in this process."""
+def _select(entries, name, label):
+    if name is not None:
+        for n, layer, reason in entries:
+            if n == name:
+                if layer is None:
+                    raise ValueError(f"{label}: layer {name!r} cannot be loaded: {reason}")
+                return layer
+        raise KeyError(f"no recurrent layer named {name!r} in {label}; found "
+                       f"{[n for n, _, _ in entries]}")
+    layers = {n: layer for n, layer, _ in entries if layer is not None}
+    skipped = [(n, reason) for n, _, reason in entries if reason is not None]
+    listing = "; ".join(f"{n!r}: {reason}" for n, reason in skipped)
+    if skipped and not layers:
+        raise ValueError(f"{label}: no recurrent layer fastrnn can run: {listing}")
+    if skipped:
+        import warnings
+        warnings.warn(f"{label}: skipped {len(skipped)} recurrent layer(s) fastrnn cannot run: "
+                      f"{listing}; loaded {list(layers)}", UserWarning, stacklevel=3)
+    return single_or_dict(layers, None, label)
+
+
+def _scan(entries, model_name, dtype, only, label):
+    """Build the layers of [(name, class, config, arrays(), hard_sigmoid flavour)].
+
+    Only the config decides whether a layer is supported; a supported layer whose weights do
+    not fit its config raises (a damaged file). With `only`, the other layers are not read."""
+    stacked = model_name == STACK_MODEL_NAME
+    out = []
+    for n, cls, config, arrays, flavour in entries:
+        reason = unsupported_reason(cls, config)
+        wanted = only is None or n == only or (stacked and _stack_base(n) == only)
+        if reason is not None or not wanted:
+            out.append((n, None, reason))
+            continue
+        out.append((n, layer_from_config(cls, config, arrays(), name=n, dtype=dtype,
+                                         label=label, hard_sigmoid=flavour), None))
+    return _join_stack(out) if stacked else out
+
+
+def _stack_base(name):
+    base, sep, k = str(name).rpartition("_layer")
+    return base if sep and k.isdigit() else None
+
+
+def _join_stack(entries):
+    """Rejoin the "<name>_layer<k>" layers save_keras wrote for one stacked layer. Layers
+    that do not form a complete, consistent stack stay as they are."""
+    from .npz import layer_config
+    groups = {}
+    for n, layer, _ in entries:
+        base = _stack_base(n)
+        if base is not None and layer is not None:
+            groups.setdefault(base, {})[int(n.rpartition("_layer")[2])] = layer
+    joined = {}
+    for base, parts in groups.items():
+        if sorted(parts) != list(range(len(parts))) or len(parts) < 2:
+            continue
+        first = layer_config(parts[0])
+        sd = {}
+        for k, part in parts.items():
+            config = layer_config(part)
+            if k:
+                previous = parts[k - 1]
+                if config["input_size"] != previous.num_directions * previous.hidden_size:
+                    break
+            if {**config, "input_size": 0, "name": 0} != {**first, "input_size": 0, "name": 0} \
+                    or config["num_layers"] != 1 or part.dtype != parts[0].dtype:
+                break
+            sd.update({f"layer{k}." + key.partition(".")[2]: v
+                       for key, v in part.state_dict().items()})
+        else:
+            kwargs = {key: first[key] for key in ("bidirectional", "use_bias", "reverse",
+                                                  "dropout", "recurrent_dropout",
+                                                  "masked_output")}
+            kwargs.update(first.get("variant", {}))
+            if first["cell"] == "gru":
+                kwargs["reset_after"] = first["reset_after"]
+            joined[base] = build(first["cell"], first["input_size"], first["hidden_size"], sd,
+                                 dtype=parts[0].dtype, num_layers=len(parts), name=base,
+                                 **kwargs)
+    out, done = [], set()
+    for n, layer, reason in entries:
+        base = _stack_base(n)
+        if base in joined:
+            if base not in done:
+                out.append((base, joined[base], None))
+                done.add(base)
+        else:
+            out.append((n, layer, reason))
+    return out
+
+
+# ---- child process (libhdf5 can loop forever on a damaged file) ----
+
+_CHILD = """
+import sys
+from fastrnn.io.keras import _child_main
+sys.exit(_child_main(sys.argv[1:]))
+"""
+
+
+def _child_main(argv):
+    """The child's work: parse stdin's bytes, write the result under argv[0]."""
+    import os
+    import sys
+    from .npz import save_npz
+    out, mode, label, dtype, only = argv
+    data = sys.stdin.buffer.read()
     try:
-        if data[:4] == b"PK\x03\x04":
-            return _from_keras_zip(data, label, dtype)
-        return _from_h5(data, label, dtype)
-    except (OSError, RuntimeError, KeyError) as exc:  # h5py's errors for damaged structures
+        if mode == "entries":
+            entries = _parse_entries(data, label, dtype or None, only or None)
+        else:
+            weights = _parse_weights(data, label)
+    except ImportError as exc:
+        print(exc, file=sys.stderr)
+        return 3
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if mode == "entries":
+        for i, (_, layer, _) in enumerate(entries):
+            if layer is not None:
+                save_npz(layer, os.path.join(out, f"{i}.npz"))
+        listing = [[n, reason, layer is not None] for n, layer, reason in entries]
+    else:
+        listing = list(weights)
+        with open(os.path.join(out, "weights.npz"), "wb") as f:
+            np.savez(f, *weights.values())
+    with open(os.path.join(out, "listing.json"), "w") as f:
+        json.dump(listing, f)
+    return 0
+
+
+def _in_child_process(mode, data, label, dtype=None, only=None, timeout=None):
+    """_parse_entries / _parse_weights run in a child Python process with a time limit
+    (FASTRNN_HDF5_TIMEOUT seconds, default 60); results come back as .npz files."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from ._isolated import _CHILD_FLAG
+    from .npz import load_npz
+
+    if timeout is None:
+        timeout = float(os.environ.get("FASTRNN_HDF5_TIMEOUT", "60"))
+    env = dict(os.environ, **{_CHILD_FLAG: "1"})
+    with tempfile.TemporaryDirectory(prefix="fastrnn-keras-") as out:
+        try:
+            proc = subprocess.run([sys.executable, "-c", _CHILD, out, mode, label, dtype or "",
+                                   "" if only is None else str(only)],
+                                  input=data, capture_output=True, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired:
+            raise ValueError(f"{label}: reading the HDF5 data did not finish within {timeout:g} s "
+                             "(a damaged file can make libhdf5 loop; FASTRNN_HDF5_TIMEOUT sets "
+                             "the limit)") from None
+        message = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        message = message[-1] if message else f"exit status {proc.returncode}"
+        if proc.returncode == 3:
+            raise ImportError(message)
+        if proc.returncode == 2:
+            raise ValueError(message)
+        if proc.returncode != 0:
+            raise ValueError(f"{label}: the HDF5 reader failed ({message})")
+        with open(os.path.join(out, "listing.json")) as f:
+            listing = json.load(f)
+        if mode == "entries":
+            return [(n, load_npz(os.path.join(out, f"{i}.npz")) if built else None, reason)
+                    for i, (n, reason, built) in enumerate(listing)]
+        with np.load(os.path.join(out, "weights.npz"), allow_pickle=False) as z:
+            return {n: z[f"arr_{i}"] for i, n in enumerate(listing)}
+
+
+def _parse_entries(data, label, dtype, only=None):
+    """_scan's result for `.keras` zip or HDF5 bytes, in this process."""
+    try:
+        reader = _keras_zip_entries if data[:4] == b"PK\x03\x04" else _h5_entries
+        entries, model_name, f = reader(data, label)
+        with f:  # the entries read their weights from the open file
+            return _scan(entries, model_name, dtype, only, label)
+    except (OSError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        # h5py's errors for damaged structures, and configs of the wrong JSON types
         raise ValueError(f"{label}: damaged Keras/HDF5 file ({type(exc).__name__}: {exc})"
                          ) from exc
 
+
+def _parse_bytes(data, label, dtype):
+    """{user name: layer} of the supported layers in `.keras` zip or HDF5 bytes, in this
+    process."""
+    return {n: layer for n, layer, _ in _parse_entries(data, label, dtype) if layer is not None}
+
+
+# ---- live objects ----
 
 def _object_flavour(layer):
     """hard_sigmoid flavour of a live layer object: from the version of the package defining it
@@ -262,28 +558,28 @@ def _object_flavour(layer):
     return hard_sigmoid_flavour(version, "keras3")
 
 
-def _from_objects(obj, dtype):
-    layers = {}
-    members = obj.layers if hasattr(obj, "layers") and type(obj).__name__ not in \
-        ("Bidirectional",) else [obj]
-    for layer in members:
-        cls = type(layer).__name__
-        if cls in _RNN_CLASSES or cls == "Bidirectional":
-            config = layer.get_config()
-            if cls == "Bidirectional" and "layer" not in config:
-                raise ValueError(f"Keras layer {layer.name!r}: Bidirectional config has no "
-                                 "'layer' entry")
-            # the variables' backend values: get_weights() warns under numpy 2 on some backends
-            weights = [getattr(w, "value", w) for w in layer.weights]
-            layers[layer.name] = layer_from_config(cls, config, weights, name=layer.name,
-                                                   dtype=dtype,
-                                                   hard_sigmoid=_object_flavour(layer))
-        elif hasattr(layer, "layers") and layer is not obj:
-            layers.update(_from_objects(layer, dtype))
-    if not layers and type(obj).__name__ in ("RNN",):
-        raise ValueError("keras.layers.RNN wrappers are not supported; use LSTM / GRU layers")
-    return layers
+def _object_entries(obj):
+    """([(name, class, config, arrays(), flavour)], model name) of a live Keras object."""
+    entries = []
 
+    def walk(o):
+        cls = type(o).__name__
+        if hasattr(o, "layers") and cls not in ("Bidirectional", "TimeDistributed"):
+            for member in o.layers:
+                walk(member)
+            return
+        config = o.get_config()
+        if is_recurrent(cls, config):
+            # the variables' backend values: get_weights() warns under numpy 2 on some backends
+            entries.append((o.name, cls, config,
+                            lambda o=o: [getattr(w, "value", w) for w in o.weights],
+                            _object_flavour(o)))
+
+    walk(obj)
+    return entries, getattr(obj, "name", None) if hasattr(obj, "layers") else None
+
+
+# ---- .keras zip and Keras 3 .weights.h5 ----
 
 def _config_layers(model_config):
     """[(class_name, config)] of a saved model config, in model order (nested models flattened)."""
@@ -296,9 +592,9 @@ def _config_layers(model_config):
         if not isinstance(entry, dict):
             continue
         cls, conf = entry.get("class_name"), entry.get("config", {})
-        if cls in ("Sequential", "Functional", "Model"):
+        if cls in _NESTED_MODELS:
             out += _config_layers(entry)
-        else:
+        elif isinstance(conf, dict):
             out.append((cls, conf))
     return out
 
@@ -321,7 +617,8 @@ def _read(ds, label, what):
         raise ValueError(f"{label}: cannot read {what} (truncated file?)") from exc
 
 
-def _from_keras_zip(data, label, dtype):
+def _read_keras_zip(data, label):
+    """(config, weights h5 bytes, hard_sigmoid flavour) of a `.keras` zip."""
     try:
         z = zipfile.ZipFile(io.BytesIO(data))
         config = json.loads(z.read("config.json"))
@@ -331,13 +628,62 @@ def _from_keras_zip(data, label, dtype):
     except (zipfile.BadZipFile, zlib.error, KeyError, ValueError, EOFError, NotImplementedError,
             OSError) as exc:
         raise ValueError(f"{label}: not a readable .keras file ({exc})") from exc
+    if not isinstance(config, dict):
+        raise ValueError(f"{label}: config.json does not describe a Keras model")
     version = metadata.get("keras_version") if isinstance(metadata, dict) else None
     flavour = hard_sigmoid_flavour(version if isinstance(version, str) else None, "keras3")
-    configs = {c.get("name"): (cls, c) for cls, c in _config_layers(config)}
-    if not configs and config.get("class_name") in _RNN_CLASSES:  # a bare layer saved alone
-        configs = {config["config"].get("name"): (config["class_name"], config["config"])}
-    with _h5(weights, label) as f:
-        return _from_layers_group(f, label, dtype, configs, flavour)
+    return config, weights, flavour
+
+
+def _keras_zip_entries(data, label):
+    config, weights, flavour = _read_keras_zip(data, label)
+    if config.get("class_name") in _NESTED_MODELS:
+        configs = _config_layers(config)
+    else:  # a bare layer saved alone
+        configs = [(config.get("class_name"), config.get("config", {}))]
+    f = _h5(weights, label)
+    groups = _layer_groups(f)
+    entries = []
+    for cls, conf in configs:
+        if not is_recurrent(cls, conf):
+            continue
+        n = conf.get("name")
+        group = groups.get(n)
+        if group is None and unsupported_reason(cls, conf) is None:
+            raise ValueError(f"{label}: layer {n!r} is in the config but has no weights")
+        entries.append((n, cls, conf, lambda g=group, n=n: _group_arrays(g, label, n),
+                        flavour))
+    name = config.get("config", {}).get("name") if isinstance(config.get("config"), dict) \
+        else None
+    return entries, name, f
+
+
+def _object_name(group):
+    """The user name a Keras 3 weights file records for an object (its vars group's 'name')."""
+    v = group.get("vars")
+    name = v.attrs.get("name") if v is not None else None
+    return name.decode() if isinstance(name, bytes) else None if name is None else str(name)
+
+
+def _layer_groups(f):
+    """{user name: h5 group} of the layers in a Keras 3 weights file, nested models included."""
+    import h5py
+    out = {}
+
+    def walk(group):
+        for key in group.keys():
+            g = group[key]
+            if not isinstance(g, h5py.Group):
+                continue
+            if isinstance(g.get("layers"), h5py.Group):  # a nested model
+                walk(g["layers"])
+            out.setdefault(_object_name(g) or key, g)
+
+    if isinstance(f.get("layers"), h5py.Group):
+        walk(f["layers"])
+    elif "cell" in f or "forward_layer" in f:  # a bare layer saved alone
+        out[_object_name(f) or "layer"] = f
+    return out
 
 
 def _vars(group, label, what):
@@ -348,115 +694,142 @@ def _vars(group, label, what):
     return [_read(group[k], label, f"{what}/{k}") for k in keys]
 
 
-def _from_layers_group(f, label, dtype, configs, flavour="keras3"):
-    """Keras 3 weights file (`.weights.h5` or inside `.keras`): /layers/<group>/..."""
-    root = f.get("layers")
-    if root is None:
+def _group_arrays(g, label, key):
+    """get_weights() of a recurrent layer's group: [kernel, recurrent_kernel(, bias)] per
+    direction."""
+    if "forward_layer" in g and "backward_layer" in g:
+        return _vars(g["forward_layer"].get("cell/vars"), label, f"{key}/forward_layer") + \
+            _vars(g["backward_layer"].get("cell/vars"), label, f"{key}/backward_layer")
+    return _vars(g.get("cell/vars"), label, key)
+
+
+def _h5_entries(data, label):
+    """(entries, model name, open h5 file) of a Keras 3 .weights.h5 or a legacy .h5."""
+    f = _h5(data, label)
+    if "layers" in f and "layer_names" not in f.attrs and "model_weights" not in f:
+        return _weights_h5_entries(f, label), None, f
+    return (*_legacy_entries(f, label), f)
+
+
+def _weights_h5_entries(f, label):
+    """A Keras 3 `.weights.h5` (no config): the cell type, sizes, use_bias and reset_after
+    come from the variables, the other options take Keras' defaults."""
+    if not isinstance(f.get("layers"), __import__("h5py").Group):
         raise ValueError(f"{label}: no /layers group; not a Keras 3 weights file")
-    layers = {}
-    for key in root.keys():  # h5py lists groups in name order; reorder by config below
-        g = root[key]
-        vars_attr = g.get("vars")
-        user = vars_attr.attrs.get("name", key) if vars_attr is not None else key
-        user = user.decode() if isinstance(user, bytes) else str(user)
-        if "forward_layer" in g and "backward_layer" in g:
-            arrays = _vars(g["forward_layer"].get("cell/vars"), label, f"{key}/forward_layer") + \
-                _vars(g["backward_layer"].get("cell/vars"), label, f"{key}/backward_layer")
-            default_cls = "Bidirectional"
-        elif "cell" in g and "vars" in g["cell"]:
-            arrays = _vars(g["cell/vars"], label, key)
-            default_cls = None
-        else:
+    entries = []
+    for n, g in _layer_groups(f).items():
+        if not ("cell" in g or ("forward_layer" in g and "backward_layer" in g)):
             continue
-        if user in configs:
-            cls, conf = configs[user]
-        else:
-            cls, conf = _infer_config(g, arrays, default_cls, label, key)
-        layers[user] = layer_from_config(cls, conf, arrays, name=user, dtype=dtype, label=label,
-                                         hard_sigmoid=flavour)
-    order = list(configs)
-    return dict(sorted(layers.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order
-                       else len(order)))
+        arrays = _group_arrays(g, label, n)
+        cls, conf = _infer_config(g, arrays, label)
+        entries.append((n, cls, conf, lambda a=arrays: a, "keras3"))
+    return entries
 
 
-def _infer_config(g, arrays, default_cls, label, key):
-    """A config for a weights-only file: cell from the variables, everything else default."""
-    def cell_of(group):
-        name = group.get("cell/vars").attrs.get("name", "") if "cell/vars" in group else ""
-        name = name.decode() if isinstance(name, bytes) else str(name)
-        if "lstm" in name:
-            return "LSTM"
-        if "gru" in name:
-            return "GRU"
-        raise ValueError(f"{label}: cannot tell the cell type of layer group {key!r}")
+def _cell_class(group):
+    """LSTM / GRU / SimpleRNN from a Keras 3 cell's recorded name ("lstm_cell", ...)."""
+    name = group.get("cell/vars").attrs.get("name", "") if "cell/vars" in group else ""
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    for marker, cls in (("simple_rnn", "SimpleRNN"), ("lstm", "LSTM"), ("gru", "GRU")):
+        if marker in name:
+            return cls
+    return None
 
+
+def _infer_config(g, arrays, label):
+    """(class, config) for a weights-only file: cell from the variables, everything else
+    default. A cell of unknown type gets class None (listed as unsupported)."""
     def sub(cls, arrs):
         conf = {"use_bias": len(arrs) >= 3}
         if cls == "GRU":
             conf["reset_after"] = len(arrs) >= 3 and arrs[2].ndim == 2
         return conf
 
-    if default_cls == "Bidirectional":
-        cls = cell_of(g["forward_layer"])
+    if "forward_layer" in g and "backward_layer" in g:
+        cls = _cell_class(g["forward_layer"])
         half = len(arrays) // 2
         return "Bidirectional", {"layer": {"class_name": cls, "config": sub(cls, arrays[:half])},
                                  "merge_mode": "concat"}
-    cls = cell_of(g)
+    cls = _cell_class(g)
     return cls, sub(cls, arrays)
 
+
+# ---- legacy .h5 (Keras 2, or Keras 3's model.save("x.h5")) ----
 
 def _attr_list(value):
     return [v.decode() if isinstance(v, bytes) else str(v) for v in np.atleast_1d(value)] \
         if value is not None and np.size(value) else []
 
 
-def _from_h5(data, label, dtype):
-    with _h5(data, label) as f:
-        if "layers" in f and "layer_names" not in f.attrs and "model_weights" not in f:
-            return _from_layers_group(f, label, dtype, {})
-        root = f["model_weights"] if "model_weights" in f else f
-        version = f.attrs.get("keras_version", root.attrs.get("keras_version"))
-        if isinstance(version, np.ndarray) and version.size == 1:
-            version = version.item()
-        flavour = hard_sigmoid_flavour(version if isinstance(version, (str, bytes)) else None,
-                                       "keras2")
-        model_config = f.attrs.get("model_config")
-        configs = {}
-        if model_config is not None:
-            if isinstance(model_config, bytes):
-                model_config = model_config.decode()
-            try:
-                configs = {c.get("name"): (cls, c)
-                           for cls, c in _config_layers(json.loads(model_config))}
-            except ValueError as exc:
-                raise ValueError(f"{label}: model_config is not valid JSON") from exc
-        names = _attr_list(root.attrs.get("layer_names"))
-        if not names:
-            raise ValueError(f"{label}: no layer_names attribute; not a Keras weights file")
-        layers = {}
-        for lname in names:
-            if lname not in root:
-                raise ValueError(f"{label}: layer {lname!r} is listed but has no weights group")
-            g = root[lname]
-            wnames = _attr_list(g.attrs.get("weight_names"))
-            if not wnames:
-                continue
-            arrays = []
-            for wn in wnames:
-                if wn not in g:
-                    raise ValueError(f"{label}: layer {lname!r} lacks its weight {wn!r}")
-                arrays.append(_read(g[wn], label, f"{lname}/{wn}"))
-            if lname in configs:
-                cls, conf = configs[lname]
-            else:
-                cls, conf = _infer_legacy(wnames, arrays)
-                if cls is None:
+def _legacy_config(f, root, label):
+    """(model config or {}, hard_sigmoid flavour) of a legacy .h5 file."""
+    version = f.attrs.get("keras_version", root.attrs.get("keras_version"))
+    if isinstance(version, np.ndarray) and version.size == 1:
+        version = version.item()
+    flavour = hard_sigmoid_flavour(version if isinstance(version, (str, bytes)) else None,
+                                   "keras2")
+    model_config = f.attrs.get("model_config")
+    if model_config is None:
+        return {}, flavour
+    if isinstance(model_config, bytes):
+        model_config = model_config.decode()
+    try:
+        config = json.loads(model_config)
+    except ValueError as exc:
+        raise ValueError(f"{label}: model_config is not valid JSON") from exc
+    return (config if isinstance(config, dict) else {}), flavour
+
+
+def _legacy_entries(f, label):
+    root = f["model_weights"] if "model_weights" in f else f
+    config, flavour = _legacy_config(f, root, label)
+    top = config.get("config", {}) if isinstance(config.get("config"), dict) else {}
+    top_entries = {e.get("config", {}).get("name"): e for e in top.get("layers", []) or []
+                   if isinstance(e, dict) and isinstance(e.get("config"), dict)}
+    names = _attr_list(root.attrs.get("layer_names"))
+    if not names:
+        raise ValueError(f"{label}: no layer_names attribute; not a Keras weights file")
+    entries = []
+    for lname in names:
+        if lname not in root:
+            raise ValueError(f"{label}: layer {lname!r} is listed but has no weights group")
+        g = root[lname]
+        wnames = _attr_list(g.attrs.get("weight_names"))
+        entry = top_entries.get(lname, {})
+        if entry.get("class_name") in _NESTED_MODELS:
+            # a nested model: its weights are listed together, "<model>/<layer>/..." (Keras 3)
+            # or "<layer>/..." (Keras 2); split them by inner layer name
+            for cls, conf in _config_layers(entry):
+                inner = conf.get("name")
+                if not is_recurrent(cls, conf):
                     continue
-            if cls not in _RNN_CLASSES and cls != "Bidirectional":
-                continue
-            layers[lname] = layer_from_config(cls, conf, arrays, name=lname, dtype=dtype,
-                                              label=label, hard_sigmoid=flavour)
-        return layers
+                mine = [w for w in wnames if w.startswith(f"{inner}/") or f"/{inner}/" in w]
+                entries.append((inner, cls, conf,
+                                lambda g=g, ws=mine, n=inner: _legacy_arrays(g, ws, label, n),
+                                flavour))
+            continue
+        if not wnames:
+            continue
+        if entry:
+            cls, conf = entry.get("class_name"), entry["config"]
+        else:
+            cls, conf = _infer_legacy(wnames, lambda g=g, ws=wnames, n=lname:
+                                      _legacy_arrays(g, ws, label, n))
+        if cls is None or not is_recurrent(cls, conf):
+            continue
+        entries.append((lname, cls, conf,
+                        lambda g=g, ws=wnames, n=lname: _legacy_arrays(g, ws, label, n),
+                        flavour))
+    return entries, top.get("name")
+
+
+def _legacy_arrays(g, wnames, label, lname):
+    arrays = []
+    for wn in wnames:
+        if wn not in g:
+            raise ValueError(f"{label}: layer {lname!r} lacks its weight {wn!r}")
+        arrays.append(_read(g[wn], label, f"{lname}/{wn}"))
+    return arrays
 
 
 def _infer_legacy(wnames, arrays):
@@ -466,12 +839,15 @@ def _infer_legacy(wnames, arrays):
         cls = "CuDNNLSTM"
     elif "cudnn_gru" in joined:
         cls = "CuDNNGRU"
+    elif "simple_rnn_cell" in joined:
+        return "SimpleRNN", {}
     elif "lstm_cell" in joined:
         cls = "LSTM"
     elif "gru_cell" in joined:
         cls = "GRU"
     else:
         return None, None
+    arrays = arrays()
     bidir = any("/forward_" in w for w in wnames) and any("/backward_" in w for w in wnames)
     arrs = arrays[:len(arrays) // 2] if bidir else arrays
     conf = {"use_bias": len(arrs) >= 3}
