@@ -93,7 +93,9 @@ def test_convert_to_keras_writes_a_keras_file(tmp_path):
     model = keras.models.load_model(tmp_path / "a.keras")
     x = np.random.default_rng(4).standard_normal((2, 5, 3)).astype(np.float32)
     expect = module(torch.from_numpy(x))[0].detach().numpy()
-    np.testing.assert_allclose(np.asarray(model(x)), expect, atol=1e-5)
+    y = model(x)
+    y = y.detach().cpu().numpy() if hasattr(y, "detach") else np.asarray(y)
+    np.testing.assert_allclose(y, expect, atol=1e-5)
     np.testing.assert_allclose(layer(x)[0], expect, atol=1e-5)
 
 
@@ -140,8 +142,12 @@ def test_load_weights_keras_keeps_the_non_recurrent_weights(tmp_path):
     path = tmp_path / "model.keras"
     model.save(path)
     weights = fastrnn.load_weights(path)
-    (embeddings,) = model.get_layer("embedding").get_weights()
-    kernel, bias = model.get_layer("dense").get_weights()
+    def numpy(v):  # keras variables on the torch backend hold tensors
+        v = getattr(v, "value", v)
+        return v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
+    embeddings = numpy(model.get_layer("embedding").embeddings)
+    kernel, bias = (numpy(v) for v in (model.get_layer("dense").kernel,
+                                       model.get_layer("dense").bias))
     np.testing.assert_array_equal(weights["embedding/embeddings"], embeddings)
     np.testing.assert_array_equal(weights["dense/kernel"], kernel)
     np.testing.assert_array_equal(weights["dense/bias"], bias)
@@ -167,3 +173,12 @@ def test_load_weights_onnx_tf1_and_own_formats(tmp_path):
 def test_load_all_refuses_what_it_cannot_read():
     with pytest.raises(TypeError, match="PyTorch module or state_dict"):
         fastrnn.load_all(3.5)
+
+
+@pytest.mark.parametrize("loader", ["from_keras", "from_onnx", "from_torch",
+                                    "from_tf_checkpoint"])
+def test_a_file_given_to_the_wrong_loader_is_named(tmp_path, loader):
+    path = tmp_path / "l.npz"
+    fastrnn.LSTM(3, 4).save(path)
+    with pytest.raises(ValueError, match=r"is a fastrnn \.npz file.*fastrnn\.load\(\)"):
+        getattr(fastrnn, loader)(path)

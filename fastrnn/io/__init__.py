@@ -39,6 +39,7 @@ def from_torch(source, *, name=None, dtype=None):
     Example:
         >>> lstm = fastrnn.from_torch(torch.nn.LSTM(8, 16, batch_first=True))
     """
+    _expect_format(source, ("torch", "safetensors"), "from_torch")
     from .torch import from_torch as load
     return _one(load(source, name=name, dtype=dtype), source, "name")
 
@@ -63,6 +64,7 @@ def from_keras(source, name=None, *, dtype=None):
     Example:
         >>> gru = fastrnn.from_keras("model.keras", name="gru")
     """
+    _expect_format(source, ("keras",), "from_keras")
     from .keras import from_keras as load
     return _one(load(source, name=name, dtype=dtype), source, "name")
 
@@ -86,6 +88,7 @@ def from_onnx(source, node=None, *, dtype=None):
     Example:
         >>> lstm = fastrnn.from_onnx("model.onnx")
     """
+    _expect_format(source, ("onnx",), "from_onnx")
     from .onnx import from_onnx as load
     return _one(load(source, node=node, dtype=dtype), source, "node")
 
@@ -112,6 +115,7 @@ def from_tf_checkpoint(path, scope=None, forget_bias=None, *, dtype=None, cell_c
     Example:
         >>> lstm = fastrnn.from_tf_checkpoint("ckpt/model.ckpt-1000")
     """
+    _expect_format(path, ("tf1",), "from_tf_checkpoint")
     from .tf1 import from_tf_checkpoint as load
     return _one(load(path, scope=scope, forget_bias=forget_bias, dtype=dtype,
                      cell_clip=cell_clip, proj_clip=proj_clip), path, "scope")
@@ -123,6 +127,25 @@ def _label(source):
     if isinstance(source, (bytes, bytearray, memoryview)):
         return "the given bytes"
     return f"the given {type(source).__name__}"
+
+
+def _expect_format(source, formats, function):
+    """A file given to the wrong loader is named for what it is (the right loader's own
+    errors are more precise for damaged files, so an unrecognised file goes on to it)."""
+    if not isinstance(source, (str, os.PathLike)) or not os.path.exists(source):
+        return
+    try:
+        found = detect_format(source)
+    except (ValueError, OSError):
+        return
+    if found not in formats:
+        raise ValueError(f"{_label(source)} is a {_FORMAT_NAMES[found]} file, not what "
+                         f"{function}() reads; fastrnn.load() reads every supported format")
+
+
+_FORMAT_NAMES = {"npz": "fastrnn .npz", "frnn": "fastrnn .frnn", "torch": "PyTorch",
+                 "safetensors": "safetensors", "keras": "Keras", "onnx": "ONNX",
+                 "tf1": "TensorFlow checkpoint"}
 
 
 def _one(loaded, source, keyword):
