@@ -24,7 +24,18 @@ def _default_threads():
 def set_num_threads(n):
     """Set the number of threads fastrnn kernels may use (process-wide).
 
-    Calls already running keep the count they started with; it is safe to call at any time.
+    Calls already running keep the count they started with; it is safe to call at any time,
+    from any thread. Results do not depend on the count (bitwise).
+
+    Args:
+        n (int): threads, >= 1. A build without OpenMP stays single-threaded.
+
+    Raises:
+        ValueError: n is not a positive int.
+
+    Example:
+        >>> fastrnn.set_num_threads(2); fastrnn.get_num_threads()
+        2
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"num_threads must be a positive int, got {n!r}")
@@ -34,7 +45,16 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """Threads fastrnn kernels use: set_num_threads(), else OMP_NUM_THREADS, else the cores."""
+    """The number of threads fastrnn kernels use.
+
+    Returns:
+        int: the value of `set_num_threads()`, else `OMP_NUM_THREADS`, else the cores this
+        process may run on (1 in a build without OpenMP).
+
+    Example:
+        >>> fastrnn.get_num_threads() >= 1
+        True
+    """
     global _num_threads
     n = _num_threads
     if n is None:
@@ -46,7 +66,18 @@ def get_num_threads():
 
 
 def show_config(file=None):
-    """Print version, compiler, OpenMP, kernel variant and thread settings."""
+    """Print the build and runtime configuration: version of the package and of its C core,
+    Python, compiler, OpenMP (and its version), the kernel variant in use and those the CPU
+    offers, the thread count, OMP_NUM_THREADS and FASTRNN_ISA (`fastrnn config` prints the same).
+
+    Args:
+        file: a text stream to print to; None = sys.stdout.
+
+    Example:
+        >>> fastrnn.show_config()  # doctest: +SKIP
+        fastrnn 0.1.0 (C core 0.1.0)
+          ...
+    """
     from . import __version__
 
     omp = _core.openmp_enabled()
