@@ -477,13 +477,21 @@ def _activations(cell, D, attrs, where):
     return out
 
 
-def _node_spec(n, name, scope):
+def _node_spec(n, name, scope, exact=None, meta_where=None):
     """(cell, input_size, hidden_size, canonical state_dict under "layer0", constructor
-    keywords) of one LSTM / GRU node, validated."""
+    keywords) of one LSTM / GRU node, validated. `exact`: float64 values of the node's float
+    attributes from fastrnn's metadata, used where they round to the node's float32 values."""
     cell = n.op_type.lower()
     G = 4 if cell == "lstm" else 3
     attrs = _attrs(n)
     where = f"{scope.label}: {n.op_type} node {name!r}"
+    for key, value in (exact or {}).items():
+        stored = attrs.get(key)
+        if stored is None or np.asarray(value, np.float32).shape != np.shape(stored) or \
+                np.any(np.asarray(value, np.float32) != np.asarray(stored, np.float32)):
+            raise ValueError(f"{meta_where}: 'float64_attributes' {key}={value!r:.80} does not "
+                             f"round to the node {name!r}'s attribute ({stored!r:.80})")
+        attrs[key] = value
     for key in attrs:
         if key not in _KNOWN[cell]:
             raise ValueError(f"{where}: unknown attribute {key!r}")
@@ -560,16 +568,28 @@ def _layer(n, name, scope, dtype):
 META_KEY = "fastrnn"            # metadata_props key; the value is JSON
 META_FORMAT = "fastrnn-onnx"
 META_VERSION = 1
-_META_FIELDS = ("nodes", "name", "masked_output", "dropout", "recurrent_dropout", "trainable")
+_META_FIELDS = ("nodes", "name", "masked_output", "dropout", "recurrent_dropout", "trainable",
+                "float64_attributes")
+# Float attributes of the nodes, which ONNX stores as float32: their float64 values are kept in
+# the metadata so that a float64 layer reloads with exactly its clip and activation parameters.
+_FLOAT_ATTRIBUTES = ("clip", "activation_alpha", "activation_beta")
 _MAX_NAME = 4096                # characters of a layer or node name in the metadata
 _MAX_NODES = 4096               # nodes (stacked layers) of one fastrnn layer
 
 
-def _layer_metadata(layer, node_names):
+def _layer_metadata(layer, node_names, node_attrs):
     """The metadata entry of one exported layer (see `to_onnx_model`)."""
-    return {"nodes": list(node_names), "name": layer.name, "masked_output": layer.masked_output,
-            "dropout": layer.dropout, "recurrent_dropout": layer.recurrent_dropout,
-            "trainable": bool(layer.trainable)}
+    entry = {"nodes": list(node_names), "name": layer.name,
+             "masked_output": layer.masked_output, "dropout": layer.dropout,
+             "recurrent_dropout": layer.recurrent_dropout, "trainable": bool(layer.trainable)}
+    exact = {k: node_attrs[k] for k in _FLOAT_ATTRIBUTES if k in node_attrs}
+    if exact:
+        entry["float64_attributes"] = exact
+    return entry
+
+
+def _finite_number(v):
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and np.isfinite(v)
 
 
 def _check_entry(entry, where):
@@ -603,6 +623,14 @@ def _check_entry(entry, where):
     if not isinstance(trainable, bool):
         raise ValueError(f"{where}: 'trainable' must be true or false, got {trainable!r:.80}")
     out["trainable"] = trainable
+    exact = entry.get("float64_attributes", {})
+    if not isinstance(exact, dict) or not set(exact) <= set(_FLOAT_ATTRIBUTES) or not all(
+            _finite_number(v) if k == "clip" else
+            isinstance(v, list) and len(v) <= 64 and all(_finite_number(e) for e in v)
+            for k, v in exact.items()):
+        raise ValueError(f"{where}: 'float64_attributes' must map {list(_FLOAT_ATTRIBUTES)} to "
+                         "finite numbers (clip) or lists of them")
+    out["float64_attributes"] = exact
     return out
 
 
@@ -696,7 +724,8 @@ def _check_chain(nodes, scope, where):
 def _group_layer(group, scope, dtype):
     """One stacked fastrnn layer from the chain of nodes of a metadata entry."""
     where, nodes = group["where"], group["nodes"]
-    specs = [_node_spec(n, _text(n.name), scope) for n in nodes]
+    specs = [_node_spec(n, _text(n.name), scope, group["float64_attributes"], where)
+             for n in nodes]
     cell, input_size, H, _, first = specs[0]
     D = 2 if first["bidirectional"] else 1
     peepholes = any(spec[4].get("peepholes") for spec in specs)
@@ -1199,7 +1228,7 @@ def to_onnx_model(layer, *, sequence_lens=False, initial_state=False, opset=OPSE
                               producer_name="fastrnn")
     model.ir_version = 8  # readable by older runtimes; opset 17 needs IR >= 8
     meta = {"format": META_FORMAT, "version": META_VERSION,
-            "layers": [_layer_metadata(layer, node_names)]}
+            "layers": [_layer_metadata(layer, node_names, variant_attrs)]}
     helper.set_model_props(model, {META_KEY: json.dumps(meta)})
     onnx.checker.check_model(model)
     return model
