@@ -8,6 +8,12 @@
 """
 __version__ = "0.1.0"
 
+try:  # the compiled extension, which every import below needs
+    from . import _core
+except ImportError as exc:  # say why, instead of Python's "partially initialized module"
+    from ._missing_extension import explain
+    raise explain(exc, __file__) from None
+
 from ._config import get_num_threads, set_num_threads, show_config
 from ._phase import get_learning_phase, learning_phase, set_learning_phase
 from .layers import GRU, LSTM

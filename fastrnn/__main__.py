@@ -1,58 +1,154 @@
-"""Command line: `fastrnn bench [options]`, `fastrnn config`, `fastrnn inspect FILE`,
-`fastrnn convert FILE -o OUT [--format F] [--name N]`."""
+"""The `fastrnn` command (also `python -m fastrnn`): `fastrnn bench`, `fastrnn demo`,
+`fastrnn config`, `fastrnn inspect FILE`, `fastrnn convert FILE -o OUT`.
+
+Exit status: 0 on success, 1 when the work failed (a file that cannot be read or written, a
+benchmark peer that disagreed), 2 for a command line that is wrong (argparse's convention).
+"""
+import argparse
+import os
+import re
 import sys
+
+COMMANDS = ("bench", "demo", "config", "inspect", "convert")
+# Library messages as the command line words them: keyword arguments become flags
+_CLI_WORDING = ((re.compile(r"\bname=(\.\.\.)?(?![\w'\"])"), "--name NAME"),
+                (re.compile(r"\bformat=(\.\.\.)?(?![\w'\"])"), "--format FORMAT"),
+                (re.compile(r"\bsequence_lens=True\b"), "--sequence-lens"),
+                # a Python-only way out, which the command line does not have
+                (re.compile(r",? or load them all with fastrnn\.load_all\(\)"), ""))
+
+
+def build_parser():
+    """The argument parser of the `fastrnn` command, one subparser per command."""
+    from . import __version__, io
+    from .bench import cli as bench_cli
+
+    parser = argparse.ArgumentParser(
+        prog="fastrnn", description="fastrnn: fast, faithful masked LSTM and GRU kernels for "
+        "CPUs. Benchmarks, build configuration, and weight files of PyTorch, Keras, ONNX, "
+        "TensorFlow 1 and fastrnn's own formats.",
+        epilog="`fastrnn COMMAND --help` describes a command's options.")
+    parser.add_argument("--version", action="version", version=f"fastrnn {__version__}",
+                        help="print the version and exit")
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+    bench = commands.add_parser(
+        "bench", help="time fastrnn against numpy, PyTorch, ONNX Runtime and Keras (those "
+        "installed) and the machine's limits", description=bench_cli.__doc__)
+    bench_cli.add_arguments(bench)
+    demo = commands.add_parser(
+        "demo", help="a short benchmark: the same as `fastrnn bench --quick`",
+        description="The quick benchmark: the same as `fastrnn bench --quick` (< 2 min).")
+    bench_cli.add_arguments(demo, demo=True)
+    commands.add_parser("config", help="print the build and runtime configuration",
+                        description="Print fastrnn's version, compiler, OpenMP threads and "
+                        "kernel variant.")
+    inspect = commands.add_parser(
+        "inspect", help="list the recurrent layers in a weights file",
+        description="List the recurrent layers in a weights file (PyTorch .pt/.pth, "
+        "safetensors, Keras .keras/.h5, ONNX, a TensorFlow 1 checkpoint, fastrnn .npz/.frnn; "
+        "the format is read from the content): name, cell, sizes and gate order.")
+    inspect.add_argument("file", metavar="FILE", help="the weights file")
+    convert = commands.add_parser(
+        "convert", help="convert one recurrent layer to another format",
+        description="Read one recurrent layer from FILE (any format `fastrnn inspect` reads) "
+        "and write it to OUT in the format its extension names: .npz (fastrnn, keeps "
+        "everything), .frnn (the C runtime's file), .pt/.pth (PyTorch state_dict), "
+        ".safetensors, .onnx, .keras.")
+    convert.add_argument("file", metavar="FILE", help="the weights file to read")
+    convert.add_argument("-o", "--output", metavar="OUT", required=True,
+                         help="the file to write; its extension names the format unless "
+                         "--format is given")
+    convert.add_argument("--format", choices=io.SAVE_FORMATS, metavar="FORMAT",
+                         help="the format to write, whatever OUT's extension: "
+                         + ", ".join(io.SAVE_FORMATS))
+    convert.add_argument("--name", metavar="NAME",
+                         help="the layer to convert when FILE holds several (`fastrnn "
+                         "inspect FILE` lists them)")
+    convert.add_argument("--sequence-lens", action="store_true",
+                         help="onnx only: give the graph an int32 (batch,) sequence_lens input "
+                         "for ragged batches")
+    for command_parser in commands.choices.values():  # each command reports its own misuse
+        command_parser.set_defaults(usage_error=command_parser.error)
+    return parser
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: fastrnn {bench,demo,config,inspect,convert} [options]\n"
-              "  bench   time fastrnn against numpy, PyTorch, ONNX Runtime and Keras (those\n"
-              "          installed) and the machine's limit (fastrnn bench --help)\n"
-              "  demo    same as: fastrnn bench --quick\n"
-              "  config  print the build and runtime configuration\n"
-              "  inspect FILE                 list the recurrent layers in a weights file\n"
-              "  convert FILE -o OUT [--format npz|frnn|torch|safetensors|onnx] [--name N]")
+    """Run the `fastrnn` command with `argv` (default: sys.argv[1:]); returns the exit status.
+    Usage errors exit through argparse (SystemExit with status 2)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        print(f"fastrnn: unknown command {argv[0]}; the commands are {', '.join(COMMANDS)} "
+              "(fastrnn --help)", file=sys.stderr)
+        return 2
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    if args.command in ("bench", "demo"):
+        from .bench import cli as bench_cli
+        return bench_cli.run(args, prog=f"fastrnn {args.command}", error=args.usage_error)
+    if args.command == "config":
+        from . import show_config
+        show_config()
         return 0
-    cmd, rest = argv[0], argv[1:]
-    if cmd in ("bench", "demo"):
-        from .bench.cli import main as bench
-        if cmd == "demo":
-            rest = ["--quick", *rest]
-        return bench(rest, prog=f"fastrnn {cmd}")
-    if cmd == "config":
-        import fastrnn
-        fastrnn.show_config()
-        return 0
-    if cmd in ("inspect", "convert"):
-        return _io_command(cmd, rest)
-    print(f"fastrnn: unknown command {cmd!r} (try --help)", file=sys.stderr)
-    return 2
+    return _io_command(args)
 
 
-def _io_command(cmd, rest):
-    import argparse
-
+def _io_command(args):
     from . import io
-    parser = argparse.ArgumentParser(prog=f"fastrnn {cmd}")
-    parser.add_argument("file")
-    if cmd == "convert":
-        parser.add_argument("-o", "--output", required=True)
-        parser.add_argument("--format", choices=["npz", "frnn", "torch", "safetensors", "onnx"])
-        parser.add_argument("--name", help="the layer to convert when the file holds several")
-    args = parser.parse_args(rest)
+    prog = f"fastrnn {args.command}"
     try:
-        if cmd == "inspect":
+        if args.command == "inspect":
             print(f"{args.file}: {io.detect_format(args.file)}")
             for name, text in io.inspect(args.file):
                 print(f"  {name}: {text}")
-        else:
-            layer = io.convert(args.file, args.output, format=args.format, name=args.name)
-            print(f"wrote {args.output}: {layer!r}")
+            return 0
+        options = _convert_options(args)
+        layer = io.convert(args.file, args.output, format=args.format, name=args.name,
+                           **options)
+        print(f"wrote {args.output}: {layer!r}")
+        return 0
     except (ValueError, TypeError, KeyError, ImportError, OSError) as exc:
-        print(f"fastrnn {cmd}: {exc}", file=sys.stderr)
+        print(f"{prog}: {cli_message(exc, (args.file, getattr(args, 'output', None)))}",
+              file=sys.stderr)
         return 1
-    return 0
+
+
+def _convert_options(args):
+    """The writer options of `fastrnn convert`; a usage error (exit 2) for an output whose
+    format is unknown, or an option that format does not take."""
+    from . import io
+    fmt = args.format
+    if fmt is None:
+        ext = os.path.splitext(args.output)[1].lower()
+        fmt = io._SAVE_FORMATS.get(ext)
+        if fmt is None:
+            args.usage_error(
+                f"cannot tell the format of {args.output} from its extension "
+                f"({ext or 'none'}); use one of {', '.join(sorted(set(io._SAVE_FORMATS)))} or "
+                f"give --format FORMAT ({', '.join(io.SAVE_FORMATS)})")
+    if args.sequence_lens and fmt != "onnx":
+        args.usage_error(f"--sequence-lens applies to onnx output only, not {fmt}")
+    return {"sequence_lens": True} if args.sequence_lens else {}
+
+
+def cli_message(exc, paths=()):
+    """The text of a library error as the command line shows it: keyword arguments named as
+    flags (`name=` -> `--name NAME`), the paths in `paths` without Python's quotes, an OSError
+    as `path: reason`."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        text = f"{os.fspath(exc.filename)}: {exc.strerror}"
+    elif isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        text = exc.args[0]  # str(KeyError) is the repr of its argument
+    else:
+        text = str(exc)
+    for path in paths:
+        if path:
+            text = text.replace(repr(os.fspath(path)), os.fspath(path))
+    for pattern, flag in _CLI_WORDING:
+        text = pattern.sub(flag, text)
+    return text
 
 
 if __name__ == "__main__":

@@ -4,16 +4,16 @@ import argparse
 import os
 import sys
 
-from fastrnn.bench import runner, suites
+from fastrnn.bench import suites
 
 
 def _threads(text):
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected thread counts like 1,2; got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected thread counts like 1,2; got {text}")
     if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"thread counts must be positive integers: {text!r}")
+        raise argparse.ArgumentTypeError(f"thread counts must be positive integers, got {text}")
     return sorted(set(values))
 
 
@@ -21,9 +21,9 @@ def _positive(text):
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return v
 
 
@@ -34,32 +34,53 @@ def _cores():
         return os.cpu_count() or 1
 
 
-def parser(prog="fastrnn bench"):
-    p = argparse.ArgumentParser(prog=prog, description=__doc__)
+def add_arguments(p, demo=False):
+    """The options of `fastrnn bench` on parser `p` (`demo`: `fastrnn demo`, where --quick is
+    implied)."""
     p.add_argument("--suite", default="quick-default", choices=suites.SUITE_CHOICES,
-                   help="which grid (default: quick-default, the quick subset of every suite)")
-    p.add_argument("--quick", action="store_true",
-                   help="only the quick subset of the suite(s), fewer repeats (< 2 min)")
-    p.add_argument("--threads", type=_threads, default=None,
+                   metavar="SUITE",
+                   help="which grid: " + ", ".join(suites.SUITE_CHOICES) + " (default: "
+                   "quick-default, the quick subset of every suite; all: every suite)")
+    p.add_argument("--quick", action="store_true", default=demo,
+                   help="implied: the demo is the quick benchmark" if demo else
+                   "only the quick subset of the suite(s), fewer repeats (< 2 min)")
+    p.add_argument("--threads", type=_threads, default=None, metavar="N[,N...]",
                    help="comma-separated thread counts (default: 1 and all usable cores)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--repeats", type=_positive, default=None,
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="precision of weights and data: float32 (default) or float64")
+    p.add_argument("--repeats", type=_positive, default=None, metavar="N",
                    help="timed repeats per implementation (default 7, --quick 5)")
-    p.add_argument("--json", metavar="FILE", help="write all results as JSON")
+    p.add_argument("--json", metavar="FILE", help="also write all results to FILE as JSON")
     p.add_argument("--plot", metavar="FILE.png",
-                   help="write a plot (needs matplotlib: pip install fastrnn[plot])")
+                   help="also write a plot (needs matplotlib: pip install fastrnn[plot])")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return p
 
 
-def main(argv=None, prog="fastrnn bench"):
-    args = parser(prog).parse_args(argv)
-    if args.plot:  # fail before a long run, not after it
+def parser(prog="fastrnn bench"):
+    return add_arguments(argparse.ArgumentParser(prog=prog, description=__doc__))
+
+
+def run(args, prog="fastrnn bench", error=None):
+    """Run the benchmark the parsed `args` describe, print the table; returns the exit status
+    (0, or 1 when a peer's output disagreed with fastrnn's or a file could not be written).
+    `error(message)`: the parser's usage error (exits 2)."""
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder and not os.path.isdir(folder):  # fail before a long run, not after it
+            message = f"{flag} {path}: the folder {folder} does not exist"
+            if error is not None:
+                error(message)
+            print(f"{prog}: {message}", file=sys.stderr)
+            return 2
+    if args.plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             print(f"{prog}: --plot needs matplotlib: pip install fastrnn[plot]", file=sys.stderr)
-            return 2
+            return 1
+    from fastrnn.bench import runner
+
     cases = suites.select(args.suite, quick=args.quick)
     threads = args.threads or sorted({1, _cores()})
     repeats = args.repeats or (5 if args.quick else 7)
@@ -69,8 +90,18 @@ def main(argv=None, prog="fastrnn bench"):
                                progress=not args.no_progress,
                                settings={"suite": args.suite, "quick": args.quick})
     print(runner.format_table(doc), flush=True)
-    if args.json:
-        runner.write_json(doc, args.json)
-    if args.plot:
-        runner.write_plot(doc, args.plot)
+    try:
+        if args.json:
+            runner.write_json(doc, args.json)
+        if args.plot:
+            runner.write_plot(doc, args.plot)
+    except OSError as exc:
+        print(f"{prog}: cannot write {exc.filename or args.json}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
     return 1 if doc["failures"] else 0
+
+
+def main(argv=None, prog="fastrnn bench"):
+    p = parser(prog)
+    return run(p.parse_args(argv), prog, error=p.error)
