@@ -295,7 +295,11 @@ class _Recurrent:
         x = _numeric(x, "x")
         shape = "(batch, time, input_size)" if rank == 3 else "(batch, input_size)"
         if x.ndim != rank:
-            raise ValueError(f"x must have shape {shape}, got {x.shape}")
+            hint = ""
+            if x.ndim == rank - 1:  # PyTorch takes an unbatched input; fastrnn wants the batch
+                hint = "; for one sequence, add the batch axis: x[None]" if rank == 3 else \
+                    "; for one stream, add the batch axis: x_t[None]"
+            raise ValueError(f"x must have shape {shape}, got {x.shape}{hint}")
         if x.shape[-1] != self.input_size:
             raise ValueError(f"x has {x.shape[-1]} features, {self!r} expects "
                              f"input_size={self.input_size}")

@@ -185,3 +185,11 @@ def test_a_file_given_to_the_wrong_loader_is_named(tmp_path, loader):
     fastrnn.LSTM(3, 4).save(path)
     with pytest.raises(ValueError, match=r"is a fastrnn \.npz file.*fastrnn\.load\(\)"):
         getattr(fastrnn, loader)(path)
+
+
+def test_an_unbatched_input_gets_a_hint():
+    layer = fastrnn.LSTM(8, 4)
+    with pytest.raises(ValueError, match=r"add the batch axis: x\[None\]"):
+        layer(np.ones((5, 8)))
+    with pytest.raises(ValueError, match=r"add the batch axis: x_t\[None\]"):
+        layer.step(np.ones(8))
