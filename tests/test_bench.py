@@ -353,3 +353,8 @@ def test_every_column_and_case_label_is_explained():
     assert "gru(rb) forward" in header or any(line.startswith("| gru(rb)") for line in lines)
     assert "gru(rb) is reset_after=False" in explained["case"]
     assert "Above 100%" in explained["%GEMM"]
+    for fraction, shown in ((1.5, "| 150% |"), (168.13, "| >999% |")):
+        doc["results"][0]["fraction_gemm_own_shapes"] = fraction
+        row = next(line for line in runner.format_table(doc).splitlines()
+                   if line.startswith(f"| {doc['results'][0]['label']} |"))
+        assert shown in row
