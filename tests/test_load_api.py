@@ -193,3 +193,22 @@ def test_an_unbatched_input_gets_a_hint():
         layer(np.ones((5, 8)))
     with pytest.raises(ValueError, match=r"add the batch axis: x_t\[None\]"):
         layer.step(np.ones(8))
+
+
+def test_inspect_lists_unsupported_keras_layers_with_the_reason(tmp_path):
+    keras = pytest.importorskip("keras")
+    pytest.importorskip("h5py")
+    model = keras.Sequential([
+        keras.Input((None, 3)),
+        keras.layers.Bidirectional(keras.layers.LSTM(4, return_sequences=True),
+                                   merge_mode="sum", name="summed"),
+        keras.layers.GRU(5, return_sequences=True, name="g")])
+    path = tmp_path / "m.keras"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*__array__")
+        model.save(path)
+    lines = dict(fastrnn.io.inspect(path))
+    assert list(lines) == ["summed", "g"]
+    assert lines["summed"].startswith("unsupported: ") and "sum" in lines["summed"]
+    assert lines["g"].startswith("GRU")
+    assert fastrnn.load(path, name="g").hidden_size == 5

@@ -437,14 +437,24 @@ def convert(source, out, *, format=None, name=None, **options):
 
 
 def inspect(path):
-    """[(name, description)] of the recurrent layers in a file; the description names the
-    file's own gate order next to fastrnn's."""
+    """What `fastrnn inspect FILE` prints: [(name, description)] of every recurrent layer in a
+    file, in model order. The description names the file's own gate order next to fastrnn's;
+    a layer fastrnn cannot run (e.g. a Keras Bidirectional with merge_mode="sum") is listed
+    as "unsupported: <why>" instead of hiding the others.
+
+    Example:
+        >>> for name, text in fastrnn.io.inspect("model.keras"):
+        ...     print(name, text)
+    """
     import importlib
 
     from ._common import describe
     fmt = detect_format(path)
-    module = {"torch": "torch", "safetensors": "torch", "keras": "keras", "onnx": "onnx",
-              "tf1": "tf1"}.get(fmt)
+    if fmt == "keras":
+        from .keras import describe_layers
+        return [(name, text if why is None else f"unsupported: {why}")
+                for name, text, why in describe_layers(path)]
+    module = {"torch": "torch", "safetensors": "torch", "onnx": "onnx", "tf1": "tf1"}.get(fmt)
     orders = importlib.import_module(f"{__name__}.{module}").GATE_ORDER if module else {}
     layers = load_all(path)
     return [(name, describe(layer, orders.get(layer._cell))) for name, layer in layers.items()]
