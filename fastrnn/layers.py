@@ -65,7 +65,7 @@ def _orthogonal(rng, rows, cols):
 
 
 class _Recurrent:
-    """Shared machinery of LSTM and GRU; see api.md for the contract."""
+    """Shared machinery of LSTM and GRU; the contract is docs/api.md."""
 
     _cell = None
     _gates = ()
@@ -119,6 +119,7 @@ class _Recurrent:
     # ---- geometry ----
     @property
     def num_directions(self):
+        """2 for a bidirectional layer, else 1."""
         return 2 if self.bidirectional else 1
 
     @property
@@ -238,7 +239,20 @@ class _Recurrent:
 
     # ---- weights by gate name ----
     def state_dict(self):
-        """Flat dict "layer{k}.{forward|backward}.{gate}.{part}" -> numpy array (copies)."""
+        """The weights by gate name, as a new flat dict of numpy arrays (copies).
+
+        Returns:
+            dict: "layer{k}.{forward|backward}.{gate}.{part}" -> array, parts "kernel"
+            (layer input, H), "recurrent" (units, H), "bias" (H,), "recurrent_bias" (H,, GRU
+            only), "peephole" (H,, LSTM peepholes: gates input, forget, output); with
+            proj_size also "layer{k}.{direction}.projection" (H, proj_size). No bias keys
+            when use_bias is False. Gates: LSTM input, forget, cell, output; GRU update,
+            reset, candidate.
+
+        Example:
+            >>> sorted(fastrnn.GRU(4, 3).state_dict())[:2]
+            ['layer0.forward.candidate.bias', 'layer0.forward.candidate.kernel']
+        """
         out = {}
         for layer in range(self.num_layers):
             for d in range(self.num_directions):
@@ -252,7 +266,20 @@ class _Recurrent:
         return out
 
     def load_state_dict(self, state):
-        """Copy weights in, checking every key and shape first (nothing changes on error)."""
+        """Copy weights into the layer (converted to its dtype).
+
+        Args:
+            state: a mapping with exactly the keys and shapes of `state_dict()` (numpy
+                arrays or array-likes).
+
+        Raises:
+            ValueError: missing or unexpected keys, or a wrong shape (named in the message).
+            TypeError: state is not a mapping, or an array holds no real numbers.
+            Every key and shape is checked first: nothing changes on error.
+
+        Example:
+            >>> other = fastrnn.LSTM(8, 16); other.load_state_dict(lstm.state_dict())
+        """
         if not hasattr(state, "keys"):
             raise TypeError(f"state must be a mapping, got {type(state).__name__}")
         expected = self.state_dict()
@@ -273,7 +300,26 @@ class _Recurrent:
                        self._gates.index(gate[0]) if gate else 0, part)[...] = a
 
     def gate(self, name, layer=0, direction="forward"):
-        """Writable views of one gate's weights: kernel, recurrent, bias, recurrent_bias."""
+        """Writable views of one gate's weights; edits are seen by the next call.
+
+        Args:
+            name: LSTM "input", "forget", "cell", "output"; GRU "update", "reset",
+                "candidate".
+            layer: stacked layer index, 0 .. num_layers - 1.
+            direction: "forward", or "backward" for a bidirectional layer.
+
+        Returns:
+            An object with attributes kernel (layer input, H), recurrent (units, H), bias
+            (H,), recurrent_bias (H,) and peephole (H,): numpy views into the layer, None
+            where the layer has no such part (LSTM recurrent_bias, use_bias=False, peephole
+            without peepholes or of the cell gate).
+
+        Raises:
+            ValueError: an unknown gate (the message lists them), layer or direction.
+
+        Example:
+            >>> lstm.gate("forget").bias[...] += 1.0
+        """
         if name not in self._gates:
             raise ValueError(f"unknown gate {name!r} for {self._cell.upper()}; gates: {self._gates}")
         if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) \
@@ -391,6 +437,38 @@ class _Recurrent:
         return masks
 
     def __call__(self, x, *, mask=None, lengths=None, initial_state=None, training=None):
+        """Run the layer over a batch of sequences.
+
+        Args:
+            x: array-like (batch, time, input_size), converted to the layer's dtype.
+            mask: (batch, time) bool or 0/1 ints, True = valid step, any pattern; a masked
+                step carries the state, its output is 0 (masked_output="zero") or the
+                previous output ("carry").
+            lengths: (batch,) ints in [0, time], instead of mask: the first lengths[b]
+                steps of row b are valid (0: the state passes through).
+            initial_state: LSTM (h0, c0), GRU h0 or (h0,); h0 (num_layers *
+                num_directions, batch, units), c0 (..., batch, hidden_size); None = zeros.
+            training: True records the call for `backward()` and applies dropout; None
+                uses the learning phase (fastrnn.learning_phase, default inference).
+
+        Returns:
+            (out, state): out (batch, time, num_directions * units), the last stacked
+            layer's output at every step, in original time order also for backward
+            directions; state like initial_state, ordered [layer0 forward, layer0
+            backward, layer1 forward, ...]: each direction's state after the last step it
+            processed. units = proj_size with a projection, else hidden_size.
+
+        Raises:
+            ValueError: wrong shapes (the message gives the expected one), both mask and
+                lengths, lengths out of range, mask values other than 0/1.
+            TypeError: non-numeric x or state, a float mask or float lengths.
+
+        Example:
+            >>> lstm = fastrnn.LSTM(8, 16, bidirectional=True)
+            >>> out, (h, c) = lstm(np.ones((2, 5, 8)), lengths=[5, 3])
+            >>> out.shape, h.shape
+            ((2, 5, 32), (2, 2, 16))
+        """
         training = resolve_training(training)
         if (not training and mask is None and lengths is None and initial_state is None
                 and type(x) is np.ndarray and x.dtype == self.dtype and x.ndim == 3
@@ -483,9 +561,30 @@ class _Recurrent:
     def backward(self, grad_out, grad_state=None):
         """Gradients of the most recent (training-mode) call of this layer in this thread.
 
-        grad_out: dL/d out, shaped like `out`; grad_state: dL/d state (like the returned state)
-        or None. Returns (grad_x, grad_initial_state) and sets `self.grads` (keys of
-        state_dict(); empty when `trainable` is False)."""
+        Exact for every mask pattern, both directions, stacks, initial states, cell variants
+        and the dropout masks of that call; bitwise the same for any thread count.
+
+        Args:
+            grad_out: dL/d out, shaped like the call's `out`.
+            grad_state: dL/d final state, shaped like the returned state (LSTM (dh, dc),
+                GRU dh), or None for zeros.
+
+        Returns:
+            (grad_x, grad_initial_state): grad_x (batch, time, input_size) and dL/d
+            initial_state in the state's form. Sets `self.grads`, a dict with the keys and
+            shapes of state_dict() (empty when `trainable` is False).
+
+        Raises:
+            RuntimeError: no training-mode call to differentiate (none yet in this thread,
+                or an inference call since).
+            ValueError: wrong shapes.
+
+        Example:
+            >>> out, state = lstm(x, training=True)
+            >>> grad_x, (grad_h0, grad_c0) = lstm.backward(np.ones_like(out))
+            >>> lstm.grads["layer0.forward.input.kernel"].shape
+            (8, 16)
+        """
         tape = getattr(self._local, "tape", None)
         if tape is None:
             raise RuntimeError(f"{self!r}.backward() needs a training-mode call first (call the "
@@ -557,7 +656,28 @@ class _Recurrent:
         return dy, self._pack_state(dh0, dc0), grads
 
     def step(self, x_t, state=None):
-        """One time step for streaming: x_t (batch, input_size) -> (y_t, new state)."""
+        """One time step for streaming, with the C streaming kernels (fr_step).
+
+        Results are bitwise equal to a whole-sequence call over the same steps. Arrays
+        already in the layer's dtype and shape take a fast path with no conversion.
+
+        Args:
+            x_t: (batch, input_size), one time step of every stream.
+            state: what the previous step returned, or None for zeros: LSTM (h, c), GRU h,
+                h (num_layers, batch, units), c (num_layers, batch, hidden_size).
+
+        Returns:
+            (y_t, state): y_t (batch, units), the last stacked layer's new h, and the new
+            state.
+
+        Raises:
+            ValueError: a bidirectional or reverse=True layer, or wrong shapes.
+
+        Example:
+            >>> stream, state = fastrnn.GRU(4, 8), None
+            >>> for x_t in np.zeros((10, 1, 4)):
+            ...     y_t, state = stream.step(x_t, state)
+        """
         # Fast path: this thread's streaming model of the last batch size takes arrays already
         # in the layer's dtype and shape as they are (None: anything else, validated below).
         fast = getattr(self._local, "step_fast", None)
@@ -619,7 +739,13 @@ class _Recurrent:
 
     def variant_config(self):
         """The cell-variant constructor keywords of this layer (empty for the plain cell), in
-        the normalised form: passing them back to the constructor rebuilds the same cell."""
+        the normalised form: passing them back to the constructor rebuilds the same cell
+        (docs/variants.md).
+
+        Example:
+            >>> fastrnn.LSTM(8, 16, peepholes=True, clip=3.0).variant_config()
+            {'clip': 3.0, 'peepholes': True}
+        """
         features = self.variant_features
         out = {}
         if "activations" in features:
@@ -682,6 +808,16 @@ class _Recurrent:
     def save(self, path, format=None, **options):
         """Write the layer (see `fastrnn.save`): the extension of `path` picks the format
         (.npz, .frnn, .pt, .safetensors, .onnx, .keras) unless `format` is given.
+
+        Args:
+            path: the file to write.
+            format: "npz", "frnn", "torch", "safetensors", "onnx" or "keras"; None = from
+                the extension.
+            **options: passed to the writer (ONNX: sequence_lens=True).
+
+        Raises:
+            ValueError: an extension that names no format (pass format=), options the
+                format does not take, or a property the format cannot hold (named).
 
         Example:
             >>> fastrnn.LSTM(8, 16).save("lstm.frnn")   # for the C runtime
