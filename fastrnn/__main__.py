@@ -15,7 +15,10 @@ _CLI_WORDING = ((re.compile(r"\bname=(\.\.\.)?(?![\w'\"])"), "--name NAME"),
                 (re.compile(r"\bformat=(\.\.\.)?(?![\w'\"])"), "--format FORMAT"),
                 (re.compile(r"\bsequence_lens=True\b"), "--sequence-lens"),
                 # a Python-only way out, which the command line does not have
-                (re.compile(r",? or load them all with fastrnn\.load_all\(\)"), ""))
+                (re.compile(r",? or load them all with fastrnn\.load_all\(\)"), ""),
+                # a Python list of names, ['enc', 'dec'], as the list it is: enc, dec
+                (re.compile(r"\[((?:'[^'\]]*'(?:, )?)+)\]"),
+                 lambda m: m.group(1).replace("'", "")))
 
 
 def build_parser():
@@ -110,8 +113,8 @@ def _io_command(args):
         print(f"wrote {args.output}: {layer!r}")
         return 0
     except (ValueError, TypeError, KeyError, ImportError, OSError) as exc:
-        print(f"{prog}: {cli_message(exc, (args.file, getattr(args, 'output', None)))}",
-              file=sys.stderr)
+        plain = (args.file, getattr(args, "output", None), getattr(args, "name", None))
+        print(f"{prog}: {cli_message(exc, plain)}", file=sys.stderr)
         return 1
 
 
@@ -133,19 +136,19 @@ def _convert_options(args):
     return {"sequence_lens": True} if args.sequence_lens else {}
 
 
-def cli_message(exc, paths=()):
+def cli_message(exc, plain=()):
     """The text of a library error as the command line shows it: keyword arguments named as
-    flags (`name=` -> `--name NAME`), the paths in `paths` without Python's quotes, an OSError
-    as `path: reason`."""
+    flags (`name=` -> `--name NAME`), the strings in `plain` (paths, names from the command
+    line) and lists of names without Python's quotes, an OSError as `path: reason`."""
     if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
         text = f"{os.fspath(exc.filename)}: {exc.strerror}"
     elif isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
         text = exc.args[0]  # str(KeyError) is the repr of its argument
     else:
         text = str(exc)
-    for path in paths:
-        if path:
-            text = text.replace(repr(os.fspath(path)), os.fspath(path))
+    for value in plain:
+        if value:
+            text = text.replace(repr(os.fspath(value)), os.fspath(value))
     for pattern, flag in _CLI_WORDING:
         text = pattern.sub(flag, text)
     return text

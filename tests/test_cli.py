@@ -105,6 +105,8 @@ def test_cli_message_leaves_other_keywords_and_values_alone():
     exc = ValueError("proj_size=4 and layer_name='x'; filename= is not name=abc")
     assert cli_message(exc) == str(exc)
     assert cli_message(KeyError("no layer enc")) == "no layer enc"
+    listed = ValueError("found ['a', 'b/c']; shape [3, 4]")
+    assert cli_message(listed) == "found a, b/c; shape [3, 4]"
 
 
 def test_file_with_several_layers_asks_for_name(capsys, tmp_path):
@@ -117,10 +119,14 @@ def test_file_with_several_layers_asks_for_name(capsys, tmp_path):
     assert main(["convert", str(path), "-o", str(out)]) == 1
     err = capsys.readouterr().err
     assert "--name NAME" in err and "enc" in err and "name=" not in err and "'" not in err
+    assert main(["convert", str(path), "-o", str(out), "--name", "nope"]) == 1
+    err = capsys.readouterr().err
+    assert "nope" in err and "enc, dec" in err and "'" not in err
     assert main(["convert", str(path), "-o", str(out), "--name", "enc"]) == 0
     assert capsys.readouterr().out.startswith(f"wrote {out}: LSTM(3, 4")
+    input_gate_rows = torch.load(path, weights_only=True)["enc.weight_ih_l0"][:4]
     np.testing.assert_array_equal(fastrnn.load(out).state_dict()["layer0.forward.input.kernel"],
-                                  torch.load(path, weights_only=True)["enc.weight_ih_l0"][:4].numpy().T)
+                                  input_gate_rows.numpy().T)
 
 
 @pytest.mark.parametrize("argv, message", [
