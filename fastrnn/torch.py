@@ -24,6 +24,8 @@ How it runs:
 * fastrnn keeps its own (padded, gate-named) copy of the weights. It is repacked only when a
   parameter changed: each call compares the parameters' identity, storage and `_version`
   (an optimizer step, `load_state_dict`, `.to()` or assigning a new Parameter all show there).
+  An in-place change through `.data` (`p.data.add_(...)`) does not count as a change for
+  torch's version counter: call `module.resync_weights()` after such code.
 * Dropout between stacked layers (`dropout=p`, training mode) is applied on the torch side
   with `torch.nn.functional.dropout` between the per-layer fastrnn calls: the same
   distribution as nn.LSTM's dropout, not the same random numbers.
@@ -284,12 +286,24 @@ class _FastRecurrent:
         super().__setstate__(state)
         self._fastrnn_init_state()
 
-    def _fastrnn_warn(self, reason):
+    def _fastrnn_warn(self, message):
         if not self._fastrnn_warned:
             self._fastrnn_warned = True
-            warnings.warn(f"fastrnn.torch.{type(self).__name__}: {reason}; running PyTorch's "
-                          "own kernels instead (warned once per module)", UserWarning,
-                          stacklevel=4)
+            warnings.warn(f"fastrnn.torch.{type(self).__name__}: {message} (warned once per "
+                          "module)", UserWarning, stacklevel=4)
+
+    def resync_weights(self):
+        """Repack fastrnn's copy of the weights at the next call. Only needed after changing
+        parameters in place through `.data` (e.g. `p.data.add_(...)`), which torch's version
+        counters do not see; optimizers, `load_state_dict`, `.to()` and assignments are
+        noticed by themselves.
+
+        Example:
+            >>> lstm.weight_hh_l0.data.mul_(0.5); lstm.resync_weights()
+        """
+        for entry in self._fastrnn_layers:
+            if entry is not None:
+                entry.refs = ()
 
     def _fastrnn_params(self, k):
         """(parameters, names per direction) of stacked layer k, in torch's order."""
@@ -355,7 +369,7 @@ class _FastRecurrent:
         reason = self._fastrnn_refusal(input, hx)
         if reason is not None:
             if reason:
-                self._fastrnn_warn(reason)
+                self._fastrnn_warn(f"{reason}; running PyTorch's own kernels instead")
             return super().forward(input, hx)
         return self._fastrnn_forward(input, hx)
 
