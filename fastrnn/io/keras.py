@@ -859,36 +859,361 @@ def _infer_legacy(wnames, arrays):
 
 
 # ---------------------------------------------------------------------------------------------
+# Every weight of a model (embeddings, dense layers, ... and the recurrent layers)
+
+# Variable names of Keras layers, in the order a Keras 3 weights file numbers them; trailing
+# names fall away when a layer has fewer (use_bias=False). Cells: LSTM / GRU / SimpleRNN.
+_VAR_NAMES = {
+    "Dense": ("kernel", "bias"), "EinsumDense": ("kernel", "bias"),
+    "Embedding": ("embeddings",), "PReLU": ("alpha",),
+    "Conv1D": ("kernel", "bias"), "Conv2D": ("kernel", "bias"), "Conv3D": ("kernel", "bias"),
+    "Conv1DTranspose": ("kernel", "bias"), "Conv2DTranspose": ("kernel", "bias"),
+    "Conv3DTranspose": ("kernel", "bias"), "DepthwiseConv1D": ("kernel", "bias"),
+    "DepthwiseConv2D": ("kernel", "bias"),
+    "SeparableConv1D": ("depthwise_kernel", "pointwise_kernel", "bias"),
+    "SeparableConv2D": ("depthwise_kernel", "pointwise_kernel", "bias"),
+    "cell": ("kernel", "recurrent_kernel", "bias"),
+    # MultiHeadAttention's projections (EinsumDense)
+    "query_dense": ("kernel", "bias"), "key_dense": ("kernel", "bias"),
+    "value_dense": ("kernel", "bias"), "output_dense": ("kernel", "bias"),
+}
+_VAR_CLASSES = {k.lower().replace("_", ""): k for k in _VAR_NAMES}
+
+
+def all_weights(source):
+    """Every weight of a Keras model, recurrent or not, as numpy arrays.
+
+    Args:
+        source: a Keras layer / model object, or a `.keras` / `.weights.h5` / legacy `.h5`
+            file (path or bytes). Files are read with h5py (in a child process with a time
+            limit, as `from_keras`); nothing in them is executed.
+
+    Returns a dict "<layer name>/<weight name>" -> array in file order, e.g.
+    "embedding/embeddings", "dense/kernel", "dense/bias", "enc/lstm_cell/kernel" and, for a
+    Bidirectional "bi", "bi/forward_lstm/lstm_cell/kernel". Legacy `.h5` files give their
+    stored weight names (without ":0"). A Keras 3 file numbers its variables; the names of
+    common layers (Dense, Embedding, convolutions, normalizations, recurrent cells,
+    attention projections) are restored, other variables keep their number
+    ("<layer>/<sub-layer>/0").
+
+        >>> weights = all_weights("model.keras")
+        >>> table = weights["embedding/embeddings"]      # (vocabulary, features)
+    """
+    if hasattr(source, "get_config") and hasattr(source, "get_weights"):
+        return _object_weights(source)
+    data, label = read_source(source)
+    if data[:4] != b"PK\x03\x04" and data[:8] != _HDF5_SIGNATURE:
+        raise ValueError(f"{label}: not a Keras file (neither a .keras zip nor HDF5)")
+    require("h5py", "keras")
+    if in_child():
+        return _parse_weights(data, label)
+    return _in_child_process("weights", data, label)
+
+
+def _object_weights(obj):
+    out = {}
+
+    def walk(o):
+        if hasattr(o, "layers") and type(o).__name__ not in ("Bidirectional", "TimeDistributed"):
+            for member in o.layers:
+                walk(member)
+            return
+        for w in o.weights:
+            path = getattr(w, "path", None) or w.name
+            path = path[:-2] if path.endswith(":0") else path
+            if not path.startswith(f"{o.name}/"):  # Keras 3 leaves out a wrapper's name
+                path = f"{o.name}/{path}"
+            out[path] = as_array(getattr(w, "value", w), path)
+
+    walk(obj)
+    return out
+
+
+def _parse_weights(data, label):
+    """all_weights of `.keras` zip or HDF5 bytes, in this process."""
+    try:
+        if data[:4] == b"PK\x03\x04":
+            config, weights, _ = _read_keras_zip(data, label)
+            classes = {c.get("name"): (cls, c) for cls, c in _config_layers(config)}
+            with _h5(weights, label) as f:
+                return _numbered_weights(f, classes, label)
+        with _h5(data, label) as f:
+            if "layers" in f and "layer_names" not in f.attrs and "model_weights" not in f:
+                return _numbered_weights(f, {}, label)
+            return _legacy_weights(f, label)
+    except (OSError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{label}: damaged Keras/HDF5 file ({type(exc).__name__}: {exc})"
+                         ) from exc
+
+
+def _var_names(key, cls, config, count):
+    """Names of an object's `count` numbered variables (None: keep the numbers)."""
+    if cls is None:  # no config: the group key is Keras' snake_case class name ("dense_1")
+        cls = _VAR_CLASSES.get(key.rstrip("0123456789").rstrip("_").replace("_", ""))
+    if cls in ("BatchNormalization", "LayerNormalization", "GroupNormalization"):
+        config = config or {}
+        names = ["gamma"] * bool(config.get("scale", True)) + \
+            ["beta"] * bool(config.get("center", True))
+        if cls == "BatchNormalization":
+            names += ["moving_mean", "moving_variance"]
+        if not config and count == (4 if cls == "BatchNormalization" else 2):
+            names = names[:count]
+        return names if len(names) == count else None
+    names = _VAR_NAMES.get(cls)
+    return list(names[:count]) if names and count <= len(names) else None
+
+
+def _numbered_weights(f, classes, label):
+    """Keras 3 weights file: /layers/<key>/[<sub>/...]/vars/<i>, each object's user name in
+    its vars group's 'name' attribute."""
+    import h5py
+    out = {}
+
+    def walk(group, prefix, key, cls, config):
+        v = group.get("vars")
+        if isinstance(v, h5py.Group) and len(v):
+            keys = sorted(v.keys(), key=lambda k: int(k) if k.isdigit() else 1 << 30)
+            names = _var_names(key, cls, config, len(keys))
+            for i, k in enumerate(keys):
+                out[f"{prefix}/{names[i] if names else k}"] = _read(v[k], label,
+                                                                  f"{prefix}/{k}")
+        # h5py lists names alphabetically; a Bidirectional's forward half comes first in Keras
+        subs = sorted(group.keys(), key=lambda s: (s != "forward_layer", s))
+        for sub in subs:
+            g = group[sub]
+            if sub == "vars" or not isinstance(g, h5py.Group):
+                continue
+            if sub == "layers":  # a nested model: its layers go by their own names
+                walk_layers(g)
+                continue
+            walk(g, f"{prefix}/{_object_name(g) or sub}", sub, None, None)
+
+    def walk_layers(group):
+        for key in group.keys():
+            g = group[key]
+            if not isinstance(g, h5py.Group):
+                continue
+            name = _object_name(g) or key
+            cls, config = classes.get(name, (None, None))
+            if cls in _NESTED_MODELS:
+                walk_layers(g["layers"]) if isinstance(g.get("layers"), h5py.Group) else None
+                continue
+            walk(g, name, key, cls, config)
+
+    if not isinstance(f.get("layers"), h5py.Group):
+        raise ValueError(f"{label}: no /layers group; not a Keras 3 weights file")
+    walk_layers(f["layers"])
+    return out
+
+
+def _legacy_weights(f, label):
+    root = f["model_weights"] if "model_weights" in f else f
+    names = _attr_list(root.attrs.get("layer_names"))
+    if not names:
+        raise ValueError(f"{label}: no layer_names attribute; not a Keras weights file")
+    out = {}
+    for lname in names:
+        if lname not in root:
+            raise ValueError(f"{label}: layer {lname!r} is listed but has no weights group")
+        wnames = _attr_list(root[lname].attrs.get("weight_names"))
+        for wn, a in zip(wnames, _legacy_arrays(root[lname], wnames, label, lname)):
+            out[wn[:-2] if wn.endswith(":0") else wn] = a
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Export
 
-def to_keras(layer):
-    """Keras `get_weights()` list: [kernel, recurrent_kernel, bias] per direction (forward then
-    backward, as Bidirectional), for each stacked layer in turn. A GRU with reset_after=False
-    gets its recurrent biases folded into the (3H,) bias (they act outside the reset there).
-
-    Keras layers have no peepholes, clips, coupled gates or projection: such a layer is
-    refused. Non-default activations are not part of a weight list: a UserWarning names the
-    `activation` / `recurrent_activation` to give the Keras layer that receives the weights."""
+def _export_check(layer):
     blocked = [f for f in layer.variant_features if f != "activations"]
     if blocked:
         raise ValueError(f"Keras' {layer._cell.upper()} has no {', '.join(blocked)}: "
                          f"{layer!r} cannot be represented")
+
+
+def to_keras(layer, layer_index=None):
+    """Keras `get_weights()` list of one Keras layer: [kernel, recurrent_kernel, bias] per
+    direction (forward then backward, as Bidirectional). A GRU with reset_after=False gets its
+    recurrent biases folded into the (3H,) bias (they act outside the reset there).
+
+    Args:
+        layer: a fastrnn LSTM / GRU.
+        layer_index: which stacked layer (0 .. num_layers - 1); needed when num_layers > 1,
+            as a stack is one Keras layer per stacked layer (`to_keras_model` builds them all).
+
+    The list holds weights only; the Keras layer receiving them decides the rest:
+    `zero_output_for_mask=True` gives masked_output="zero" (Keras' default is "carry", and
+    Bidirectional always gives zeros); a reverse=True layer matches `go_backwards=True` with
+    the outputs flipped back in time (Keras returns them in processing order).
+    `to_keras_model` / `save_keras` configure all of this.
+
+    Errors: ValueError for peepholes, clips, coupled gates or a projection (Keras layers
+    have none), and for a stacked layer without layer_index. Non-default activations are not
+    part of a weight list: a UserWarning names the `activation` / `recurrent_activation` to
+    give the Keras layer.
+
+        >>> keras_layer.set_weights(to_keras(fastrnn.LSTM(8, 16)))
+    """
+    _export_check(layer)
+    if layer_index is None:
+        if layer.num_layers > 1:
+            raise ValueError(f"{layer!r} is a stack of {layer.num_layers} layers, which is "
+                             f"{layer.num_layers} Keras layers: call to_keras(layer, "
+                             "layer_index=k) for each, or build them all with to_keras_model")
+        layer_index = 0
+    if isinstance(layer_index, bool) or not isinstance(layer_index, (int, np.integer)) \
+            or not 0 <= layer_index < layer.num_layers:
+        raise ValueError(f"layer_index must be in [0, {layer.num_layers}), got {layer_index!r}")
     if layer.variant_features:
         import warnings
         warnings.warn(f"{layer!r}: the weights do not carry the activations; build the Keras "
                       f"layer with the same activation / recurrent_activation "
                       f"{layer.activations[0]}", UserWarning, stacklevel=2)
+    return _keras_weights(layer, int(layer_index))
+
+
+def _keras_weights(layer, k):
     out = []
     order = GATE_ORDER[layer._cell]
-    for k in range(layer.num_layers):
-        for direction in DIRECTIONS[:layer.num_directions]:
-            gates = [layer.gate(g, k, direction) for g in order]
-            out.append(np.concatenate([g.kernel for g in gates], axis=1))
-            out.append(np.concatenate([g.recurrent for g in gates], axis=1))
-            if layer.use_bias:
-                b = np.concatenate([g.bias for g in gates])
-                if layer._cell == "gru":
-                    rb = np.concatenate([g.recurrent_bias for g in gates])
-                    b = np.stack([b, rb]) if layer.reset_after else b + rb
-                out.append(b)
+    for direction in DIRECTIONS[:layer.num_directions]:
+        gates = [layer.gate(g, k, direction) for g in order]
+        out.append(np.concatenate([g.kernel for g in gates], axis=1))
+        out.append(np.concatenate([g.recurrent for g in gates], axis=1))
+        if layer.use_bias:
+            b = np.concatenate([g.bias for g in gates])
+            if layer._cell == "gru":
+                rb = np.concatenate([g.recurrent_bias for g in gates])
+                b = np.stack([b, rb]) if layer.reset_after else b + rb
+            out.append(b)
     return out
+
+
+def _keras_activation(spec, layer):
+    """The Keras 3 name of a normalised (name, alpha, beta) activation, or ValueError."""
+    name, alpha, beta = spec
+    if name in ("tanh", "sigmoid", "relu", "linear", "softsign", "softplus") \
+            or (name == "elu" and alpha == 1.0) \
+            or (name == "hard_sigmoid" and np.isclose(alpha, 1 / 6, rtol=1e-12, atol=0)
+                and beta == 0.5):
+        return name
+    what = f"{name}(alpha={alpha}, beta={beta})" if (alpha, beta) != (None, None) else name
+    hint = " (Keras 3's hard_sigmoid is x / 6 + 0.5; this layer has Keras 2's 0.2 x + 0.5)" \
+        if name == "hard_sigmoid" else ""
+    raise ValueError(f"{layer!r}: Keras 3 has no activation {what}{hint}")
+
+
+def _keras_layer_options(layer, direction):
+    """(activation, recurrent_activation) Keras names for one direction of the layer."""
+    slots = layer.activations[direction]
+    f, g = (_keras_activation(s, layer) for s in slots[:2])
+    if layer._cell == "lstm" and slots[2] != slots[1]:
+        raise ValueError(f"{layer!r}: Keras' LSTM uses one activation for the cell input and "
+                         f"the output; this layer has {slots[1][0]} and {slots[2][0]}")
+    return g, f
+
+
+def _keras_name(name):
+    """Keras refuses '/' in names and the torch backend '.'."""
+    return "".join(c if c.isalnum() or c in "_-" else "_" for c in str(name)) or "layer"
+
+
+def to_keras_model(layer):
+    """A Keras 3 model computing what the layer computes: Input(shape=(None, input_size)) and
+    one keras.layers.LSTM / GRU per stacked layer (Bidirectional(merge_mode="concat") for a
+    bidirectional layer), return_sequences=True, holding the layer's weights.
+
+    Carried over: activation / recurrent_activation (per direction through Bidirectional's
+    backward_layer), use_bias, reset_after, dropout / recurrent_dropout, the dtype, and the
+    masking of a unidirectional layer (zero_output_for_mask=True for masked_output="zero").
+    Names: the Keras layer is named after the layer (`layer.name`, else "lstm" / "gru"; '/'
+    and '.' become '_'); a stack's layers are "<name>_layer<k>" in a model named
+    "fastrnn_stack", which `from_keras` joins back into one stacked layer of that name.
+    Masks are passed as Keras does: `model(x, mask=mask)`.
+
+    Errors: ValueError for what Keras' layers cannot express: peepholes, clips, coupled
+    gates, projections, activations Keras 3 lacks (hard_sigmoid="keras2", leaky_relu, ...),
+    and reverse=True (Keras' go_backwards returns its outputs flipped in time, which no
+    built-in Keras layer undoes). A bidirectional layer with masked_output="carry" warns
+    (UserWarning): Keras' Bidirectional outputs zeros at masked steps.
+
+        >>> model = to_keras_model(fastrnn.GRU(8, 16, name="enc"))
+        >>> model.predict(x).shape                         # (batch, time, 16)
+    """
+    _export_check(layer)
+    if layer.reverse:
+        raise ValueError(f"{layer!r}: Keras has no layer for reverse=True: go_backwards=True "
+                         "returns the outputs flipped in time (processing order). Use "
+                         "to_keras() weights in a go_backwards layer and flip its output "
+                         "along the time axis yourself")
+    acts = [_keras_layer_options(layer, d) for d in range(layer.num_directions)]
+    if layer.bidirectional and layer.masked_output == "carry":
+        import warnings
+        warnings.warn(f"{layer!r}: Keras' Bidirectional outputs zeros at masked steps; this "
+                      "layer repeats the last valid output there (masked_output='carry'). "
+                      "The Keras model differs from it at masked steps only", UserWarning,
+                      stacklevel=2)
+    import keras
+    dtype = layer.dtype.name
+    cls = keras.layers.LSTM if layer._cell == "lstm" else keras.layers.GRU
+    base = _keras_name(layer.name or layer._cell)
+    names = [base] if layer.num_layers == 1 else \
+        [f"{base}_layer{k}" for k in range(layer.num_layers)]
+
+    def rnn(direction, **extra):
+        act, rec = acts[direction]
+        kw = dict(activation=act, recurrent_activation=rec, use_bias=layer.use_bias,
+                  dropout=layer.dropout, recurrent_dropout=layer.recurrent_dropout,
+                  return_sequences=True, dtype=dtype, **extra)
+        if layer._cell == "gru":
+            kw["reset_after"] = layer.reset_after
+        return cls(layer.hidden_size, **kw)
+
+    stack = []
+    for k in range(layer.num_layers):
+        if layer.bidirectional:
+            backward = rnn(1, go_backwards=True) if acts[1] != acts[0] else None
+            stack.append(keras.layers.Bidirectional(rnn(0), backward_layer=backward,
+                                                    merge_mode="concat", name=names[k],
+                                                    dtype=dtype))
+        else:
+            stack.append(rnn(0, zero_output_for_mask=layer.masked_output == "zero",
+                             name=names[k]))
+    inputs = z = keras.Input(shape=(None, layer.input_size), dtype=dtype)
+    for klayer in stack:
+        z = klayer(z)
+    # functional, not Sequential: a functional model takes a mask, model(x, mask=mask)
+    model = keras.Model(inputs, z, name=STACK_MODEL_NAME if layer.num_layers > 1 else "fastrnn")
+    for k, klayer in enumerate(stack):
+        klayer.set_weights(_keras_weights(layer, k))
+    return model
+
+
+def save_keras(layer, path):
+    """Write the layer as a Keras 3 `.keras` model file (`to_keras_model`, then Keras'
+    `model.save`); Keras must be installed (pip install keras) with a working backend.
+
+    Args:
+        layer: a fastrnn LSTM / GRU.
+        path: the file to write (any name; Keras itself insists on ".keras").
+
+    `keras.models.load_model(path)` gives a model with the layer's outputs, and
+    `from_keras(path)` gives the layer back (a stack as one layer; an unnamed layer comes back
+    named "lstm" / "gru"). Errors and warnings: those of `to_keras_model`.
+
+        >>> save_keras(fastrnn.LSTM(8, 16, name="enc"), "enc.keras")
+    """
+    import os
+    import shutil
+    import tempfile
+    import warnings
+    model = to_keras_model(layer)
+    target = os.fspath(path)
+    with tempfile.TemporaryDirectory(prefix="fastrnn-keras-",
+                                     dir=os.path.dirname(os.path.abspath(target))) as tmp:
+        tmp_path = os.path.join(tmp, "model.keras")
+        with warnings.catch_warnings():
+            # Keras' torch backend converts tensors with a numpy 1 call numpy 2 deprecates
+            warnings.filterwarnings("ignore", category=DeprecationWarning,
+                                    message=".*__array__ implementation")
+            model.save(tmp_path)
+        shutil.move(tmp_path, target)
