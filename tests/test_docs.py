@@ -199,12 +199,15 @@ def _have_c_toolchain():
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """`make install` of a scratch copy of src/ (the tree's own build/ is left alone)."""
+    """`make install` of a scratch copy of src/ (the tree's own build/ is left alone). The
+    copy keeps build/'s objects with their times, so make rebuilds only what is out of date
+    (a full build takes minutes on a small machine; tests/test_c_core.py does that)."""
     if not _have_c_toolchain():
         pytest.skip("needs make, a C compiler and pkg-config")
     tmp = tmp_path_factory.mktemp("install")
     src = tmp / "src"
-    shutil.copytree(os.path.join(ROOT, "src"), src, ignore=shutil.ignore_patterns("build"))
+    shutil.copytree(os.path.join(ROOT, "src"), src,
+                    ignore=shutil.ignore_patterns("*.pc", "test_*", "frnn_fuzz"))
     prefix = tmp / "prefix"
     proc = subprocess.run(["make", "-C", str(src), f"-j{min(8, os.cpu_count() or 1)}",
                            "install", f"PREFIX={prefix}"],
