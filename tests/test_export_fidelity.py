@@ -62,6 +62,15 @@ def _make(prop):
     return _randomize(getattr(fastrnn, cell)(I, H, seed=0, **kw))
 
 
+def _same_settings(back, layer):
+    """`back` has every setting of `layer`; a format may name an unnamed layer (Keras does)."""
+    got, want = _settings(back), _settings(layer)
+    if want["name"] is None:
+        got.pop("name")
+        want.pop("name")
+    assert got == want
+
+
 def _settings(layer):
     """Everything that defines a layer besides its weights."""
     return dict(cell=layer._cell, input_size=layer.input_size, hidden_size=layer.hidden_size,
@@ -180,7 +189,7 @@ def test_export_keeps_refuses_or_warns(exporter, prop, tmp_path):
     kind, got = _outcome(EXPORTERS[exporter], layer, tmp_path, PROPERTIES[prop][2])
     if kind != "kept":
         return  # refused or warned, naming the property (checked in _outcome)
-    assert _settings(got) == _settings(layer)
+    _same_settings(got, layer)
     _same_outputs(layer, got)
 
 
@@ -192,7 +201,7 @@ def test_plain_layer_round_trips(exporter, tmp_path):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             back = EXPORTERS[exporter](layer, tmp_path)
-        assert _settings(back) == _settings(layer)
+        _same_settings(back, layer)
         _same_outputs(layer, back)
 
 
@@ -271,7 +280,7 @@ def test_onnx_stack_is_one_model_onnxruntime_agrees_and_reloads_as_one_layer(cel
         assert_allclose(got, want, atol=atol, rtol=0)
     back = from_onnx(model)
     assert not isinstance(back, dict)
-    assert _settings(back) == _settings(layer)
+    _same_settings(back, layer)
     _same_outputs(layer, back)
 
 
@@ -330,7 +339,7 @@ def test_onnx_float64_stack_with_float_attributes_reloads_exactly(sequence_lens)
                                     clip=0.9, activation=("leaky_relu", 0.1, None),
                                     name="enc", seed=0))
     back = from_onnx(to_onnx_model(layer, sequence_lens=sequence_lens))
-    assert _settings(back) == _settings(layer)
+    _same_settings(back, layer)
     _same_outputs(layer, back)
 
 
@@ -405,6 +414,8 @@ HOSTILE = [
      r"'float64_attributes' must map"),
     ("float64 attribute not the node's", _set(["layers", 0, "float64_attributes"],
                                               {"clip": 3.0}), r"does not round to the node"),
+    ("name of another node", lambda meta: meta["layers"].__setitem__(
+        0, {"nodes": ["g.layer0"], "name": "g.layer1"}), r"also the name of another"),
     ("chain reversed", _set(["layers", 0, "nodes"], ["g.layer1", "g.layer0"]),
      r"does not read node 'g.layer1'"),
 ]
@@ -483,3 +494,23 @@ def test_own_formats_all_weights_are_the_state_dict(module, ext, tmp_path):
     assert "layer1.backward.input.kernel" in weights
     for key, value in expected.items():
         assert_allclose(weights[key], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("name", ["g"], r"'name' must be a string"),
+    ("trainable", "no", r"'trainable' must be true or false"),
+    ("masked_output", "sometimes", r"masked_output"),
+])
+def test_npz_hostile_config_is_refused(field, value, match, tmp_path):
+    import io
+    layer = fastrnn.GRU(I, H)
+    npz.save_npz(layer, tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    config = json.loads(str(arrays[npz.CONFIG_KEY]))
+    config[field] = value
+    arrays[npz.CONFIG_KEY] = np.array(json.dumps(config))
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    with pytest.raises(ValueError, match=match):
+        npz.load_npz(buffer.getvalue())

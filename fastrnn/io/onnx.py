@@ -148,11 +148,7 @@ def _collect(scope, prefix, dtype, layers, groups=None):
                 name = prefix + tag
                 layers[name] = _layer(n, name, scope, dtype)
             elif group["first"] == i:  # a layer written by fastrnn: built at its first node
-                key = group["key"]
-                if key in layers:
-                    raise ValueError(f"{scope.label}: metadata {META_KEY!r} names a layer "
-                                     f"{key!r} that another node of the model also names")
-                layers[key] = _group_layer(group, scope, dtype)
+                layers[group["key"]] = _group_layer(group, scope, dtype)
         for attr in n.attribute:
             subs = [attr.g] if attr.HasField("g") else list(attr.graphs)
             for k, sub in enumerate(subs):
@@ -682,6 +678,12 @@ def _stacks(model, scope, label):
             raise ValueError(f"{at}: the layer name {group['key']!r} is used twice")
         keys.add(group["key"])
         _check_chain(nodes, scope, at)
+    for i, n in enumerate(scope.graph.node):
+        tag = _text(n.name) or f"{_text(n.op_type)}_{i}"
+        if i not in groups and tag in keys and n.op_type in ("LSTM", "GRU") \
+                and n.domain in ("", "ai.onnx"):
+            raise ValueError(f"{where}: the layer name {tag!r} is also the name of another "
+                             "LSTM / GRU node")
     return groups
 
 
