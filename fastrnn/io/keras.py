@@ -921,8 +921,11 @@ def _object_weights(obj):
         for w in o.weights:
             path = getattr(w, "path", None) or w.name
             path = path[:-2] if path.endswith(":0") else path
-            if not path.startswith(f"{o.name}/"):  # Keras 3 leaves out a wrapper's name
-                path = f"{o.name}/{path}"
+            # Keras 3 paths depend on the scope the layer was built in: "sequential/bi/...",
+            # or "forward_gru/..." without the wrapper; name them from the layer on
+            parts = path.split("/")
+            path = "/".join(parts[parts.index(o.name):] if o.name in parts[:-1]
+                            else [o.name, *parts])
             out[path] = as_array(getattr(w, "value", w), path)
 
     walk(obj)
