@@ -12,9 +12,15 @@ processing order, i.e. flipped in time, while fastrnn keeps original time order)
 masking (a plain layer copies the previous output at masked steps: masked_output="carry", unless
 its config says zero_output_for_mask; Bidirectional forces zeros: masked_output="zero").
 
+Recurrent layers fastrnn cannot run (SimpleRNN, ConvLSTM, TimeDistributed, Bidirectional with
+merge_mode other than 'concat', stateful=True, activations fastrnn lacks) never block the others:
+`from_keras` skips them with one warning, `describe_layers` lists each with its reason. Nested
+models are read through. `all_weights` returns every weight of a model by name (embeddings, dense
+layers, ...). `save_keras` / `to_keras_model` write a layer as a Keras 3 model.
+
 HDF5 files are read through h5py/libhdf5, which can loop forever on some deliberately corrupted
-files (damage in a `.keras` zip is caught by the zip's CRC first); read untrusted bare `.h5` files
-in a subprocess with a timeout.
+files (damage in a `.keras` zip is caught by the zip's CRC first): file contents are parsed in a
+child process with a time limit (FASTRNN_HDF5_TIMEOUT seconds, default 60).
 
 `.weights.h5` files carry no config: the cell type, sizes, use_bias and reset_after come from
 the variables, and the other options take Keras' defaults (no go_backwards, tanh/sigmoid).
