@@ -18,10 +18,12 @@ from ._config import get_num_threads, set_num_threads, show_config
 from ._phase import get_learning_phase, learning_phase, set_learning_phase
 from .layers import GRU, LSTM
 from .masks import mask_from_ids, mask_from_values
-from .io import convert, from_keras, from_onnx, from_tf_checkpoint, from_torch, load, save
+from .io import (convert, from_keras, from_onnx, from_tf_checkpoint, from_torch, load, load_all,
+                 load_weights, save)
 
 __all__ = [
     "LSTM", "GRU", "mask_from_values", "mask_from_ids", "set_num_threads", "get_num_threads",
     "show_config", "set_learning_phase", "get_learning_phase", "learning_phase", "__version__",
-    "from_torch", "from_keras", "from_onnx", "from_tf_checkpoint", "load", "save", "convert",
+    "from_torch", "from_keras", "from_onnx", "from_tf_checkpoint", "load", "load_all",
+    "load_weights", "save", "convert",
 ]
