@@ -133,6 +133,17 @@ def test_scripted_and_traced_models(torch):
     layer = ftorch.from_torch(scripted)
     assert layer.name == "rnn"
     _check_against_module(torch, layer, model.encoder, 5)
+    # a scripted class of the user's own named LSTM is not torch's
+    class LSTM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(I))
+
+        def forward(self, x):
+            return x * self.scale
+
+    mixed = _script(torch, torch.nn.ModuleDict({"mine": LSTM(), "gru": model.decoder.gru}))
+    assert list(ftorch.layers_from_module(mixed)) == ["gru"]
     cell = torch.nn.GRUCell(I, H)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -313,7 +324,7 @@ def test_state_dict_export_round_trips_through_torch(torch, tmp_path):
     layer = fastrnn.GRU(I, H, masked_output="carry", name="g", init="torch", seed=4)
     with pytest.warns(UserWarning, match="carry"):
         sd = ftorch.to_state_dict(layer)
-    assert sd._metadata["fastrnn"]["masked_output"] == "carry"
+    assert sd._metadata[""]["fastrnn"]["masked_output"] == "carry"
     with pytest.warns(UserWarning, match="carry"):
         tensors = ftorch.to_torch(layer)
     module = torch.nn.GRU(I, H)
@@ -322,6 +333,14 @@ def test_state_dict_export_round_trips_through_torch(torch, tmp_path):
     assert back.masked_output == "carry" and back.name == "g"
     # a plain dict copy has no metadata: the PyTorch meaning, zeros at padded steps
     assert ftorch.from_torch(dict(tensors)).masked_output == "zero"
+
+
+def test_a_submodule_named_fastrnn_is_no_metadata(torch):
+    """torch's own _metadata has an entry per module path: one named "fastrnn" is not ours."""
+    model = torch.nn.ModuleDict({"fastrnn": torch.nn.LSTM(I, H, batch_first=True)})
+    state = model.state_dict()
+    assert "fastrnn" in state._metadata
+    _check_against_module(torch, ftorch.from_torch(state), model["fastrnn"], 17)
 
 
 def test_zero_layer_exports_without_warning(torch, tmp_path):
@@ -409,7 +428,7 @@ def test_safetensors_metadata_of_other_writers_is_ignored(tmp_path):
 ])
 def test_hostile_pt_metadata(torch, tmp_path, entry, match):
     state = torch.nn.LSTM(I, H).state_dict()
-    state._metadata["fastrnn"] = entry
+    state._metadata[""]["fastrnn"] = entry
     torch.save(state, tmp_path / "m.pt")
     with pytest.raises(ValueError, match=match):
         fastrnn.load(tmp_path / "m.pt")

@@ -15,10 +15,12 @@ length, JSON header, raw little-endian data) and need neither torch nor the safe
 Exports (`to_state_dict`, `save_pt`, `save_safetensors`) hold what nn.LSTM / nn.GRU hold, plus
 fastrnn's layer settings that a state_dict has no tensor for (masked_output, name, dropout,
 recurrent_dropout) as string metadata, which the loaders here read back: in `.safetensors` the
-header's `__metadata__` map (keys "fastrnn.*"), in a state_dict (and `.pt`) the `_metadata`
-attribute that torch's own state_dicts carry, under the entry "fastrnn" (torch's
-`load_state_dict` ignores it). Properties that change PyTorch's own outputs and have no place in
-nn.LSTM / nn.GRU (reverse=True, GRU reset_after=False, cell variants) are refused.
+header's `__metadata__` map (keys "fastrnn.*"); in a state_dict (and `.pt`) the `_metadata`
+attribute that torch's own state_dicts carry ({module path: {"version": 1}}), as the entry
+"fastrnn" next to the root's "version" (torch's `load_state_dict` ignores it). Properties that
+change PyTorch's own outputs and have no place in nn.LSTM / nn.GRU (reverse=True, GRU
+reset_after=False, cell variants) are refused; masked_output="carry" is kept and warned about
+(PyTorch outputs zeros at padded steps).
 """
 import collections
 import json
@@ -132,7 +134,9 @@ def _recurrent_kind(module):
             return kind
     if isinstance(module, torch.jit.ScriptModule):
         kind = getattr(module, "original_name", None)
-        if kind in _RNN_KINDS + _UNSUPPORTED_KINDS:
+        # a class of the user's own may share the name: torch's has torch's weights
+        own_weights = "weight_ih" + ("" if str(kind).endswith("Cell") else "_l0")
+        if kind in _RNN_KINDS + _UNSUPPORTED_KINDS and own_weights in module.state_dict():
             return kind
     return None
 
@@ -165,9 +169,8 @@ def layers_from_state_dict(state, *, dtype=None, metadata=None, what="state_dict
     ("rnn" for keys without a prefix). nn.LSTMCell / nn.GRUCell keys (`weight_ih` without
     `_l0`) give one-layer layers. `metadata`: parsed fastrnn metadata (`parse_metadata`) for the
     unprefixed layer; by default read from the state_dict's `_metadata` attribute."""
-    if metadata is None:
-        metadata = _state_dict_metadata(state, what)
-    flat = _flatten(state)
+    by_module = {"": metadata} if metadata is not None else _state_dict_metadata(state, what)
+    flat = _flatten(state, error=TypeError if what == "state_dict" else ValueError)
     prefixes, cell_prefixes = [], set()
     for key in flat:
         m = _WEIGHT_IH.match(key)
@@ -184,8 +187,7 @@ def layers_from_state_dict(state, *, dtype=None, metadata=None, what="state_dict
                          f"keys: {list(flat)[:10]}")
     layers = {}
     for p in prefixes:
-        # the metadata an export carries belongs to its (unprefixed) layer
-        config = {"name": p.rstrip(".") or None, **(metadata if p == "" else {})}
+        config = {"name": p.rstrip(".") or None, **by_module.get(p.rstrip("."), {})}
         if p in cell_prefixes:
             own = {k + "_l0": flat[p + k] for k in _CELL_KEYS if p + k in flat}
             layer = _layer_from_prefix(own, "", dtype, key_prefix=p, cell=True, **config)
@@ -195,15 +197,15 @@ def layers_from_state_dict(state, *, dtype=None, metadata=None, what="state_dict
     return layers
 
 
-def _flatten(state, prefix=""):
+def _flatten(state, prefix="", error=TypeError):
     out = {}
     for key, value in state.items():
         if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
             key = str(key)  # an optimizer's state in a training checkpoint: {0: {...}}
         if not isinstance(key, str):
-            raise TypeError(f"state_dict keys must be strings, got {key!r}")
+            raise error(f"state_dict keys must be strings, got {key!r:.80}")
         if hasattr(value, "keys") and hasattr(value, "items"):
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(_flatten(value, f"{prefix}{key}.", error))
         else:
             out[prefix + key] = value
     return out
@@ -481,15 +483,22 @@ def parse_metadata(meta, label):
 
 
 def _state_dict_metadata(state, label):
-    """Parsed fastrnn metadata from a state_dict's `_metadata` attribute ({} when absent)."""
+    """{module path: parsed fastrnn metadata} from a state_dict's `_metadata` attribute, where
+    torch keeps {module path: {"version": ...}} and an export adds "fastrnn" to its module's
+    entry (the root's, ""): a key no module name can take over."""
     torch_meta = getattr(state, "_metadata", None)
-    if not isinstance(torch_meta, dict) or "fastrnn" not in torch_meta:
+    if not isinstance(torch_meta, dict):
         return {}
-    entry = torch_meta["fastrnn"]
-    if not isinstance(entry, dict):
-        raise ValueError(f"{label}: the state_dict's _metadata['fastrnn'] is a "
-                         f"{type(entry).__name__}, expected a dict of strings")
-    return parse_metadata(dict(entry), label)
+    out = {}
+    for path, local in torch_meta.items():
+        if not isinstance(local, dict) or "fastrnn" not in local:
+            continue
+        entry = local["fastrnn"]
+        if not isinstance(entry, dict):
+            raise ValueError(f"{label}: the state_dict's _metadata[{path!r:.80}]['fastrnn'] is "
+                             f"a {type(entry).__name__}, expected a dict of strings")
+        out[path] = parse_metadata(dict(entry), label)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -696,8 +705,8 @@ def _with_metadata(state, layer):
     """`state` as an OrderedDict carrying fastrnn's settings the way torch carries its own
     (`_metadata`; torch's load_state_dict ignores entries for no submodule)."""
     out = collections.OrderedDict(state)
-    out._metadata = collections.OrderedDict([("", {"version": 1}),
-                                             ("fastrnn", export_metadata(layer))])
+    out._metadata = collections.OrderedDict(
+        [("", {"version": 1, "fastrnn": export_metadata(layer)})])  # nn.LSTM's version is 1
     return out
 
 
@@ -707,7 +716,7 @@ def to_state_dict(layer):
     Keys as nn.LSTM / nn.GRU name them ("weight_ih_l0", ..., "weight_hr_l0" with proj_size);
     an LSTM's bias goes to bias_ih with bias_hh zero (only their sum acts). The returned
     OrderedDict carries the layer's masked_output, name, dropout and recurrent_dropout in its
-    `_metadata` attribute (entry "fastrnn"), which `from_torch` reads back.
+    `_metadata` attribute (`_metadata[""]["fastrnn"]`), which `from_torch` reads back.
 
     Raises:
         ValueError: a property nn.LSTM / nn.GRU cannot express (reverse=True, GRU
@@ -776,17 +785,37 @@ def to_torch_module(layer):
 
 
 def save_pt(layer, path):
-    """Write the layer as a `.pt` nn.LSTM / nn.GRU state_dict (`torch.save`), loadable with
-    `torch.load(path, weights_only=True)` into `nn.LSTM(...).load_state_dict`; fastrnn's
-    settings ride in the state_dict's `_metadata` (see `to_state_dict`)."""
+    """Write the layer as a `.pt` nn.LSTM / nn.GRU state_dict (`torch.save`).
+
+    Args:
+        layer: a fastrnn.LSTM / GRU. path: the file to write.
+
+    The file loads with `torch.load(path, weights_only=True)` into
+    `nn.LSTM(...).load_state_dict`; fastrnn's settings ride in the state_dict's `_metadata`
+    and come back with `fastrnn.load(path)`. Errors and warning: see `to_state_dict`.
+
+    Example:
+        >>> fastrnn.io.torch.save_pt(fastrnn.LSTM(8, 16), "lstm.pt")
+    """
     torch = require("torch", "torch")
     torch.save(to_torch(layer), path)
 
 
 def save_safetensors(layer, path):
-    """Write the layer as a `.safetensors` nn.LSTM / nn.GRU state_dict; fastrnn's settings ride
-    in the header's `__metadata__` as "fastrnn.*" strings (see `to_state_dict`)."""
+    """Write the layer as a `.safetensors` nn.LSTM / nn.GRU state_dict (needs no torch).
+
+    Args:
+        layer: a fastrnn.LSTM / GRU. path: the file to write.
+
+    fastrnn's settings ride in the header's `__metadata__` as "fastrnn.*" strings, next to
+    {"format": "pt"}, and come back with `fastrnn.load(path)`; `safetensors.torch.load_file`
+    gives the tensors for `nn.LSTM(...).load_state_dict`. Errors and warning: see
+    `to_state_dict`.
+
+    Example:
+        >>> fastrnn.io.torch.save_safetensors(fastrnn.GRU(8, 16), "gru.safetensors")
+    """
     sd = to_state_dict(layer)
     meta = {"format": "pt"}  # what the safetensors package writes for torch tensors
-    meta.update({_ST_METADATA_PREFIX + k: v for k, v in sd._metadata["fastrnn"].items()})
+    meta.update({_ST_METADATA_PREFIX + k: v for k, v in export_metadata(layer).items()})
     write_safetensors(sd, path, metadata=meta)
