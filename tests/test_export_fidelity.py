@@ -128,6 +128,15 @@ def _keras_file(layer, tmp_path):
     return keras_io.from_keras(tmp_path / "m.keras")
 
 
+def _keras_model(layer, tmp_path):
+    pytest.importorskip("keras")
+    from fastrnn.io import keras as keras_io
+    to_keras_model = getattr(keras_io, "to_keras_model", None)
+    if to_keras_model is None:
+        pytest.skip("fastrnn.io.keras.to_keras_model is not available in this build")
+    return keras_io.from_keras(to_keras_model(layer))
+
+
 def _cudnn(layer, tmp_path):
     # A cuDNN parameter set holds weights only: the geometry and the settings that are not
     # weights travel beside it and are given back to from_cudnn (its documented contract).
@@ -141,7 +150,7 @@ def _cudnn(layer, tmp_path):
 
 EXPORTERS = {"npz": _npz, "frnn": _frnn, "onnx": _onnx, "onnx_sequence_lens": _onnx_sequence_lens,
              "torch_pt": _torch_pt, "safetensors": _safetensors, "keras_file": _keras_file,
-             "cudnn": _cudnn}
+             "keras_model": _keras_model, "cudnn": _cudnn}
 
 # Rows owned elsewhere that do not yet keep, refuse or warn (see the module docstring).
 KNOWN_GAPS = {}
