@@ -40,6 +40,12 @@ name -> layer in graph order, depth first):
   ValueError naming the node, the input and the reason. Nothing from the file is executed.
   initial_h / initial_c may depend on runtime data (the state is passed at call time); a
   constant non-zero initial state is refused (a fastrnn layer takes its state per call).
+* Models written by fastrnn (`to_onnx_model`) carry the metadata_props entry "fastrnn" (JSON):
+  per layer the nodes that form it, its name, masked_output, dropout, recurrent_dropout,
+  trainable and the float64 values of its float attributes. Its layers load as written (a
+  stack as one stacked layer, under its name); the entry is validated (field types and ranges,
+  the named nodes exist, a stack's nodes are chained as fastrnn writes them and share their
+  settings) and refused with a ValueError otherwise. Models without it load node by node.
 * Cells written as primitive ops, as `torch.onnx.export` writes `nn.LSTMCell` / `nn.GRUCell`
   (checked: the legacy exporter at opset 17, the dynamo exporter at opsets 18 and 20),
   become a one-step layer (call it with T=1, or `step()`):
@@ -483,8 +489,12 @@ def _node_spec(n, name, scope, exact=None, meta_where=None):
     where = f"{scope.label}: {n.op_type} node {name!r}"
     for key, value in (exact or {}).items():
         stored = attrs.get(key)
-        if stored is None or np.asarray(value, np.float32).shape != np.shape(stored) or \
-                np.any(np.asarray(value, np.float32) != np.asarray(stored, np.float32)):
+        try:
+            same = stored is not None and np.array_equal(np.asarray(value, np.float32),
+                                                         np.asarray(stored, np.float32))
+        except (TypeError, ValueError):  # a non-numeric attribute of that name
+            same = False
+        if not same:
             raise ValueError(f"{meta_where}: 'float64_attributes' {key}={value!r:.80} does not "
                              f"round to the node {name!r}'s attribute ({stored!r:.80})")
         attrs[key] = value
