@@ -393,3 +393,15 @@ def test_module_pickles_without_its_weight_cache(tmp_path):
     clone = copy.deepcopy(fast)
     assert clone._fastrnn_layers == [None]
     close(clone(x)[0], fast(x)[0], 0, "deep copy")
+
+
+def test_text_classifier_example_trains_alike_with_both_modules():
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
+    import torch_text_classifier as example
+    batches = example.make_batches(steps=25, batch=8, max_len=12, seed=0)
+    fast, _ = example.train(batches, accelerate=True)
+    stock, _ = example.train(batches, accelerate=False)
+    assert max(abs(a - b) for a, b in zip(fast, stock)) < 1e-9
+    assert fast[-1] < fast[0]
