@@ -365,7 +365,13 @@ class _FastRecurrent:
         return None
 
     def forward(self, input, hx=None):
-        """Like nn.LSTM / nn.GRU forward (see the module docstring for what runs where)."""
+        """Like nn.LSTM / nn.GRU forward: `input` a padded tensor, a PackedSequence or an
+        unbatched 2-D tensor, `hx` the initial state or None (zeros); returns (output, h_n) /
+        (output, (h_n, c_n)) in the same form. See the module docstring for what runs where.
+
+        Example:
+            >>> out, h_n = fastrnn.torch.GRU(8, 16)(torch.zeros(5, 2, 8))
+        """
         reason = self._fastrnn_refusal(input, hx)
         if reason is not None:
             if reason:
@@ -530,8 +536,8 @@ def _rebuild(module, cls):
 
 
 def accelerate_module(rnn):
-    """A fastrnn.torch.LSTM / GRU sharing the Parameters (and hooks, flags) of an nn.LSTM /
-    nn.GRU; a fastrnn.torch module is returned as it is.
+    """A fastrnn.torch.LSTM / GRU sharing the Parameters (and hooks, flags) of `rnn`, an
+    nn.LSTM / nn.GRU; a fastrnn.torch module is returned as it is.
 
     Raises TypeError for anything else (subclasses of nn.LSTM / nn.GRU too: they may
     override forward).
@@ -550,8 +556,8 @@ def accelerate_module(rnn):
 
 
 def restore_module(rnn):
-    """The plain nn.LSTM / nn.GRU sharing the Parameters of a fastrnn.torch module (a plain
-    one is returned as it is).
+    """The plain nn.LSTM / nn.GRU sharing the Parameters of `rnn`, a fastrnn.torch module (a
+    plain one is returned as it is). Raises TypeError for anything else.
 
     Example:
         >>> stock = fastrnn.torch.restore_module(fastrnn.torch.LSTM(8, 16))
@@ -588,7 +594,8 @@ def accelerate(model):
     holding the same Parameters (optimizers built before keep working).
 
     Only exact nn.LSTM / nn.GRU instances are swapped (not subclasses). Returns the attribute
-    paths swapped, e.g. ["encoder.rnn"]; `restore(model)` undoes it.
+    paths swapped, e.g. ["encoder.rnn"]; `restore(model)` undoes it. Raises TypeError if
+    `model` is not an nn.Module or is itself an nn.LSTM / nn.GRU (see accelerate_module).
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.LSTM(8, 16))
@@ -599,8 +606,9 @@ def accelerate(model):
 
 
 def restore(model):
-    """Put plain nn.LSTM / nn.GRU modules back where `accelerate` put fastrnn.torch ones (the
-    same Parameters). Returns the attribute paths swapped back.
+    """Put plain nn.LSTM / nn.GRU modules back into `model` where `accelerate` put
+    fastrnn.torch ones (the same Parameters). Returns the attribute paths swapped back;
+    TypeError if `model` is not an nn.Module or is itself a fastrnn.torch module.
 
     Example:
         >>> fastrnn.torch.restore(model)
