@@ -250,6 +250,7 @@ class _Recurrent:
             reset, candidate.
 
         Example:
+            >>> import fastrnn
             >>> sorted(fastrnn.GRU(4, 3).state_dict())[:2]
             ['layer0.forward.candidate.bias', 'layer0.forward.candidate.kernel']
         """
@@ -278,7 +279,9 @@ class _Recurrent:
             Every key and shape is checked first: nothing changes on error.
 
         Example:
-            >>> other = fastrnn.LSTM(8, 16); other.load_state_dict(lstm.state_dict())
+            >>> import fastrnn
+            >>> lstm, other = fastrnn.LSTM(8, 16, seed=0), fastrnn.LSTM(8, 16, seed=1)
+            >>> other.load_state_dict(lstm.state_dict())
         """
         if not hasattr(state, "keys"):
             raise TypeError(f"state must be a mapping, got {type(state).__name__}")
@@ -318,7 +321,11 @@ class _Recurrent:
             ValueError: an unknown gate (the message lists them), layer or direction.
 
         Example:
+            >>> import fastrnn
+            >>> lstm = fastrnn.LSTM(8, 16)
             >>> lstm.gate("forget").bias[...] += 1.0
+            >>> lstm.gate("forget").bias[:3]        # Keras init: forget bias 1
+            array([2., 2., 2.], dtype=float32)
         """
         if name not in self._gates:
             raise ValueError(f"unknown gate {name!r} for {self._cell.upper()}; gates: {self._gates}")
@@ -464,6 +471,7 @@ class _Recurrent:
             TypeError: non-numeric x or state, a float mask or float lengths.
 
         Example:
+            >>> import numpy as np, fastrnn
             >>> lstm = fastrnn.LSTM(8, 16, bidirectional=True)
             >>> out, (h, c) = lstm(np.ones((2, 5, 8)), lengths=[5, 3])
             >>> out.shape, h.shape
@@ -580,6 +588,8 @@ class _Recurrent:
             ValueError: wrong shapes.
 
         Example:
+            >>> import numpy as np, fastrnn
+            >>> lstm, x = fastrnn.LSTM(8, 16), np.ones((2, 5, 8))
             >>> out, state = lstm(x, training=True)
             >>> grad_x, (grad_h0, grad_c0) = lstm.backward(np.ones_like(out))
             >>> lstm.grads["layer0.forward.input.kernel"].shape
@@ -674,6 +684,7 @@ class _Recurrent:
             ValueError: a bidirectional or reverse=True layer, or wrong shapes.
 
         Example:
+            >>> import numpy as np, fastrnn
             >>> stream, state = fastrnn.GRU(4, 8), None
             >>> for x_t in np.zeros((10, 1, 4)):
             ...     y_t, state = stream.step(x_t, state)
@@ -743,6 +754,7 @@ class _Recurrent:
         (docs/variants.md).
 
         Example:
+            >>> import fastrnn
             >>> fastrnn.LSTM(8, 16, peepholes=True, clip=3.0).variant_config()
             {'clip': 3.0, 'peepholes': True}
         """
@@ -766,7 +778,8 @@ class _Recurrent:
             ValueError: a property nn.LSTM / nn.GRU cannot express (named in the message).
 
         Example:
-            >>> module = fastrnn.LSTM(8, 16).to_torch(); module(torch.zeros(2, 5, 8))[0].shape
+            >>> module = fastrnn.LSTM(8, 16).to_torch()              # doctest: +SKIP
+            >>> module(torch.zeros(2, 5, 8))[0].shape                  # doctest: +SKIP
             torch.Size([2, 5, 16])
         """
         from .io.torch import to_torch_module
@@ -777,7 +790,8 @@ class _Recurrent:
         (`weight_ih_l0`, ...; the LSTM bias goes to `bias_ih`, `bias_hh` is zero).
 
         Example:
-            >>> torch.nn.LSTM(8, 16).load_state_dict(fastrnn.LSTM(8, 16).to_torch_state_dict())
+            >>> state = fastrnn.LSTM(8, 16).to_torch_state_dict()    # doctest: +SKIP
+            >>> torch.nn.LSTM(8, 16).load_state_dict(state)             # doctest: +SKIP
         """
         from .io.torch import to_torch
         return to_torch(self)
@@ -787,7 +801,7 @@ class _Recurrent:
         [kernel, recurrent_kernel, bias] per direction and stacked layer.
 
         Example:
-            >>> keras_layer.set_weights(fastrnn.LSTM(8, 16).to_keras())
+            >>> keras_layer.set_weights(fastrnn.LSTM(8, 16).to_keras())  # doctest: +SKIP
         """
         from .io.keras import to_keras
         return to_keras(self)
@@ -800,7 +814,7 @@ class _Recurrent:
             **options: `sequence_lens=True` adds an int32 (batch,) input for ragged batches.
 
         Example:
-            >>> fastrnn.LSTM(8, 16).to_onnx("lstm.onnx", sequence_lens=True)
+            >>> fastrnn.LSTM(8, 16).to_onnx("lstm.onnx", sequence_lens=True)  # doctest: +SKIP
         """
         from .io.onnx import save_onnx
         save_onnx(self, path, **options)
@@ -820,7 +834,7 @@ class _Recurrent:
                 format does not take, or a property the format cannot hold (named).
 
         Example:
-            >>> fastrnn.LSTM(8, 16).save("lstm.frnn")   # for the C runtime
+            >>> fastrnn.LSTM(8, 16).save("lstm.frnn")   # for the C runtime  # doctest: +SKIP
         """
         from .io import save
         save(self, path, format=format, **options)
