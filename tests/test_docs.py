@@ -92,6 +92,16 @@ def test_public_name_has_a_real_docstring(qualname, obj):
     assert not missing, f"{qualname}: the docstring does not mention the parameters {missing}"
 
 
+def test_torch_dropin_names_have_real_docstrings():
+    """fastrnn.torch (the nn.LSTM / nn.GRU drop-ins), by the same rules."""
+    pytest.importorskip("torch")
+    import fastrnn.torch
+    for name in fastrnn.torch.__all__:
+        test_public_name_has_a_real_docstring(f"fastrnn.torch.{name}",
+                                              getattr(fastrnn.torch, name))
+    assert "fastrnn.torch" in _read(os.path.join(ROOT, "docs", "api.md"))
+
+
 def test_documented_names_cover_the_call_and_the_exports():
     """The walk above reaches what users call most (a guard against it silently shrinking)."""
     names = {qualname for qualname, _ in _documented_names()}
