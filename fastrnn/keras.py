@@ -452,7 +452,14 @@ class LSTM(_FastRecurrent, keras.layers.LSTM):
     results (see the module docstring for what runs where).
 
     Args:
-        units and every other argument: as for keras.layers.LSTM.
+        units, activation, recurrent_activation, use_bias, kernel_initializer,
+        recurrent_initializer, bias_initializer, unit_forget_bias, kernel_regularizer,
+        recurrent_regularizer, bias_regularizer, activity_regularizer, kernel_constraint,
+        recurrent_constraint, bias_constraint, dropout, recurrent_dropout, seed,
+        return_sequences, return_state, go_backwards, stateful, unroll, use_cudnn,
+        zero_output_for_mask, trainable, dtype, autocast, name: exactly as for
+        keras.layers.LSTM (unroll and use_cudnn only matter where Keras' code runs; the
+        `cell` and `args` of keras.layers.RNN's signature are set by LSTM itself).
 
     Call: ``layer(sequences, initial_state=None, mask=None, training=None)`` as Keras' LSTM.
 
@@ -473,7 +480,14 @@ class GRU(_FastRecurrent, keras.layers.GRU):
     results, reset_after True or False (see the module docstring for what runs where).
 
     Args:
-        units and every other argument: as for keras.layers.GRU.
+        units, activation, recurrent_activation, use_bias, kernel_initializer,
+        recurrent_initializer, bias_initializer, kernel_regularizer, recurrent_regularizer,
+        bias_regularizer, activity_regularizer, kernel_constraint, recurrent_constraint,
+        bias_constraint, dropout, recurrent_dropout, seed, return_sequences, return_state,
+        go_backwards, stateful, unroll, reset_after, use_cudnn, zero_output_for_mask,
+        trainable, dtype, autocast, name: exactly as for keras.layers.GRU (unroll and
+        use_cudnn only matter where Keras' code runs; the `cell` and `args` of
+        keras.layers.RNN's signature are set by GRU itself).
 
     Call: ``layer(sequences, initial_state=None, mask=None, training=None)`` as Keras' GRU.
 

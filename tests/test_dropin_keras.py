@@ -381,3 +381,12 @@ def test_other_backends_infer_generically_and_refuse_training(monkeypatch):
         _close(fast(x, mask=_t(_masks("left"))), want)
         with pytest.raises(RuntimeError, match="torch backend"):
             fast(x, training=True)
+
+
+def test_keras_masked_example_runs():
+    import importlib.util
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", "keras_masked.py")
+    spec = importlib.util.spec_from_file_location("keras_masked_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    assert example.main(["--steps", "12", "--units", "8", "--repeats", "1"]) < 1e-5
