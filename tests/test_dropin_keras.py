@@ -198,6 +198,22 @@ def test_gradients_match_keras(cell, go_backwards):
         # inference-mode calls are differentiable too
         _close(_grads(fast, x, None, [], training=False),
                _grads(stock, x, None, [], training=False), tol=2e-5)
+        assert fast.fastrnn_repacks == 1
+
+
+def test_two_calls_before_backward():
+    """A layer used twice in one graph (shared weights): each call keeps its own record."""
+    stock, fast = _pair("lstm", return_sequences=True)
+    rng = np.random.default_rng(14)
+    xs = [rng.standard_normal((B, T, I)).astype(np.float32) for _ in range(2)]
+    grads = []
+    for layer in (stock, fast):
+        inputs = [_t(x, grad=True) for x in xs]
+        loss = (layer(inputs[0], training=True) ** 2).sum() + \
+            (layer(inputs[1], mask=_t(_masks("left")), training=True) ** 3).sum()
+        loss.backward()
+        grads.append([t.grad for t in inputs] + [v.value.grad for v in layer.trainable_variables])
+    _close(grads[1], grads[0], tol=2e-5)
 
 
 def test_no_bias_gradients():
