@@ -796,15 +796,24 @@ class _Recurrent:
         from .io.torch import to_torch
         return to_torch(self)
 
-    def to_keras(self):
-        """The weights as the list Keras' LSTM / GRU / Bidirectional `set_weights` takes:
-        [kernel, recurrent_kernel, bias] per direction and stacked layer.
+    def to_keras(self, layer_index=None):
+        """The weights as the list one Keras LSTM / GRU / Bidirectional layer's `set_weights`
+        takes: [kernel, recurrent_kernel, bias] per direction (forward, then backward).
+
+        Args:
+            layer_index: which stacked layer (0 .. num_layers - 1); required when
+                num_layers > 1, since a stack is one Keras layer per stacked layer
+                (`fastrnn.io.keras.to_keras_model` builds the whole model).
+
+        Raises:
+            ValueError: a stack without `layer_index`, or a cell variant Keras has no
+                weights for (peepholes, clips, coupled gates, projection).
 
         Example:
             >>> keras_layer.set_weights(fastrnn.LSTM(8, 16).to_keras())  # doctest: +SKIP
         """
         from .io.keras import to_keras
-        return to_keras(self)
+        return to_keras(self, layer_index)
 
     def to_onnx(self, path, **options):
         """Write an ONNX model (LSTM / GRU nodes) with the same weights and semantics.

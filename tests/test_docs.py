@@ -102,6 +102,16 @@ def test_torch_dropin_names_have_real_docstrings():
     assert "fastrnn.torch" in _read(os.path.join(ROOT, "docs", "api.md"))
 
 
+def test_keras_dropin_names_have_real_docstrings():
+    """fastrnn.keras (the Keras 3 LSTM / GRU drop-ins), by the same rules."""
+    pytest.importorskip("keras")
+    import fastrnn.keras
+    for name in fastrnn.keras.__all__:
+        test_public_name_has_a_real_docstring(f"fastrnn.keras.{name}",
+                                              getattr(fastrnn.keras, name))
+    assert "fastrnn.keras.accelerate" in _read(os.path.join(ROOT, "docs", "api.md"))
+
+
 def test_documented_names_cover_the_call_and_the_exports():
     """The walk above reaches what users call most (a guard against it silently shrinking)."""
     names = {qualname for qualname, _ in _documented_names()}

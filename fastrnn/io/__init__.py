@@ -254,7 +254,23 @@ def _frnn():
 
 
 def detect_format(path_or_bytes):
-    """The format of a file, from its content (never its extension)."""
+    """The format of a file, from its content (never its extension).
+
+    Args:
+        path_or_bytes: a path (a TF checkpoint may be named by its prefix or its data file), or
+            the file's bytes.
+
+    Returns:
+        str: "npz", "frnn", "torch", "safetensors", "keras" (.keras and .h5), "onnx" or "tf1", as
+        `fastrnn.load` and `fastrnn inspect` name them.
+
+    Raises:
+        ValueError: the content is none of the supported formats, or a damaged zip file.
+
+    Example:
+        >>> fastrnn.io.detect_format("model.onnx")  # doctest: +SKIP
+        'onnx'
+    """
     from ._common import read_source
     path = None
     if not isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
@@ -442,8 +458,17 @@ def inspect(path):
     a layer fastrnn cannot run (e.g. a Keras Bidirectional with merge_mode="sum") is listed
     as "unsupported: <why>" instead of hiding the others.
 
+    Args:
+        path: any file `fastrnn.load` reads (a path, or the file's bytes).
+
+    Returns:
+        list of (str, str): (layer name, description) pairs.
+
+    Raises:
+        ValueError: the file is of no supported format, or malformed.
+
     Example:
-        >>> for name, text in fastrnn.io.inspect("model.keras"):
+        >>> for name, text in fastrnn.io.inspect("model.keras"):  # doctest: +SKIP
         ...     print(name, text)
     """
     import importlib
