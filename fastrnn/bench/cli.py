@@ -81,9 +81,11 @@ def run(args, prog="fastrnn bench", error=None):
             return 1
     from fastrnn.bench import runner
 
-    cases = suites.select(args.suite, quick=args.quick)
     threads = args.threads or sorted({1, _cores()})
     repeats = args.repeats or (5 if args.quick else 7)
+    if args.suite == "dropin":
+        return _run_dropin(args, threads, repeats, prog)
+    cases = suites.select(args.suite, quick=args.quick)
     doc = runner.run_benchmark(cases, threads, dtype=args.dtype, repeats=repeats,
                                min_time=0.01 if args.quick else 0.02,
                                budget=2.0 if args.quick else 30.0,
@@ -99,6 +101,29 @@ def run(args, prog="fastrnn bench", error=None):
         print(f"{prog}: cannot write {exc.filename or args.json}: {exc.strerror or exc}",
               file=sys.stderr)
         return 1
+    return 1 if doc["failures"] else 0
+
+
+def _run_dropin(args, threads, repeats, prog):
+    """`--suite dropin`: whole PyTorch / Keras models, stock vs accelerated."""
+    from fastrnn.bench import dropin, runner
+    if args.plot:
+        print(f"{prog}: --plot is not available for the dropin suite", file=sys.stderr)
+        return 2
+    n = len([c for c in dropin.CASES if c.quick or not args.quick]) * len(threads)
+    bar = None if args.no_progress else runner.Progress(n)
+    doc = dropin.run_dropin(threads, dtype=args.dtype, quick=args.quick, repeats=repeats,
+                            min_time=0.01 if args.quick else 0.02,
+                            budget=3.0 if args.quick else 30.0, progress=bar)
+    if bar:
+        bar.close()
+    print(dropin.format_table(doc), flush=True)
+    if args.json:
+        try:
+            runner.write_json(doc, args.json)
+        except OSError as exc:
+            print(f"{prog}: cannot write {args.json}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
     return 1 if doc["failures"] else 0
 
 

@@ -119,7 +119,9 @@ def _variants():
 
 SUITES = {"embedded": _embedded, "server": _server, "batch": _batch, "training": _training,
           "masked": _masked, "variants": _variants}
-SUITE_CHOICES = ("quick-default", *SUITES, "all")
+# "dropin" times whole PyTorch / Keras models (fastrnn.bench.dropin), not layer cases: it is
+# not part of "all" and needs torch (and Keras for its Keras rows).
+SUITE_CHOICES = ("quick-default", *SUITES, "all", "dropin")
 
 
 def select(suite, quick=False):
@@ -127,6 +129,8 @@ def select(suite, quick=False):
     only the quick subset of the named suites."""
     if suite not in SUITE_CHOICES:
         raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(SUITE_CHOICES)}")
+    if suite == "dropin":
+        raise ValueError("the dropin suite times whole models: see fastrnn.bench.dropin")
     names = list(SUITES) if suite in ("all", "quick-default") else [suite]
     cases = [c for n in names for c in SUITES[n]()]
     if quick or suite == "quick-default":
