@@ -261,6 +261,22 @@ def test_c_stream_example_matches_python_bitwise(clib, name, dtype, tmp_path):
 
 
 @needs_cc
+def test_c_stream_example_with_a_projection_writes_proj_size_units(clib, tmp_path):
+    """With proj_size the last layer's h (what fr_step writes) has proj_size units, not
+    hidden_size: the example sizes its output buffer and file from the last layer."""
+    layer = fastrnn.LSTM(3, 24, proj_size=7, num_layers=2, seed=4)
+    model = tmp_path / "p.frnn"
+    save_frnn(layer, model)
+    T = 30
+    x = np.random.default_rng(6).normal(size=(T, 3)).astype("float32")
+    proc = _run([clib["stream"], str(model), _write(tmp_path / "x", x), str(tmp_path / "y")])
+    assert proc.returncode == 0, proc.stderr
+    y = np.fromfile(tmp_path / "y", "float32")
+    assert y.size == T * 7
+    np.testing.assert_array_equal(y.reshape(T, 7), layer(x[None])[0][0])
+
+
+@needs_cc
 def test_c_stream_refuses_bidirectional(clib, tmp_path):
     layer = _layer("lstm", bidirectional=True)
     save_frnn(layer, tmp_path / "m.frnn")

@@ -8,7 +8,8 @@
  *   cc -O2 examples/c/stream.c $(pkg-config --cflags --libs fastrnn) -lm -o stream
  *   ./stream model.frnn                     # a synthetic signal, prints the step latency
  *   ./stream model.frnn in.bin out.bin      # raw (T, input_size) samples in the model's dtype
- *                                           # -> raw (T, hidden_size) outputs
+ *                                           # -> raw (T, units) outputs: the last
+ *                                           #    layer's hidden_size, or its proj_size
  *
  * The hot loop calls fr_step only: no allocation, no lock. Each step is timed with a
  * monotonic clock and the median is printed (nanoseconds per step, batch of one stream). */
@@ -48,6 +49,9 @@ int main(int argc, char **argv)
     }
     const fr_layer_desc *d = fr_model_layer(model, 0);
     const int I = d->input_size, H = d->hidden_size;
+    /* fr_step writes the last layer's h: proj_size units with a projection, else hidden_size */
+    const fr_layer_desc *last_layer = fr_model_layer(model, fr_model_num_layers(model) - 1);
+    const int Y = last_layer->proj_size > 0 ? last_layer->proj_size : last_layer->hidden_size;
     const size_t e = d->dtype == FR_FLOAT32 ? sizeof(float) : sizeof(double);
     printf("model: %s%s, %d layer(s), input %d, hidden %d, %s\n",
            d->cell == FR_LSTM ? "LSTM" : "GRU",
@@ -87,21 +91,25 @@ int main(int argc, char **argv)
         fprintf(stderr, "cannot stream this model: %s\n", fr_strerror(rc));
         return 1;
     }
-    unsigned char *y = malloc((size_t)T * H * e);
+    unsigned char *y = malloc((size_t)T * Y * e);
     double *lat = malloc(sizeof(double) * (size_t)T);
     for (long t = 0; t < T; t++) {
         double t0 = now_ns();
-        fr_step(model, state, x + (size_t)t * I * e, y + (size_t)t * H * e);
+        rc = fr_step(model, state, x + (size_t)t * I * e, y + (size_t)t * Y * e);
         lat[t] = now_ns() - t0;
+        if (rc != FR_OK) {
+            fprintf(stderr, "step %ld failed: %s\n", t, fr_strerror(rc));
+            return 1;
+        }
     }
     qsort(lat, (size_t)T, sizeof(double), cmp_double);
-    double last = e == 4 ? ((float *)y)[(T - 1) * H] : ((double *)y)[(T - 1) * H];
+    double last = e == 4 ? ((float *)y)[(T - 1) * Y] : ((double *)y)[(T - 1) * Y];
     printf("steps: %ld, last y[0] = %.6f\n", T, last);
     printf("median step latency: %.0f ns (min %.0f ns, includes ~20-40 ns of clock reads)\n",
            lat[T / 2], lat[0]);
     if (argc == 4) {
         FILE *f = fopen(argv[3], "wb");
-        if (!f || fwrite(y, e, (size_t)T * H, f) != (size_t)T * H) {
+        if (!f || fwrite(y, e, (size_t)T * Y, f) != (size_t)T * Y) {
             fprintf(stderr, "cannot write %s\n", argv[3]);
             return 1;
         }
