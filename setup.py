@@ -31,6 +31,9 @@ BASE_FLAGS = ["-O3", "-std=gnu11", "-fno-trapping-math", "-fno-math-errno", "-fo
 KERNEL_FLAGS = ["-fno-wrapv"]
 AVX2_FLAGS = ["-mavx2", "-mfma"]
 AVX512_FLAGS = AVX2_FLAGS + ["-mavx512f", "-mavx512vl"]
+# The int8 kernels' float operations must not be fused, so every variant gives the same bits.
+INT8_FLAGS = ["-ffp-contract=off"]
+VNNI_FLAGS = AVX512_FLAGS + ["-mavx512bw", "-mavx512vnni"]
 OPENMP_TEST = textwrap.dedent("""
     #include <omp.h>
     #include <stdio.h>
@@ -105,7 +108,21 @@ class BuildExt(build_ext):
                 include_dirs=[CORE],
                 extra_postargs=ext.extra_compile_args + KERNEL_FLAGS,
             )
+            objs += self.compiler.compile(
+                [os.path.join(CORE, "qgemm_baseline.c")], output_dir=self.build_temp,
+                include_dirs=[CORE],
+                extra_postargs=ext.extra_compile_args + KERNEL_FLAGS + INT8_FLAGS)
             if _is_x86_64():
+                objs += self.compiler.compile(
+                    [os.path.join(CORE, "qgemm_avx2.c")], output_dir=self.build_temp,
+                    include_dirs=[CORE],
+                    extra_postargs=ext.extra_compile_args + KERNEL_FLAGS + INT8_FLAGS
+                    + AVX2_FLAGS)
+                objs += self.compiler.compile(
+                    [os.path.join(CORE, "qgemm_avx512vnni.c")], output_dir=self.build_temp,
+                    include_dirs=[CORE],
+                    extra_postargs=ext.extra_compile_args + KERNEL_FLAGS + INT8_FLAGS
+                    + VNNI_FLAGS)
                 objs += self.compiler.compile(
                     [os.path.join(CORE, "kernels_avx2.c"),
                      os.path.join(CORE, "stream_kernels_avx2.c")],

@@ -54,8 +54,18 @@ cdef extern from "fastrnn.h" nogil:
         int input_forget
         int proj_size
         double proj_clip
+        int int8_weights
+
+    ctypedef struct fr_qmatrix:
+        int rows
+        int cols
+        const signed char *data
+        const float *scale
+        const int *colsum
 
     ctypedef struct fr_weights:
+        const fr_qmatrix *qkernel
+        const fr_qmatrix *qrecurrent
         const void *kernel
         const void *recurrent
         const void *bias
@@ -122,6 +132,10 @@ cdef extern from "fastrnn.h" nogil:
     const char *fr_isa_name(fr_isa isa)
     int fr_openmp_enabled()
     double fr_fma_peak_gflops(int num_threads, double seconds)
+    size_t fr_qmatrix_data_size(int rows, int cols)
+    int fr_quantize_int8(const float *w, int rows, int cols, Py_ssize_t ld, signed char *data,
+                         float *scale, int *colsum)
+    const char *fr_int8_kernel_name()
 
 # ---- Models and streaming (fastrnn.h, "Models and streaming") ----
 cdef extern from "fastrnn.h" nogil:
@@ -149,3 +163,17 @@ cdef extern from "fastrnn.h" nogil:
     int fr_time_steps(const fr_model *model, fr_state *state, const void *x_t, void *y_t,
                       int steps, int repeats, double *ns_per_step)
     const char *fr_strerror(int status)
+
+
+# Internal (src/fastrnn/qgemm.h): the int8 micro-kernels, exposed to the tests.
+cdef extern from "qgemm.h" nogil:
+    ctypedef void (*fr_qgemm_fn)(int M, int n, const unsigned char *a, Py_ssize_t lda,
+                                 const float *s, const fr_qmatrix *w, int c0, const float *bias,
+                                 float *out, Py_ssize_t ldo)
+    ctypedef void (*fr_qquant_fn)(int M, int K, const float *x, Py_ssize_t ldx,
+                                  unsigned char *a, Py_ssize_t lda, float *s)
+    ctypedef struct fr_qkernels:
+        const char *name
+        fr_qgemm_fn gemm
+        fr_qquant_fn quantize
+    const fr_qkernels *fr_qkernels_by_name(const char *name)

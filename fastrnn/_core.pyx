@@ -149,6 +149,8 @@ cdef class LayerEngine:
     cdef int G, Hp
     cdef int P  # units of h: proj_size, or hidden_size without a projection
     cdef object weights  # keeps the arrays alive
+    cdef fr_qmatrix q[2][2]  # int8 weights per direction: kernel, recurrent
+    cdef object qweights  # keeps the int8 arrays alive
 
     def __init__(self, str cell, dtype, bint reset_after, int input_size, int hidden_size,
                  int num_directions, bint reverse, str masked_output, list weights,
@@ -214,6 +216,34 @@ cdef class LayerEngine:
 
     def workspace_size(self, int batch, int time, int num_threads):
         return fr_workspace_size(&self.desc, batch, time, num_threads)
+
+    def set_int8(self, list qweights):
+        """Run on int8 weights from now on (inference only): per direction ((data, scale,
+        colsum) of the kernel, (data, scale, colsum) of the recurrent matrix), as
+        quantize_int8() returns them for this layer's padded canonical matrices."""
+        if self.desc.dtype != FR_FLOAT32 or self.desc.proj_size > 0:
+            raise ValueError("int8 weights need a float32 layer without a projection")
+        if len(qweights) != self.desc.num_directions:
+            raise ValueError("one pair of int8 matrices per direction is required")
+        cdef int cols = self.G * self.Hp
+        cdef int rows
+        cdef cnp.ndarray data, scale, colsum
+        for d in range(self.desc.num_directions):
+            for k in range(2):
+                rows = self.desc.input_size if k == 0 else self.desc.hidden_size
+                data, scale, colsum = qweights[d][k]
+                self.q[d][k].rows = rows
+                self.q[d][k].cols = cols
+                self.q[d][k].data = <const signed char*>_data(
+                    data, cnp.NPY_INT8, fr_qmatrix_data_size(rows, cols), "int8 weights")
+                self.q[d][k].scale = <const float*>_data(scale, cnp.NPY_FLOAT32, cols,
+                                                         "int8 scales")
+                self.q[d][k].colsum = <const int*>_data(colsum, cnp.NPY_INT32, cols,
+                                                        "int8 column sums")
+            self.w[d].qkernel = &self.q[d][0]
+            self.w[d].qrecurrent = &self.q[d][1]
+        self.desc.int8_weights = 1
+        self.qweights = qweights
 
     def record_size(self, int batch, int time, bint input_dropout):
         """Bytes of the training record of one call (see fr_record_size)."""
@@ -378,6 +408,81 @@ def eval_activation_f32(str name, x, bint vector=False):
         for i in range(n):
             out[i] = fr_tanh_f32(buf[i]) if tanh else fr_sigmoid_f32(buf[i])
     return out[:n]
+
+
+def quantize_int8(cnp.ndarray w, int cols):
+    """int8 form of a float32 matrix w (rows, ld >= cols), columns [0, cols): (data int8 in
+    the kernels' byte order, scale float32 (cols,), colsum int32 (cols,)); fastrnn.h,
+    "Reduced precision", gives the rule."""
+    if w.ndim != 2 or w.dtype != np.float32 or not w.flags.c_contiguous:
+        raise ValueError("w must be a C-contiguous float32 matrix")
+    cdef int rows = w.shape[0]
+    if rows < 1 or rows > 65536 or cols < 1 or cols % 16 or w.shape[1] < cols:
+        raise ValueError(f"cannot quantize a ({w.shape[0]}, {w.shape[1]}) matrix to {cols} columns")
+    cdef cnp.ndarray data = np.empty(fr_qmatrix_data_size(rows, cols), np.int8)
+    cdef cnp.ndarray scale = np.empty(cols, np.float32)
+    cdef cnp.ndarray colsum = np.empty(cols, np.int32)
+    cdef int rc = fr_quantize_int8(<const float*>cnp.PyArray_DATA(w), rows, cols, w.shape[1],
+                                   <signed char*>cnp.PyArray_DATA(data),
+                                   <float*>cnp.PyArray_DATA(scale),
+                                   <int*>cnp.PyArray_DATA(colsum))
+    if rc != FR_OK:
+        raise ValueError("weights to quantize must be finite")
+    return data, scale, colsum
+
+
+def int8_kernel_name():
+    """The int8 kernel variant the next call uses (follows the selected ISA)."""
+    return fr_int8_kernel_name().decode()
+
+
+def quantize_rows_u8(str kernel, cnp.ndarray x):
+    """Test hook: the activation quantizer of one int8 variant (see qgemm_test) on float32
+    rows x (M, K): (a + 128 as uint8 (M, 4 * ceil(K / 4)), scales (M,)), or None if the
+    variant is not available here."""
+    cdef const fr_qkernels *qk = fr_qkernels_by_name(kernel.encode())
+    if qk == NULL:
+        return None
+    if x.ndim != 2 or x.dtype != np.float32 or not x.flags.c_contiguous:
+        raise ValueError("x must be a C-contiguous float32 matrix")
+    cdef int M = x.shape[0], K = x.shape[1]
+    cdef Py_ssize_t lda = (K + 3) // 4 * 4
+    cdef cnp.ndarray a = np.empty((M, lda), np.uint8)
+    cdef cnp.ndarray s = np.empty(M, np.float32)
+    qk.quantize(M, K, <const float*>cnp.PyArray_DATA(x), K,
+                <unsigned char*>cnp.PyArray_DATA(a), lda, <float*>cnp.PyArray_DATA(s))
+    return a, s
+
+
+def qgemm_test(str kernel, cnp.ndarray a, cnp.ndarray s, tuple qmatrix, int rows, int c0,
+               int n, object bias=None):
+    """Test hook: one int8 micro-kernel variant by name ("int8-baseline", "int8-avx2",
+    "int8-avx512vnni") on quantized rows a (M, 4 * ceil(rows / 4)) uint8 with scales s (M,),
+    the int8 matrix (data, scale, colsum) of `rows` rows, columns [c0, c0 + n): out (M, n).
+    None if the variant is not available here."""
+    cdef const fr_qkernels *qk = fr_qkernels_by_name(kernel.encode())
+    if qk == NULL:
+        return None
+    cdef fr_qgemm_fn fn = qk.gemm
+    cdef cnp.ndarray data, scale, colsum
+    data, scale, colsum = qmatrix
+    cdef fr_qmatrix q
+    q.rows = rows
+    q.cols = scale.shape[0]
+    cdef int M = a.shape[0]
+    cdef Py_ssize_t lda = (rows + 3) // 4 * 4
+    if n % 16 or c0 < 0 or c0 + n > q.cols or a.ndim != 2 or a.shape[1] != lda:
+        raise ValueError("bad qgemm_test arguments")
+    q.data = <const signed char*>_data(data, cnp.NPY_INT8, fr_qmatrix_data_size(rows, q.cols), "data")
+    q.scale = <const float*>_data(scale, cnp.NPY_FLOAT32, q.cols, "scale")
+    q.colsum = <const int*>_data(colsum, cnp.NPY_INT32, q.cols, "colsum")
+    cdef const unsigned char *pa = <const unsigned char*>_data(a, cnp.NPY_UINT8, M * lda, "a")
+    cdef const float *ps = <const float*>_data(s, cnp.NPY_FLOAT32, M, "s")
+    cdef const float *pb = <const float*>_data(bias, cnp.NPY_FLOAT32, q.cols, "bias") \
+        if bias is not None else NULL
+    cdef cnp.ndarray out = np.empty((M, n), np.float32)
+    fn(M, n, pa, lda, ps, &q, c0, pb, <float*>cnp.PyArray_DATA(out), n)
+    return out
 
 
 def fma_peak_gflops(int num_threads, double seconds=0.2):

@@ -5,6 +5,7 @@ one (rows, ld) matrix per kernel / recurrent weight with the gates side by side,
 `gate_stride` columns wide. `gate()` hands out writable views into these arrays and the kernels
 read them directly, so an edit is seen by the next call with no repacking.
 """
+import copy
 import numbers
 import threading
 from types import SimpleNamespace
@@ -69,6 +70,7 @@ class _Recurrent:
 
     _cell = None
     _gates = ()
+    quantization = None  # "int8" on the inference-only layers that quantize() returns
 
     def __init__(self, input_size, hidden_size, *, num_layers=1, bidirectional=False,
                  use_bias=True, reverse=False, dropout=0.0, recurrent_dropout=0.0,
@@ -254,6 +256,8 @@ class _Recurrent:
             >>> sorted(fastrnn.GRU(4, 3).state_dict())[:2]
             ['layer0.forward.candidate.bias', 'layer0.forward.candidate.kernel']
         """
+        if self.quantization:
+            return self._quantized_state_dict()
         out = {}
         for layer in range(self.num_layers):
             for d in range(self.num_directions):
@@ -283,6 +287,9 @@ class _Recurrent:
             >>> lstm, other = fastrnn.LSTM(8, 16, seed=0), fastrnn.LSTM(8, 16, seed=1)
             >>> other.load_state_dict(lstm.state_dict())
         """
+        if self.quantization:
+            raise TypeError(f"{self!r} holds {self.quantization} weights and is read-only: load "
+                            "the float weights into a float layer, then call quantize()")
         if not hasattr(state, "keys"):
             raise TypeError(f"state must be a mapping, got {type(state).__name__}")
         expected = self.state_dict()
@@ -478,6 +485,8 @@ class _Recurrent:
             ((2, 5, 32), (2, 2, 16))
         """
         training = resolve_training(training)
+        if training and self.quantization:
+            raise RuntimeError(self._inference_only_message())
         if (not training and mask is None and lengths is None and initial_state is None
                 and type(x) is np.ndarray and x.dtype == self.dtype and x.ndim == 3
                 and x.shape[2] == self.input_size and x.flags.c_contiguous and x.size):
@@ -595,6 +604,8 @@ class _Recurrent:
             >>> lstm.grads["layer0.forward.input.kernel"].shape
             (8, 16)
         """
+        if self.quantization:
+            raise RuntimeError(self._inference_only_message())
         tape = getattr(self._local, "tape", None)
         if tape is None:
             raise RuntimeError(f"{self!r}.backward() needs a training-mode call first (call the "
@@ -698,6 +709,12 @@ class _Recurrent:
                 return out
         if self.bidirectional or self.reverse:
             raise ValueError("step() needs a unidirectional, forward layer")
+        if self.quantization:
+            # The int8 kernels run in the whole-sequence path: a one-step call of it gives
+            # the same bits as the step inside a longer sequence (quantization is per row).
+            x = self._as_input(x_t, rank=2)
+            out, state = self(x[:, None, :], initial_state=state, training=False)
+            return out[:, 0], state
         x = self._as_input(x_t, rank=2)
         B = x.shape[0]
         h0, *rest = self._state(state, B, what="state")
@@ -723,6 +740,97 @@ class _Recurrent:
             stream = streams[batch] = _core.StreamModel(self._engines, batch)
         return stream
 
+    # ---- reduced precision ----
+    def quantize(self, scheme="int8"):
+        """An inference-only copy of this layer with int8 weights (docs/quantization.md).
+
+        Kernel and recurrent matrices become symmetric int8 with one float32 scale per
+        output column (gate unit); at every step the layer input and h_{t-1} are quantized
+        per batch row, multiplied in exact int32 arithmetic and dequantized before the gate
+        epilogue, which stays float32 like the state, the biases and the outputs. Same call,
+        masks, lengths, initial states, stacks, directions and `step()` as this layer; the
+        results do not depend on the thread count or the batch composition.
+
+        Args:
+            scheme: "int8" (bf16 is not available yet).
+
+        Returns:
+            A new layer of the same class (float32, `quantization == "int8"`, `trainable`
+            False). Its `state_dict()` holds int8 "kernel" / "recurrent" arrays with
+            "kernel_scale" / "recurrent_scale" (H,) per gate; `gate()` views show the
+            dequantized weights, read-only. This layer is unchanged.
+
+        Raises:
+            ValueError: an unknown scheme, or non-finite weights.
+            NotImplementedError: an LSTM with a projection (proj_size).
+
+        Example:
+            >>> import numpy as np, fastrnn
+            >>> lstm = fastrnn.LSTM(8, 16, seed=0)
+            >>> q = lstm.quantize("int8")
+            >>> x = np.ones((2, 5, 8), np.float32)
+            >>> bool(np.abs(q(x)[0] - lstm(x)[0]).max() < 0.05)
+            True
+        """
+        if scheme != "int8":
+            raise ValueError(f"scheme must be 'int8', got {scheme!r} (bf16 is not available yet)")
+        if self.quantization:
+            raise ValueError(f"{self!r} is already quantized")
+        if self._proj:
+            raise NotImplementedError("int8 weights are not available yet for an LSTM with a "
+                                      "projection (proj_size)")
+        float_state = {k: np.asarray(v, np.float32) for k, v in self.state_dict().items()}
+        q = copy.copy(self)
+        q._local = threading.local()
+        q._rng_lock = threading.Lock()
+        q.dtype = np.dtype(np.float32)
+        q.grads = {}
+        q._allocate()
+        _Recurrent.load_state_dict(q, float_state)
+        cols = q._num_gates * q._stride
+        q._qw = []
+        for layer, engine in enumerate(q._engines):
+            per_dir = []
+            for d in q._w[layer]:
+                pair = []
+                for part in ("kernel", "recurrent"):
+                    data, scale, colsum = _core.quantize_int8(d[part], cols)
+                    pair.append((data, scale, colsum))
+                    # The float matrix now shows what the int8 weights stand for.
+                    d[part][:, :cols] = _dequantize(data, scale, d[part].shape[0])
+                per_dir.append(tuple(pair))
+            engine.set_int8(per_dir)
+            q._qw.append(per_dir)
+        for dirs in q._w:
+            for d in dirs:
+                for a in d.values():
+                    if a is not None:
+                        a.flags.writeable = False
+        q.quantization = scheme
+        q.trainable = False
+        return q
+
+    def _inference_only_message(self):
+        return (f"{self!r} has {self.quantization} weights and runs inference only: train the "
+                "float layer it was made from (quantize() again afterwards)")
+
+    def _quantized_state_dict(self):
+        out = {}
+        H, stride = self.hidden_size, self._stride
+        for layer in range(self.num_layers):
+            for d in range(self.num_directions):
+                qpair = self._qw[layer][d]
+                for g, gate in enumerate(self._gates):
+                    prefix = f"layer{layer}.{_DIRECTIONS[d]}.{gate}."
+                    for part, (data, scale, _) in zip(("kernel", "recurrent"), qpair):
+                        rows = self._w[layer][d][part].shape[0]
+                        q = _int8_matrix(data, scale.size, rows)
+                        out[prefix + part] = q[:, g * stride:g * stride + H].copy()
+                        out[prefix + part + "_scale"] = scale[g * stride:g * stride + H].copy()
+                    for part in self._gate_parts(gate)[2:]:
+                        out[prefix + part] = self._view(layer, d, g, part).copy()
+        return out
+
     def __repr__(self):
         extra = "".join([
             f", num_layers={self.num_layers}" if self.num_layers != 1 else "",
@@ -734,6 +842,7 @@ class _Recurrent:
             self._variant_repr(),
             f", dtype={self.dtype.name!r}",
             f", name={self.name!r}" if self.name else "",
+            f", quantization={self.quantization!r}" if self.quantization else "",
         ])
         return f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra})"
 
@@ -964,3 +1073,16 @@ class GRU(_Recurrent):
 for _cls in (LSTM, GRU):
     _cls.__doc__ = _cls.__doc__.replace("    <common keywords>\n", _COMMON_KEYWORDS)
 del _cls
+
+
+def _int8_matrix(data, cols, rows):
+    """The (rows, cols) int8 matrix held in the kernels' byte order (panels of 16 columns,
+    rows in groups of four; fastrnn.h)."""
+    k4 = (rows + 3) // 4
+    panels = data.reshape(cols // 16, k4, 16, 4)          # [panel][k4][column][k % 4]
+    return panels.transpose(1, 3, 0, 2).reshape(4 * k4, cols)[:rows]
+
+
+def _dequantize(data, scale, rows):
+    """float32 q * scale of an int8 matrix (what the int8 weights stand for)."""
+    return _int8_matrix(data, scale.size, rows).astype(np.float32) * scale

@@ -204,6 +204,15 @@ def apply_activation(spec, x):
 # Parameters
 
 
+def _matrix(value):
+    """A weight matrix as float64, or as given when it brings its own product (an object with
+    ``__rmatmul__`` and ``shape``, e.g. a test's model of quantized arithmetic)."""
+    if hasattr(type(value), "__rmatmul__") and not isinstance(value, np.ndarray) \
+            and hasattr(value, "shape"):
+        return value
+    return np.asarray(value, dtype=np.float64)
+
+
 def _direction_params(params, cell, layer, direction, input_size, H):
     """Collect one layer-direction's weights as {gate: (kernel, recurrent, bias, recurrent_bias)}."""
     prefix = f"layer{layer}.{direction}."
@@ -212,8 +221,8 @@ def _direction_params(params, cell, layer, direction, input_size, H):
         key = prefix + gate
         assert key + ".kernel" in params, f"missing parameter {key}.kernel"
         assert key + ".recurrent" in params, f"missing parameter {key}.recurrent"
-        kernel = np.asarray(params[key + ".kernel"], dtype=np.float64)
-        recurrent = np.asarray(params[key + ".recurrent"], dtype=np.float64)
+        kernel = _matrix(params[key + ".kernel"])
+        recurrent = _matrix(params[key + ".recurrent"])
         bias = np.asarray(params.get(key + ".bias", np.zeros(H)), dtype=np.float64)
         if cell == "gru":
             rbias = np.asarray(params.get(key + ".recurrent_bias", np.zeros(H)), dtype=np.float64)

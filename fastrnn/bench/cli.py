@@ -85,6 +85,8 @@ def run(args, prog="fastrnn bench", error=None):
     repeats = args.repeats or (5 if args.quick else 7)
     if args.suite == "dropin":
         return _run_dropin(args, threads, repeats, prog)
+    if args.suite == "quantized":
+        return _run_quantized(args, threads, repeats, prog)
     cases = suites.select(args.suite, quick=args.quick)
     doc = runner.run_benchmark(cases, threads, dtype=args.dtype, repeats=repeats,
                                min_time=0.01 if args.quick else 0.02,
@@ -118,6 +120,33 @@ def _run_dropin(args, threads, repeats, prog):
     if bar:
         bar.close()
     print(dropin.format_table(doc), flush=True)
+    if args.json:
+        try:
+            runner.write_json(doc, args.json)
+        except OSError as exc:
+            print(f"{prog}: cannot write {args.json}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+    return 1 if doc["failures"] else 0
+
+
+def _run_quantized(args, threads, repeats, prog):
+    """`--suite quantized`: int8 layers vs float32 and the peers' quantized LSTMs."""
+    from fastrnn.bench import quantized, runner
+    if args.plot:
+        print(f"{prog}: --plot is not available for the quantized suite", file=sys.stderr)
+        return 2
+    if args.dtype != "float32":
+        print(f"{prog}: the quantized suite runs float32 activations (--dtype float32)",
+              file=sys.stderr)
+        return 2
+    n = len([c for c in quantized.CASES if c.quick or not args.quick]) * len(threads)
+    bar = None if args.no_progress else runner.Progress(n)
+    doc = quantized.run_quantized(threads, quick=args.quick, repeats=repeats,
+                                  min_time=0.01 if args.quick else 0.02,
+                                  budget=3.0 if args.quick else 30.0, progress=bar)
+    if bar:
+        bar.close()
+    print(quantized.format_table(doc), flush=True)
     if args.json:
         try:
             runner.write_json(doc, args.json)

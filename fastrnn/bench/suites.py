@@ -120,8 +120,9 @@ def _variants():
 SUITES = {"embedded": _embedded, "server": _server, "batch": _batch, "training": _training,
           "masked": _masked, "variants": _variants}
 # "dropin" times whole PyTorch / Keras models (fastrnn.bench.dropin), not layer cases: it is
-# not part of "all" and needs torch (and Keras for its Keras rows).
-SUITE_CHOICES = ("quick-default", *SUITES, "all", "dropin")
+# not part of "all" and needs torch (and Keras for its Keras rows). "quantized" times int8
+# layers against float32 and the peers' own quantized LSTMs (fastrnn.bench.quantized).
+SUITE_CHOICES = ("quick-default", *SUITES, "all", "dropin", "quantized")
 
 
 def select(suite, quick=False):
@@ -131,6 +132,8 @@ def select(suite, quick=False):
         raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(SUITE_CHOICES)}")
     if suite == "dropin":
         raise ValueError("the dropin suite times whole models: see fastrnn.bench.dropin")
+    if suite == "quantized":
+        raise ValueError("the quantized suite has its own cases: see fastrnn.bench.quantized")
     names = list(SUITES) if suite in ("all", "quick-default") else [suite]
     cases = [c for n in names for c in SUITES[n]()]
     if quick or suite == "quick-default":

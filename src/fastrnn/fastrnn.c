@@ -32,6 +32,18 @@ static int cpu_has_avx512(void)
 #endif
 }
 
+/* int8 dot products on 512-bit vectors (vpdpbusd); the AVX-512 kernels' checks plus VNNI/BW. */
+static int cpu_has_avx512vnni(void)
+{
+#if defined(FR_HAVE_AVX512_BUILD) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    return cpu_has_avx512() && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vnni");
+#else
+    return 0;
+#endif
+}
+
 /* -1 = not chosen yet. Chosen lazily on first use (every racing first caller computes the
  * same value) or by fr_set_isa; atomic so concurrent callers never race. */
 static _Atomic int g_isa = -1;
@@ -112,6 +124,47 @@ const fr_kernels *fr_kernels_for(fr_dtype dtype)
 #endif
     return &baseline[dtype == FR_FLOAT64];
 }
+
+/* The int8 kernel of the selected ISA: VNNI where AVX-512 is selected and the CPU has it,
+ * the AVX2 one for AVX2 (and AVX-512 without VNNI), else the portable one. All return the
+ * same integers and the same float products. */
+const fr_qkernels *fr_qkernels_current(void)
+{
+    static const fr_qkernels baseline = {"int8-baseline", fr_qgemm_int8_baseline,
+                                         fr_quantize_rows_u8_baseline};
+#ifdef FR_HAVE_AVX2_BUILD
+    static const fr_qkernels avx2 = {"int8-avx2", fr_qgemm_int8_avx2, fr_quantize_rows_u8_avx2};
+    static const fr_qkernels vnni = {"int8-avx512vnni", fr_qgemm_int8_avx512vnni,
+                                     fr_quantize_rows_u8_avx512vnni};
+    const fr_isa isa = fr_get_isa();
+    if (isa == FR_ISA_AVX512 && cpu_has_avx512vnni()) return &vnni;
+    if (isa == FR_ISA_AVX512 || isa == FR_ISA_AVX2) return &avx2;
+#endif
+    return &baseline;
+}
+
+const fr_qkernels *fr_qkernels_by_name(const char *name)
+{
+    static const fr_qkernels all[] = {
+        {"int8-baseline", fr_qgemm_int8_baseline, fr_quantize_rows_u8_baseline},
+#ifdef FR_HAVE_AVX2_BUILD
+        {"int8-avx2", fr_qgemm_int8_avx2, fr_quantize_rows_u8_avx2},
+        {"int8-avx512vnni", fr_qgemm_int8_avx512vnni, fr_quantize_rows_u8_avx512vnni},
+#endif
+    };
+    if (!name) return NULL;
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        if (strcmp(name, all[i].name) != 0) continue;
+#ifdef FR_HAVE_AVX2_BUILD
+        if (i == 1 && !cpu_has_avx2_fma()) return NULL;
+        if (i == 2 && !cpu_has_avx512vnni()) return NULL;
+#endif
+        return &all[i];
+    }
+    return NULL;
+}
+
+const char *fr_int8_kernel_name(void) { return fr_qkernels_current()->name; }
 
 /* ---- layout helpers ---- */
 
@@ -235,6 +288,7 @@ static int check_desc(const fr_layer_desc *d)
         return FR_EINVAL;
     if (d->proj_size < 0 || (d->proj_size > 0 && d->cell != FR_LSTM)) return FR_EINVAL;
     if (!(d->proj_clip >= 0) || (d->proj_clip > 0 && d->proj_size == 0)) return FR_EINVAL;
+    if (d->int8_weights != 0 && d->int8_weights != 1) return FR_EINVAL;
     return FR_OK;
 }
 
@@ -328,6 +382,11 @@ static void dir_args(const fr_layer_desc *d, const fr_weights *w, const fr_io *i
     a->num_threads = threads;
     a->split = split;
     fr_cell_variant_of(d, w, dir, &a->var);
+    if (d->int8_weights) {
+        a->qWx = w[dir].qkernel;
+        a->qWh = w[dir].qrecurrent;
+        a->qk = fr_qkernels_current();
+    }
     if (d->proj_size > 0) {
         a->P = P;
         a->Pp = fr_gate_stride(d->dtype, P);
@@ -383,6 +442,23 @@ static void drop_input(const fr_layer_desc *d, const fr_io *io, const fr_train *
     }
 }
 
+static int check_qmatrix(const fr_qmatrix *q, int rows, int cols)
+{
+    return q && q->rows == rows && q->cols == cols && rows <= 65536 && q->data && q->scale
+           && q->colsum;
+}
+
+/* int8 weights: both matrices, shaped for this layer; float32 layers without a projection. */
+static int check_qweights(const fr_layer_desc *d, const fr_weights *w)
+{
+    const int cols = fr_num_gates(d->cell) * fr_gate_stride(d->dtype, d->hidden_size);
+    if (d->dtype != FR_FLOAT32 || d->proj_size > 0) return FR_EUNSUPPORTED;
+    if (!check_qmatrix(w->qkernel, d->input_size, cols)
+        || !check_qmatrix(w->qrecurrent, d->hidden_size, cols))
+        return FR_EINVAL;
+    return FR_OK;
+}
+
 static int check_call(const fr_layer_desc *d, const fr_weights *w, const fr_io *io)
 {
     int rc = check_desc(d);
@@ -391,7 +467,10 @@ static int check_call(const fr_layer_desc *d, const fr_weights *w, const fr_io *
     const int G = fr_num_gates(d->cell);
     const int Hp = fr_gate_stride(d->dtype, d->hidden_size);
     for (int dir = 0; dir < d->num_directions; dir++) {
-        if (!w[dir].kernel || !w[dir].recurrent || w[dir].ld < (ptrdiff_t)G * Hp)
+        if (d->int8_weights) {
+            int rc_q = check_qweights(d, &w[dir]);
+            if (rc_q != FR_OK) return rc_q;
+        } else if (!w[dir].kernel || !w[dir].recurrent || w[dir].ld < (ptrdiff_t)G * Hp)
             return FR_EINVAL;
         if (d->peepholes && !w[dir].peephole) return FR_EINVAL;
         if (d->proj_size > 0 && (!w[dir].projection
@@ -434,7 +513,7 @@ static int stream_eligible(const fr_layer_desc *d, const fr_io *io, const fr_tra
     const size_t gh = (size_t)fr_num_gates(d->cell) * fr_gate_stride(d->dtype, d->hidden_size);
     const int rows_ok = io->batch == 1 || (io->batch <= FR_STREAM_MAX_ROWS
                                            && (size_t)d->hidden_size * e <= FR_PANEL_BYTES / 2);
-    return !tr && !io->mask && rows_ok && threads == 1 && d->proj_size == 0
+    return !tr && !io->mask && rows_ok && threads == 1 && d->proj_size == 0 && !d->int8_weights
            && gh * d->hidden_size * e <= FR_STREAM_MAX_WH_BYTES;
 }
 
@@ -511,6 +590,7 @@ static int layer_forward(const fr_layer_desc *d, const fr_weights *w, const fr_i
     if (rc != FR_OK) return rc;
     if (!io->y) return FR_EINVAL;
     if (tr && !record_ok(d, io, tr)) return FR_EINVAL;
+    if (tr && d->int8_weights) return FR_EUNSUPPORTED;  /* int8 weights: inference only */
     if (d->proj_size > 0 && tr && tr->rec_mask) return FR_EUNSUPPORTED;  /* no recurrent
                                                                               dropout there */
     int nt = num_threads < 1 ? 1 : num_threads;
@@ -568,6 +648,7 @@ int fr_layer_backward(const fr_layer_desc *d, const fr_weights *w, const fr_io *
     if (rc != FR_OK) return rc;
     if (!tr || !record_ok(d, io, tr)) return FR_EINVAL;
     if (!g || !g->dy || !g->dx) return FR_EINVAL;
+    if (d->int8_weights) return FR_EUNSUPPORTED;  /* int8 weights: inference only */
     if (d->proj_size > 0 && tr->rec_mask) return FR_EUNSUPPORTED;
     const int G = fr_num_gates(d->cell);
     const int Hp = fr_gate_stride(d->dtype, d->hidden_size);

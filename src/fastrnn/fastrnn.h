@@ -121,6 +121,9 @@ typedef struct fr_layer_desc {
      * takes D * P inputs. 0 = no projection. */
     int proj_size;
     double proj_clip;         /* > 0 with proj_size: h_t clipped to [-proj_clip, proj_clip] */
+    /* 1: the weights are int8 (fr_weights.qkernel / qrecurrent; "Reduced precision" below):
+     * inference only, float32, no projection. 0: float weights (kernel / recurrent). */
+    int int8_weights;
 } fr_layer_desc;
 
 /* One direction's weights in the padded canonical layout (see above). */
@@ -137,6 +140,9 @@ typedef struct fr_weights {
      * proj_ld >= fr_gate_stride(dtype, P) (the padding columns are read, never used). */
     const void *projection;
     ptrdiff_t proj_ld;
+    /* With desc->int8_weights: the int8 matrices ("Reduced precision" below), which replace
+     * kernel and recurrent (not read then); not read otherwise. */
+    const struct fr_qmatrix *qkernel, *qrecurrent;
 } fr_weights;
 
 /* One call's data. All arrays are C-contiguous in the layer's dtype. */
@@ -151,6 +157,37 @@ typedef struct fr_io {
     void *h_n;                  /* out (num_directions, B, H) or NULL */
     void *c_n;                  /* out LSTM: (num_directions, B, H) or NULL */
 } fr_io;
+
+/* ---- Reduced precision: int8 weights (inference; docs/quantization.md) ----
+ * A quantized matrix stands for a padded canonical float32 matrix of `rows` rows (input_size or
+ * hidden_size) and cols = num_gates * gate_stride columns, as symmetric int8 with one scale per
+ * column (gate unit): w[k][c] ~ q[k][c] * scale[c], scale[c] = max_k |w[k][c]| / 127 and
+ * q = w / scale rounded to nearest even (a zero column: scale 0, q 0). Bytes: panels of 16
+ * columns, each holding its rows in groups of four (K4 = rows rounded up to 4, then / 4;
+ * padding rows 0): q[k][c] at data[(c / 16) * K4 * 64 + (k / 4) * 64 + (c % 16) * 4 + k % 4]
+ * (fr_qmatrix_data_size() bytes; cols is a multiple of 16); colsum[c] = sum_k q[k][c].
+ * A call with quantized weights quantizes its activations (x_t, and h_{t-1} at every step) per
+ * batch row: s = max |row| / 127, a = row / s rounded to nearest even (a row whose largest
+ * magnitude is below FLT_MIN: s = 0, a = 0; a row holding NaN or infinity: s = NaN, so its
+ * products are NaN), sums sum_k a[k] q[k][c] exactly in int32 on every kernel variant, and
+ * hands the float32 product (float)sum * (s * scale[c]) to the same gate epilogues as the
+ * float32 path: states, gates and outputs stay float32. Results do not depend on the thread
+ * count or the batch composition. */
+typedef struct fr_qmatrix {
+    int rows, cols;             /* 1 <= rows <= 65536 (int32 sums cannot overflow); cols % 16 == 0 */
+    const signed char *data;
+    const float *scale;         /* cols */
+    const int *colsum;          /* cols */
+} fr_qmatrix;
+size_t fr_qmatrix_data_size(int rows, int cols);
+/* Quantize the float32 matrix w (rows x cols, cols a multiple of 16, row stride ld >= cols) into data
+ * (fr_qmatrix_data_size() bytes), scale and colsum (cols each). FR_EINVAL for bad sizes or a
+ * weight that is NaN or infinite. */
+int fr_quantize_int8(const float *w, int rows, int cols, ptrdiff_t ld, signed char *data,
+                     float *scale, int *colsum);
+/* The int8 kernel variant the next call would use: "int8-avx512vnni", "int8-avx2" or
+ * "int8-baseline" (follows fr_get_isa(); AVX-512 without VNNI uses the AVX2 one). */
+const char *fr_int8_kernel_name(void);
 
 /* Number of gates: 4 (LSTM) or 3 (GRU). */
 int fr_num_gates(fr_cell cell);

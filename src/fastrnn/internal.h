@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "fastrnn.h"
+#include "qgemm.h"
 
 /* SIMD panel: every micro-kernel works on 32-byte vectors, two per panel. */
 #define FR_VEC_BYTES 32
@@ -102,6 +103,10 @@ typedef struct fr_dir_args {
     const void *Wp;
     ptrdiff_t proj_ld;
     double proj_clip;
+    /* int8 weights (inference, float32 only): both set, they replace Wx and Wh, and qk's
+     * kernels make the products the epilogues consume (forward_impl.inc, qstep / qproject). */
+    const fr_qmatrix *qWx, *qWh;
+    const fr_qkernels *qk;
 } fr_dir_args;
 
 typedef void (*fr_dir_fn)(const fr_dir_args *a);
@@ -135,7 +140,7 @@ typedef void (*fr_dir_bwd_fn)(const fr_dir_bwd_args *a);
  * (B*Hp), dropped-h double buffer (2*B*Hp), packed recurrent weights
  * (G*Hp*H, sized G*Hp*Hp), per-thread tile scratch (threads * fr_tile_scratch_elems), and for
  * masked calls the row order (3*B ints), the valid-step map (B*T) and the gathered valid
- * inputs (B*T*I). Each part starts on an FR_ALIGN boundary. */
+ * inputs (B*T*I), then per-thread int8 scratch (fr_qscratch_bytes). Each part starts on an FR_ALIGN boundary. */
 static inline size_t fr_round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
 /* Per-thread scratch of a forward step: the chunk tile (FR_CHUNK_ROWS rows of G panels), or
@@ -146,6 +151,14 @@ static inline size_t fr_tile_scratch_elems(int G, int Hp, size_t panel)
     size_t chunk = (size_t)FR_CHUNK_ROWS * G * panel;
     size_t row = (size_t)FR_ROWSTREAM_MAX_ROWS * G * Hp + G * panel;
     return chunk > row ? chunk : row;
+}
+
+/* Per-thread scratch of the int8 path: FR_QCHUNK rows of quantized activations (the wider of
+ * x and h) and their scales. */
+static inline size_t fr_qscratch_bytes(int I, int Hp)
+{
+    const int K = I > Hp ? I : Hp;
+    return fr_round_up((size_t)FR_QCHUNK * (4 * (size_t)fr_qk4(K) + sizeof(float)), FR_ALIGN);
 }
 
 static inline size_t fr_dir_workspace_bytes(size_t elem, int G, int B, int T, int I, int Hp,
@@ -164,6 +177,7 @@ static inline size_t fr_dir_workspace_bytes(size_t elem, int G, int B, int T, in
     n += fr_round_up((size_t)3 * B * sizeof(int), FR_ALIGN);           /* row order (masked) */
     n += fr_round_up((size_t)B * T * sizeof(ptrdiff_t), FR_ALIGN);     /* valid-step map */
     n += fr_round_up((size_t)B * T * I * elem, FR_ALIGN);              /* gathered inputs */
+    n += (size_t)threads * fr_qscratch_bytes(I, Hp);                    /* int8 activations */
     return n;
 }
 

@@ -17,9 +17,11 @@
 #define FR_LANE fr_f32x8
 #define FR_LTANH fr_vtanh_f32x8
 #define FR_LSIGMOID fr_vsigmoid_f32x8
+#define FR_INT8 1  /* float32 layers also run int8 weights (forward_impl.inc) */
 #include "forward_impl.inc"
 #include "backward_impl.inc"
 #include "proj_impl.inc"
+#undef FR_INT8
 #undef FR_T
 #undef FR_NAME
 #undef FR_TANH

@@ -63,7 +63,7 @@ const char *fr_strerror(int status)
     case FR_OK: return "ok";
     case FR_EINVAL: return "invalid argument";
     case FR_EWORKSPACE: return "workspace missing or too small";
-    case FR_EUNSUPPORTED: return "kernel variant not available, or a cell variant this function does not run yet";
+    case FR_EUNSUPPORTED: return "kernel variant not available, or a cell variant / int8 weights this function does not run yet";
     case FR_EIO: return "file could not be read";
     case FR_EFORMAT: return "malformed .frnn data";
     case FR_EVERSION: return "unsupported .frnn version";
@@ -435,6 +435,7 @@ int fr_model_create(const fr_layer_desc *desc, int num_layers, const fr_weights 
     *out = NULL;
     /* fr_workspace_size is 0 exactly when the descriptor is invalid. */
     if (!desc || !w || num_layers < 1 || fr_workspace_size(desc, 1, 1, 1) == 0) return FR_EINVAL;
+    if (desc->int8_weights) return FR_EUNSUPPORTED;  /* models and fr_step: float weights */
     const ptrdiff_t min_ld = (ptrdiff_t)fr_num_gates(desc->cell)
                              * fr_gate_stride(desc->dtype, desc->hidden_size);
     for (int i = 0; i < num_layers * desc->num_directions; i++)

@@ -1,0 +1,74 @@
+/* Portable int8 kernel and the quantizers (weights, activations) of every variant.
+ * Compiled with -ffp-contract=off (see qgemm.h). */
+#include <float.h>
+#include <math.h>
+#include <string.h>
+#include "qgemm.h"
+#define FR_QISA baseline
+#include "qquant.inc"
+
+size_t fr_qmatrix_data_size(int rows, int cols)
+{
+    if (rows < 1 || cols < 1 || cols % FR_QPANEL) return 0;
+    return (size_t)fr_qk4(rows) * 4 * (size_t)cols;
+}
+
+/* x / s rounded to nearest even, in [-127, 127]; s > 0 and x finite. */
+static inline int quantize_one(float x, float s)
+{
+    return fr_qround(x / s);
+}
+
+int fr_quantize_int8(const float *w, int rows, int cols, ptrdiff_t ld, signed char *data,
+                     float *scale, int *colsum)
+{
+    if (!w || !data || !scale || !colsum || rows < 1 || rows > 65536 || cols < 1
+        || cols % FR_QPANEL || ld < cols)
+        return FR_EINVAL;
+    const ptrdiff_t panel = (ptrdiff_t)fr_qk4(rows) * 4 * FR_QPANEL;
+    for (ptrdiff_t k = 0; k < rows; k++)
+        for (int c = 0; c < cols; c++)
+            if (!isfinite(w[k * ld + c])) return FR_EINVAL;
+    memset(data, 0, fr_qmatrix_data_size(rows, cols));
+    for (int c = 0; c < cols; c++) {
+        float amax = 0.0f;
+        for (ptrdiff_t k = 0; k < rows; k++) {
+            const float a = fabsf(w[k * ld + c]);
+            amax = a > amax ? a : amax;
+        }
+        const float s = amax / 127.0f;
+        int sum = 0;
+        scale[c] = s;
+        if (s > 0.0f)
+            for (ptrdiff_t k = 0; k < rows; k++) {
+                const int q = quantize_one(w[k * ld + c], s);
+                data[(c / FR_QPANEL) * panel + (k / 4) * 4 * FR_QPANEL
+                     + (ptrdiff_t)(c % FR_QPANEL) * 4 + k % 4] = (signed char)q;
+                sum += q;
+            }
+        colsum[c] = sum;
+    }
+    return FR_OK;
+}
+
+void fr_qgemm_int8_baseline(int M, int n, const unsigned char *a, ptrdiff_t lda,
+                            const float *s, const fr_qmatrix *w, int c0, const float *bias,
+                            float *out, ptrdiff_t ldo)
+{
+    const int K4 = fr_qk4(w->rows);
+    for (int r = 0; r < M; r++) {
+        const unsigned char *ar = a + (ptrdiff_t)r * lda;
+        for (int u = 0; u < n; u++) {
+            const int c = c0 + u;
+            const signed char *q = fr_qpanel(w, c) + (c % FR_QPANEL) * 4;
+            int acc = 0;
+            for (int k4 = 0; k4 < K4; k4++, q += 4 * FR_QPANEL)
+                acc += ar[4 * k4] * q[0] + ar[4 * k4 + 1] * q[1] + ar[4 * k4 + 2] * q[2]
+                       + ar[4 * k4 + 3] * q[3];
+            acc -= FR_QOFFSET * w->colsum[c];
+            const float m = s[r] * w->scale[c];
+            const float v = (float)acc * m;
+            out[(ptrdiff_t)r * ldo + u] = bias ? bias[c] + v : v;
+        }
+    }
+}
