@@ -67,6 +67,9 @@ def build_parser():
     convert.add_argument("--name", metavar="NAME",
                          help="the layer to convert when FILE holds several (`fastrnn "
                          "inspect FILE` lists them)")
+    convert.add_argument("--quantize", choices=("int8",), metavar="SCHEME",
+                         help="write the layer with int8 weights (inference only; .npz output; "
+                         "docs/quantization.md): int8")
     convert.add_argument("--sequence-lens", action="store_true",
                          help="onnx only: give the graph an int32 (batch,) sequence_lens input "
                          "for ragged batches")
@@ -109,7 +112,7 @@ def _io_command(args):
             return 0
         options = _convert_options(args)
         layer = io.convert(args.file, args.output, format=args.format, name=args.name,
-                           **options)
+                           quantize=args.quantize, **options)
         print(f"wrote {args.output}: {layer!r}")
         return 0
     except (ValueError, TypeError, KeyError, ImportError, OSError) as exc:
@@ -133,6 +136,9 @@ def _convert_options(args):
                 f"give --format FORMAT ({', '.join(io.SAVE_FORMATS)})")
     if args.sequence_lens and fmt != "onnx":
         args.usage_error(f"--sequence-lens applies to onnx output only, not {fmt}")
+    if args.quantize and fmt != "npz":
+        args.usage_error(f"--quantize writes .npz files only (not {fmt}): the other formats "
+                         "cannot hold int8 weights")
     return {"sequence_lens": True} if args.sequence_lens else {}
 
 

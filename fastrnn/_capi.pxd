@@ -133,8 +133,10 @@ cdef extern from "fastrnn.h" nogil:
     int fr_openmp_enabled()
     double fr_fma_peak_gflops(int num_threads, double seconds)
     size_t fr_qmatrix_data_size(int rows, int cols)
-    int fr_quantize_int8(const float *w, int rows, int cols, Py_ssize_t ld, signed char *data,
-                         float *scale, int *colsum)
+    int fr_quantize_int8(const float *w, int rows, int cols, Py_ssize_t ld, signed char *q,
+                         float *scale)
+    int fr_pack_int8(const signed char *q, int rows, int cols, Py_ssize_t ld, signed char *data,
+                     int *colsum)
     const char *fr_int8_kernel_name()
 
 # ---- Models and streaming (fastrnn.h, "Models and streaming") ----

@@ -219,8 +219,9 @@ cdef class LayerEngine:
 
     def set_int8(self, list qweights):
         """Run on int8 weights from now on (inference only): per direction ((data, scale,
-        colsum) of the kernel, (data, scale, colsum) of the recurrent matrix), as
-        quantize_int8() returns them for this layer's padded canonical matrices."""
+        colsum) of the kernel, (data, scale, colsum) of the recurrent matrix): the scales of
+        quantize_int8() and the layout of pack_int8() for this layer's padded canonical
+        matrices."""
         if self.desc.dtype != FR_FLOAT32 or self.desc.proj_size > 0:
             raise ValueError("int8 weights need a float32 layer without a projection")
         if len(qweights) != self.desc.num_directions:
@@ -411,24 +412,40 @@ def eval_activation_f32(str name, x, bint vector=False):
 
 
 def quantize_int8(cnp.ndarray w, int cols):
-    """int8 form of a float32 matrix w (rows, ld >= cols), columns [0, cols): (data int8 in
-    the kernels' byte order, scale float32 (cols,), colsum int32 (cols,)); fastrnn.h,
-    "Reduced precision", gives the rule."""
+    """int8 form of a float32 matrix w (rows, ld >= cols), columns [0, cols): (q int8 (rows,
+    cols), scale float32 (cols,)); fastrnn.h, "Reduced precision", gives the rule."""
     if w.ndim != 2 or w.dtype != np.float32 or not w.flags.c_contiguous:
         raise ValueError("w must be a C-contiguous float32 matrix")
     cdef int rows = w.shape[0]
-    if rows < 1 or rows > 65536 or cols < 1 or cols % 16 or w.shape[1] < cols:
+    if rows < 1 or cols < 1 or w.shape[1] < cols:
         raise ValueError(f"cannot quantize a ({w.shape[0]}, {w.shape[1]}) matrix to {cols} columns")
-    cdef cnp.ndarray data = np.empty(fr_qmatrix_data_size(rows, cols), np.int8)
+    cdef cnp.ndarray q = np.empty((rows, cols), np.int8)
     cdef cnp.ndarray scale = np.empty(cols, np.float32)
-    cdef cnp.ndarray colsum = np.empty(cols, np.int32)
     cdef int rc = fr_quantize_int8(<const float*>cnp.PyArray_DATA(w), rows, cols, w.shape[1],
-                                   <signed char*>cnp.PyArray_DATA(data),
-                                   <float*>cnp.PyArray_DATA(scale),
-                                   <int*>cnp.PyArray_DATA(colsum))
+                                   <signed char*>cnp.PyArray_DATA(q),
+                                   <float*>cnp.PyArray_DATA(scale))
     if rc != FR_OK:
         raise ValueError("weights to quantize must be finite")
-    return data, scale, colsum
+    return q, scale
+
+
+def pack_int8(cnp.ndarray q, int cols):
+    """The kernels' layout of an int8 matrix q (rows, ld >= cols), cols a multiple of 16,
+    values in [-127, 127]: (data int8, colsum int32 (cols,))."""
+    if q.ndim != 2 or q.dtype != np.int8 or not q.flags.c_contiguous:
+        raise ValueError("q must be a C-contiguous int8 matrix")
+    cdef int rows = q.shape[0]
+    if rows < 1 or rows > 65536 or cols < 1 or cols % 16 or q.shape[1] < cols:
+        raise ValueError(f"cannot pack a ({q.shape[0]}, {q.shape[1]}) int8 matrix to {cols} "
+                         "columns (rows <= 65536, columns a multiple of 16)")
+    cdef cnp.ndarray data = np.empty(fr_qmatrix_data_size(rows, cols), np.int8)
+    cdef cnp.ndarray colsum = np.empty(cols, np.int32)
+    cdef int rc = fr_pack_int8(<const signed char*>cnp.PyArray_DATA(q), rows, cols, q.shape[1],
+                               <signed char*>cnp.PyArray_DATA(data),
+                               <int*>cnp.PyArray_DATA(colsum))
+    if rc != FR_OK:
+        raise ValueError("int8 weights must lie in [-127, 127] (symmetric quantization)")
+    return data, colsum
 
 
 def int8_kernel_name():

@@ -779,6 +779,14 @@ class _Recurrent:
         if self._proj:
             raise NotImplementedError("int8 weights are not available yet for an LSTM with a "
                                       "projection (proj_size)")
+        f32 = self if self.dtype == np.float32 else self._float32_copy()
+        cols = f32._num_gates * f32._stride
+        parts = [[{part: _core.quantize_int8(d[part], cols) for part in ("kernel", "recurrent")}
+                  for d in dirs] for dirs in f32._w]
+        return f32._int8_copy(parts)
+
+    def _float32_copy(self):
+        """A float32 copy of this layer (new arrays and engines, same settings)."""
         float_state = {k: np.asarray(v, np.float32) for k, v in self.state_dict().items()}
         q = copy.copy(self)
         q._local = threading.local()
@@ -787,17 +795,26 @@ class _Recurrent:
         q.grads = {}
         q._allocate()
         _Recurrent.load_state_dict(q, float_state)
+        return q
+
+    def _int8_copy(self, parts):
+        """A copy of this layer running on int8 weights: parts[layer][direction][part] = (q,
+        scale) for part "kernel" / "recurrent", q int8 (rows, num_gates * gate_stride) in the
+        padded canonical column order, scale float32 (num_gates * gate_stride,). Biases and
+        peepholes come from this layer, as float32."""
+        q = self._float32_copy()
         cols = q._num_gates * q._stride
         q._qw = []
         for layer, engine in enumerate(q._engines):
             per_dir = []
-            for d in q._w[layer]:
+            for d, qd in zip(q._w[layer], parts[layer]):
                 pair = []
                 for part in ("kernel", "recurrent"):
-                    data, scale, colsum = _core.quantize_int8(d[part], cols)
+                    qm, scale = qd[part]
+                    data, colsum = _core.pack_int8(qm, cols)
                     pair.append((data, scale, colsum))
-                    # The float matrix now shows what the int8 weights stand for.
-                    d[part][:, :cols] = _dequantize(data, scale, d[part].shape[0])
+                    # The float matrix shows what the int8 weights stand for.
+                    d[part][:, :cols] = qm.astype(np.float32) * scale
                 per_dir.append(tuple(pair))
             engine.set_int8(per_dir)
             q._qw.append(per_dir)
@@ -806,9 +823,41 @@ class _Recurrent:
                 for a in d.values():
                     if a is not None:
                         a.flags.writeable = False
-        q.quantization = scheme
+        q.quantization = "int8"
         q.trainable = False
         return q
+
+    def _int8_parts(self, state):
+        """The int8 parts (see _int8_copy) held in a quantized layer's state_dict, checked
+        against this layer's geometry (ValueError naming the key otherwise)."""
+        H, stride, cols = self.hidden_size, self._stride, self._num_gates * self._stride
+        parts = []
+        for layer in range(self.num_layers):
+            dirs = []
+            for d in range(self.num_directions):
+                qd = {}
+                for part in ("kernel", "recurrent"):
+                    rows = self._w[layer][d][part].shape[0]
+                    qm = np.zeros((rows, cols), np.int8)
+                    scale = np.zeros(cols, np.float32)
+                    for g, gate in enumerate(self._gates):
+                        key = f"layer{layer}.{_DIRECTIONS[d]}.{gate}.{part}"
+                        w, sc = state.get(key), state.get(key + "_scale")
+                        if w is None or sc is None:
+                            raise ValueError(f"int8 weights: missing {key!r} or {key}_scale")
+                        w, sc = np.asarray(w), np.asarray(sc)
+                        if w.dtype != np.int8 or w.shape != (rows, H):
+                            raise ValueError(f"int8 weights: {key!r} must be int8 {(rows, H)}, "
+                                             f"got {w.dtype} {w.shape}")
+                        if sc.shape != (H,) or not np.all(np.isfinite(sc)) or np.any(sc < 0):
+                            raise ValueError(f"int8 weights: {key}_scale must hold {H} finite "
+                                             "scales >= 0")
+                        qm[:, g * stride:g * stride + H] = w
+                        scale[g * stride:g * stride + H] = sc
+                    qd[part] = (qm, scale)
+                dirs.append(qd)
+            parts.append(dirs)
+        return parts
 
     def _inference_only_message(self):
         return (f"{self!r} has {self.quantization} weights and runs inference only: train the "

@@ -61,9 +61,11 @@ def np_qgemm(a, s, q, scale, bias=None):
 
 def kernel_matrix(w):
     """quantize_int8 of a float32 (K, N) matrix, checked against the numpy model."""
-    data, scale, colsum = _core.quantize_int8(np.ascontiguousarray(w, F32), w.shape[1])
+    qm, scale = _core.quantize_int8(np.ascontiguousarray(w, F32), w.shape[1])
+    data, colsum = _core.pack_int8(qm, w.shape[1])
     q, ref_scale = np_quantize_weights(w)
     np.testing.assert_array_equal(scale, ref_scale)
+    np.testing.assert_array_equal(qm, q)
     np.testing.assert_array_equal(data, np_layout(q))
     np.testing.assert_array_equal(colsum, q.sum(axis=0))
     return (data, scale, colsum), q
@@ -148,11 +150,17 @@ def test_activation_quantizer_rules(kernel):
     np.testing.assert_array_equal(a_u8[:, :203].astype(np.int32) - 128, a)
 
 
-def test_quantize_int8_refuses_non_finite_weights():
+def test_quantize_and_pack_refuse_bad_weights():
     w = np.ones((4, 16), F32)
     w[2, 3] = np.nan
     with pytest.raises(ValueError, match="finite"):
         _core.quantize_int8(w, 16)
+    q = np.ones((4, 16), np.int8)
+    q[1, 1] = -128
+    with pytest.raises(ValueError, match="-127, 127"):
+        _core.pack_int8(q, 16)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        _core.pack_int8(np.ones((4, 24), np.int8), 24)
 
 
 # ---- layers against the reference with quantized matmuls ----
@@ -374,3 +382,68 @@ def test_float64_layer_quantizes_to_a_float32_layer():
     a = wide.quantize()(x)[0]
     assert a.dtype == F32
     np.testing.assert_array_equal(a, layer.quantize()(x.astype(F32))[0])
+
+
+# ---- files ----
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_int8_npz_round_trip_gives_the_same_bits(cell, tmp_path):
+    q = make(cell, 6, 20, bidirectional=True, num_layers=2, name="enc").quantize()
+    path = tmp_path / "q.npz"
+    fastrnn.save(q, path)
+    back = fastrnn.load(path)
+    assert back.quantization == "int8" and back.name == "enc" and not back.trainable
+    x = np.random.default_rng(0).normal(size=(3, 7, 6)).astype(F32)
+    np.testing.assert_array_equal(back(x, lengths=[7, 2, 0])[0], q(x, lengths=[7, 2, 0])[0])
+    sd, sd_back = q.state_dict(), back.state_dict()
+    assert sd.keys() == sd_back.keys()
+    for key in sd:
+        assert sd[key].dtype == sd_back[key].dtype
+        np.testing.assert_array_equal(sd[key], sd_back[key])
+
+
+def test_int8_npz_is_refused_by_version_and_checked(tmp_path):
+    import json
+    q = make("lstm", 4, 16).quantize()
+    path = tmp_path / "q.npz"
+    fastrnn.save(q, path)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    config = json.loads(str(arrays["__config__"]))
+    assert config["version"] == 3 and config["quantization"] == "int8"
+    # a scale missing: a clear error, not float weights taken from int8 values
+    broken = dict(arrays)
+    del broken["layer0.forward.cell.recurrent_scale"]
+    bad = tmp_path / "bad.npz"
+    with open(bad, "wb") as f:
+        np.savez(f, **broken)
+    with pytest.raises(ValueError, match="recurrent_scale"):
+        fastrnn.load(bad)
+    # int8 values out of the symmetric range
+    broken = dict(arrays)
+    broken["layer0.forward.input.kernel"] = np.full((4, 16), -128, np.int8)
+    with open(bad, "wb") as f:
+        np.savez(f, **broken)
+    with pytest.raises(ValueError, match="-127, 127"):
+        fastrnn.load(bad)
+
+
+def test_int8_layers_are_not_written_to_formats_that_cannot_hold_them(tmp_path):
+    q = make("gru", 4, 8).quantize()
+    for ext in (".onnx", ".pt", ".frnn", ".safetensors"):
+        with pytest.raises(ValueError, match="int8 weights"):
+            fastrnn.save(q, tmp_path / f"q{ext}")
+
+
+def test_convert_quantize_cli(tmp_path):
+    from fastrnn.__main__ import main
+    layer = make("lstm", 5, 12)
+    src, out = tmp_path / "f.npz", tmp_path / "q.npz"
+    fastrnn.save(layer, src)
+    assert main(["convert", str(src), "-o", str(out), "--quantize", "int8"]) == 0
+    q = fastrnn.load(out)
+    x = np.random.default_rng(1).normal(size=(2, 4, 5)).astype(F32)
+    np.testing.assert_array_equal(q(x)[0], layer.quantize()(x)[0])
+    with pytest.raises(SystemExit) as exc:
+        main(["convert", str(src), "-o", str(tmp_path / "q.onnx"), "--quantize", "int8"])
+    assert exc.value.code == 2

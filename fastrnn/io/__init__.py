@@ -409,6 +409,10 @@ def save(layer, path, format=None, **options):
     if options and format != "onnx":
         raise ValueError(f"the {format} format takes no options ({', '.join(options)}); "
                          "sequence_lens applies to onnx")
+    if getattr(layer, "quantization", None) and format != "npz":
+        raise ValueError(f"{layer!r} has {layer.quantization} weights, which the {format} "
+                         "format cannot hold: save it as .npz, or save the float layer it was "
+                         "quantized from")
     if format == "npz":
         from .npz import save_npz
         save_npz(layer, path)
@@ -428,7 +432,7 @@ def save(layer, path, format=None, **options):
         save_keras(layer, path)
 
 
-def convert(source, out, *, format=None, name=None, **options):
+def convert(source, out, *, format=None, name=None, quantize=None, **options):
     """Load one layer from `source` (any file `load` reads) and write it to `out` (see `save`
     for `format` and `options`).
 
@@ -437,6 +441,7 @@ def convert(source, out, *, format=None, name=None, **options):
         out: the file to write; its extension names the format unless `format` is given.
         format: as for `save`.
         name: the layer to convert when `source` holds several.
+        quantize: "int8" writes `layer.quantize("int8")` (npz only), None the layer as read.
 
     Returns:
         The layer that was written.
@@ -448,6 +453,8 @@ def convert(source, out, *, format=None, name=None, **options):
         >>> fastrnn.convert("lstm_sd.pt", "lstm.onnx", sequence_lens=True)
     """
     layer = load(source, name=name)
+    if quantize is not None:
+        layer = layer.quantize(quantize)
     save(layer, out, format=format, **options)
     return layer
 

@@ -6,7 +6,10 @@ with every constructor setting (name, masked_output, reverse, dropout, ...) and 
 (absent in older files: true).
 A layer with a cell variant (docs/variants.md) is written as version 2, whose config adds
 "variant": the keywords of `layer.variant_config()`; an older reader then refuses the file
-instead of building the plain cell. Read with np.load(allow_pickle=False): a file can never run
+instead of building the plain cell. A quantized layer (`layer.quantize("int8")`) is written as
+version 3 with "quantization": "int8" in its config and the arrays of its state_dict (int8
+"kernel" / "recurrent" with float32 "kernel_scale" / "recurrent_scale" per gate): an older
+reader refuses it rather than taking int8 values for float weights. Read with np.load(allow_pickle=False): a file can never run
 code.
 """
 import io
@@ -20,6 +23,7 @@ CONFIG_KEY = "__config__"
 FORMAT = "fastrnn-npz"
 VERSION = 1
 VARIANT_VERSION = 2  # files whose cell has variants
+QUANTIZED_VERSION = 3  # files of int8 layers
 _VARIANT_KEYS = {"activations", "clip", "cell_clip", "peepholes", "input_forget", "proj_size",
                  "proj_clip"}
 _KEYS = ("input_size", "hidden_size", "num_layers", "bidirectional", "use_bias", "reverse",
@@ -36,8 +40,10 @@ def layer_config(layer):
     variant = layer.variant_config()
     if variant:
         config["variant"] = variant
-    if not layer.trainable:  # written only when off: older readers ignore the key
+    if not layer.trainable and not layer.quantization:  # written only when off
         config["trainable"] = False
+    if layer.quantization:
+        config["quantization"] = layer.quantization
     return config
 
 
@@ -45,8 +51,9 @@ def save_npz(layer, path):
     """Write `layer` (fastrnn.LSTM / GRU) to `path` as a fastrnn .npz file (every setting and
     weight: it reloads as the same layer)."""
     config = layer_config(layer)
-    config = dict(format=FORMAT, version=VARIANT_VERSION if "variant" in config else VERSION,
-                  **config)
+    version = QUANTIZED_VERSION if "quantization" in config else \
+        VARIANT_VERSION if "variant" in config else VERSION
+    config = dict(format=FORMAT, version=version, **config)
     arrays = layer.state_dict()
     arrays[CONFIG_KEY] = np.array(json.dumps(config))
     with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a path
@@ -70,16 +77,20 @@ def load_npz(path_or_bytes, *, dtype=None):
         raise ValueError(f"{label}: {CONFIG_KEY} is not valid JSON") from exc
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ValueError(f"{label}: {CONFIG_KEY} does not describe a {FORMAT} file")
-    if config.get("version") not in (VERSION, VARIANT_VERSION):
+    if config.get("version") not in (VERSION, VARIANT_VERSION, QUANTIZED_VERSION):
         raise ValueError(f"{label}: {FORMAT} version {config.get('version')} is not supported "
-                         f"(this fastrnn reads versions {VERSION} and {VARIANT_VERSION})")
+                         f"(this fastrnn reads versions {VERSION} to {QUANTIZED_VERSION})")
+    quantization = config.get("quantization") if config["version"] == QUANTIZED_VERSION else None
+    if config["version"] == QUANTIZED_VERSION and quantization != "int8":
+        raise ValueError(f"{label}: {CONFIG_KEY} 'quantization' must be \"int8\", got "
+                         f"{quantization!r:.80}")
     cell = config.pop("cell", None)
     if cell not in ("lstm", "gru"):
         raise ValueError(f"{label}: unknown cell {cell!r}")
     kwargs = {k: config[k] for k in _KEYS if k in config}
     if cell == "gru":
         kwargs["reset_after"] = config.get("reset_after", True)
-    variant = config.get("variant", {}) if config["version"] == VARIANT_VERSION else {}
+    variant = config.get("variant", {}) if config["version"] >= VARIANT_VERSION else {}
     if not isinstance(variant, dict) or not set(variant) <= _VARIANT_KEYS:
         raise ValueError(f"{label}: {CONFIG_KEY} has a malformed 'variant' entry")
     kwargs.update(variant)
@@ -95,10 +106,35 @@ def load_npz(path_or_bytes, *, dtype=None):
         raise ValueError(f"{label}: {CONFIG_KEY} 'trainable' must be true or false, got "
                          f"{trainable!r:.80}")
     input_size, hidden_size = kwargs.pop("input_size"), kwargs.pop("hidden_size")
+    if quantization:
+        return _load_int8(label, cell, input_size, hidden_size, arrays, kwargs)
     layer = build(cell, input_size, hidden_size, arrays,
                   dtype=dtype or config.get("dtype"), **kwargs)
     layer.trainable = trainable
     return layer
+
+
+def _load_int8(label, cell, input_size, hidden_size, arrays, kwargs):
+    """An int8 layer: a float32 layer built from the float parts (biases, peepholes) and the
+    dequantized weights, then run on the file's own int8 weights and scales."""
+    floats, quantized = {}, {}
+    for key, value in arrays.items():
+        part = key.rsplit(".", 1)[-1]
+        if part in ("kernel", "recurrent", "kernel_scale", "recurrent_scale"):
+            quantized[key] = value
+        else:
+            floats[key] = value
+    for key, value in list(quantized.items()):
+        if key.endswith(".kernel") or key.endswith(".recurrent"):
+            scale = quantized.get(key + "_scale")
+            if value.dtype != np.int8 or scale is None or scale.shape != value.shape[1:]:
+                raise ValueError(f"{label}: {key!r} must be int8 with a {key}_scale per column")
+            floats[key] = value.astype(np.float32) * scale.astype(np.float32)
+    layer = build(cell, input_size, hidden_size, floats, dtype="float32", **kwargs)
+    try:
+        return layer._int8_copy(layer._int8_parts(quantized))
+    except ValueError as exc:
+        raise ValueError(f"{label}: {exc}") from exc
 
 
 def all_weights(path_or_bytes):

@@ -180,11 +180,15 @@ typedef struct fr_qmatrix {
     const int *colsum;          /* cols */
 } fr_qmatrix;
 size_t fr_qmatrix_data_size(int rows, int cols);
-/* Quantize the float32 matrix w (rows x cols, cols a multiple of 16, row stride ld >= cols) into data
- * (fr_qmatrix_data_size() bytes), scale and colsum (cols each). FR_EINVAL for bad sizes or a
- * weight that is NaN or infinite. */
-int fr_quantize_int8(const float *w, int rows, int cols, ptrdiff_t ld, signed char *data,
-                     float *scale, int *colsum);
+/* Quantize the float32 matrix w (rows x cols, row stride ld >= cols) by the rule above:
+ * q (rows x cols, row stride cols) and scale (cols). FR_EINVAL for bad sizes or a weight that
+ * is NaN or infinite. */
+int fr_quantize_int8(const float *w, int rows, int cols, ptrdiff_t ld, signed char *q,
+                     float *scale);
+/* Lay out an int8 matrix q (rows x cols, cols a multiple of 16, row stride ld >= cols, values
+ * in [-127, 127]) for the kernels: data (fr_qmatrix_data_size() bytes) and colsum (cols). */
+int fr_pack_int8(const signed char *q, int rows, int cols, ptrdiff_t ld, signed char *data,
+                 int *colsum);
 /* The int8 kernel variant the next call would use: "int8-avx512vnni", "int8-avx2" or
  * "int8-baseline" (follows fr_get_isa(); AVX-512 without VNNI uses the AVX2 one). */
 const char *fr_int8_kernel_name(void);

@@ -19,17 +19,13 @@ static inline int quantize_one(float x, float s)
     return fr_qround(x / s);
 }
 
-int fr_quantize_int8(const float *w, int rows, int cols, ptrdiff_t ld, signed char *data,
-                     float *scale, int *colsum)
+int fr_quantize_int8(const float *w, int rows, int cols, ptrdiff_t ld, signed char *q,
+                     float *scale)
 {
-    if (!w || !data || !scale || !colsum || rows < 1 || rows > 65536 || cols < 1
-        || cols % FR_QPANEL || ld < cols)
-        return FR_EINVAL;
-    const ptrdiff_t panel = (ptrdiff_t)fr_qk4(rows) * 4 * FR_QPANEL;
+    if (!w || !q || !scale || rows < 1 || cols < 1 || ld < cols) return FR_EINVAL;
     for (ptrdiff_t k = 0; k < rows; k++)
         for (int c = 0; c < cols; c++)
             if (!isfinite(w[k * ld + c])) return FR_EINVAL;
-    memset(data, 0, fr_qmatrix_data_size(rows, cols));
     for (int c = 0; c < cols; c++) {
         float amax = 0.0f;
         for (ptrdiff_t k = 0; k < rows; k++) {
@@ -37,15 +33,31 @@ int fr_quantize_int8(const float *w, int rows, int cols, ptrdiff_t ld, signed ch
             amax = a > amax ? a : amax;
         }
         const float s = amax / 127.0f;
-        int sum = 0;
         scale[c] = s;
-        if (s > 0.0f)
-            for (ptrdiff_t k = 0; k < rows; k++) {
-                const int q = quantize_one(w[k * ld + c], s);
-                data[(c / FR_QPANEL) * panel + (k / 4) * 4 * FR_QPANEL
-                     + (ptrdiff_t)(c % FR_QPANEL) * 4 + k % 4] = (signed char)q;
-                sum += q;
-            }
+        for (ptrdiff_t k = 0; k < rows; k++)
+            q[k * cols + c] = (signed char)(s > 0.0f ? quantize_one(w[k * ld + c], s) : 0);
+    }
+    return FR_OK;
+}
+
+int fr_pack_int8(const signed char *q, int rows, int cols, ptrdiff_t ld, signed char *data,
+                 int *colsum)
+{
+    if (!q || !data || !colsum || rows < 1 || rows > 65536 || cols < 1 || cols % FR_QPANEL
+        || ld < cols)
+        return FR_EINVAL;
+    for (ptrdiff_t k = 0; k < rows; k++)
+        for (int c = 0; c < cols; c++)
+            if (q[k * ld + c] == -128) return FR_EINVAL;  /* symmetric: [-127, 127] */
+    const ptrdiff_t panel = (ptrdiff_t)fr_qk4(rows) * 4 * FR_QPANEL;
+    memset(data, 0, fr_qmatrix_data_size(rows, cols));
+    for (int c = 0; c < cols; c++) {
+        int sum = 0;
+        for (ptrdiff_t k = 0; k < rows; k++) {
+            data[(c / FR_QPANEL) * panel + (k / 4) * 4 * FR_QPANEL
+                 + (ptrdiff_t)(c % FR_QPANEL) * 4 + k % 4] = q[k * ld + c];
+            sum += q[k * ld + c];
+        }
         colsum[c] = sum;
     }
     return FR_OK;
