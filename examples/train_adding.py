@@ -46,8 +46,10 @@ class Adam:
 
 
 def train(cell="lstm", steps=1500, hidden=32, batch=64, max_len=20, min_len=10, lr=1e-2,
-          seed=0, log_every=0):
-    """Returns the list of per-step training losses."""
+          seed=0, log_every=0, return_model=False):
+    """Returns the list of per-step training losses; with return_model, (losses, rnn, head):
+    the trained layer and the linear head {"weight": (hidden,), "bias": (1,)} on its final
+    h."""
     rng = np.random.default_rng(seed)
     cls = fastrnn.LSTM if cell == "lstm" else fastrnn.GRU
     rnn = cls(2, hidden, seed=seed)
@@ -75,6 +77,9 @@ def train(cell="lstm", steps=1500, hidden=32, batch=64, max_len=20, min_len=10, 
         if log_every and (it + 1) % log_every == 0:
             print(f"step {it + 1:5d}  mse {np.mean(losses[-log_every:]):.4f}  "
                   f"(baseline {1 / 6:.4f})")
+    if return_model:
+        rnn.load_state_dict({k: v for k, v in params.items() if not k.startswith("head.")})
+        return losses, rnn, {"weight": params["head.weight"], "bias": params["head.bias"]}
     return losses
 
 

@@ -90,16 +90,20 @@ CONFIGS = {
 
 # ---- Python reader / writer ----
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int8"])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_round_trip_exact(name, dtype, tmp_path):
     cfg = dict(CONFIGS[name])
-    layer = _layer(cfg.pop("cell"), dtype, name="my layer é", dropout=0.25, **cfg)
+    layer = _layer(cfg.pop("cell"), "float32" if dtype == "int8" else dtype,
+                   name="my layer é", dropout=0.25, **cfg)
+    if dtype == "int8":
+        layer = layer.quantize("int8")
     path = tmp_path / "m.frnn"
     save_frnn(layer, path)
     data = path.read_bytes()
     assert data[:4] == MAGIC
-    assert data[4:6] == b"\x01\x00"  # a plain cell stays version 1 (older readers read it)
+    # a plain cell stays version 1 (older readers read it); int8 weights need version 3
+    assert data[4:6] == (b"\x03\x00" if dtype == "int8" else b"\x01\x00")
     assert zlib.crc32(data[:-4]) == struct.unpack("<I", data[-4:])[0]
     for source in (path, str(path), data, bytearray(data), memoryview(data), open(path, "rb")):
         back = load_frnn(source)
@@ -151,8 +155,8 @@ def test_reader_errors_are_clear():
     with pytest.raises(ValueError, match="magic"):
         load_frnn(b"NOPE" + data[4:])
     bumped = bytearray(data)
-    bumped[4] = 3
-    with pytest.raises(ValueError, match="version 3 is not supported"):
+    bumped[4] = 4
+    with pytest.raises(ValueError, match="version 4 is not supported"):
         load_frnn(_fix_crc(bumped))
     assert _core.frnn_validate(_fix_crc(bumped))[0] == -6  # FR_EVERSION
     # A version-1 image relabelled 2: its name and payload are read as a variant block.
@@ -202,11 +206,13 @@ def _write(path, a):
 
 
 @needs_cc
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int8"])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_c_forward_matches_python_bitwise(clib, name, dtype, tmp_path):
     cfg = dict(CONFIGS[name])
-    layer = _layer(cfg.pop("cell"), dtype, **cfg)
+    layer = _layer(cfg.pop("cell"), "float32" if dtype == "int8" else dtype, **cfg)
+    if dtype == "int8":  # weights int8, activations and states float32
+        layer, dtype = layer.quantize("int8"), "float32"
     model = tmp_path / "m.frnn"
     save_frnn(layer, model)
     rng = np.random.default_rng(3)
@@ -277,6 +283,55 @@ def test_c_stream_example_with_a_projection_writes_proj_size_units(clib, tmp_pat
 
 
 @needs_cc
+@pytest.mark.parametrize("name", sorted(STREAM_CONFIGS))
+def test_c_runtime_runs_int8_files_bitwise(clib, name, tmp_path):
+    """A quantized layer written as .frnn (version 3): fr_step (examples/c/stream.c, sample by
+    sample) and fr_forward (the driver, lengths and initial states) give Python's bits."""
+    cfg = dict(STREAM_CONFIGS[name])
+    layer = _layer(cfg.pop("cell"), "float32", **cfg).quantize("int8")
+    model = tmp_path / "q.frnn"
+    save_frnn(layer, model)
+    assert model.read_bytes()[4] == 3  # the int8 version
+    T = 40
+    x = np.random.default_rng(5).normal(size=(T, layer.input_size)).astype("float32")
+    proc = _run([clib["stream"], str(model), _write(tmp_path / "x", x), str(tmp_path / "y")])
+    assert proc.returncode == 0, proc.stderr
+    y = np.fromfile(tmp_path / "y", "float32").reshape(T, layer.hidden_size)
+    np.testing.assert_array_equal(y, layer(x[None])[0][0])
+    rng = np.random.default_rng(3)
+    B, T = 4, 7
+    L, H = layer.num_layers, layer.hidden_size
+    x = rng.normal(size=(B, T, layer.input_size)).astype("float32")
+    lengths = np.array([7, 0, 3, 5], np.int32)
+    h0 = (rng.normal(size=(L, B, H)) * 0.5).astype("float32")
+    c0 = (rng.normal(size=(L, B, H)) * 0.5).astype("float32")
+    lstm = isinstance(layer, fastrnn.LSTM)
+    out = tmp_path / "out"
+    proc = _run([clib["driver"], str(model), str(B), str(T), _write(tmp_path / "x", x),
+                 _write(tmp_path / "len", lengths), _write(tmp_path / "h0", h0),
+                 _write(tmp_path / "c0", c0) if lstm else "-", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    y_ref, state = layer(x, lengths=lengths, initial_state=(h0, c0) if lstm else h0)
+    np.testing.assert_array_equal(np.fromfile(f"{out}.y", "float32").reshape(y_ref.shape), y_ref)
+    h_ref = state[0] if lstm else state
+    np.testing.assert_array_equal(np.fromfile(f"{out}.h", "float32").reshape(h_ref.shape), h_ref)
+
+
+@needs_cc
+def test_c_int8_file_is_smaller_and_corruption_is_refused(clib, tmp_path):
+    layer = _layer("lstm", "float32", I=64, H=128, num_layers=2)
+    save_frnn(layer, tmp_path / "f.frnn")
+    save_frnn(layer.quantize(), tmp_path / "q.frnn")
+    f, q = (tmp_path / "f.frnn").stat().st_size, (tmp_path / "q.frnn").stat().st_size
+    assert q < 0.3 * f
+    data = bytearray((tmp_path / "q.frnn").read_bytes())
+    data[19] = 0  # a version-3 file must say its weights are int8
+    assert _core.frnn_validate(_fix_crc(bytes(data)))[0] != 0
+    with pytest.raises(ValueError, match="weights"):
+        fastrnn.load(_fix_crc(bytes(data)))
+
+
+@needs_cc
 def test_c_stream_refuses_bidirectional(clib, tmp_path):
     layer = _layer("lstm", bidirectional=True)
     save_frnn(layer, tmp_path / "m.frnn")
@@ -326,11 +381,12 @@ def test_c_fuzz_on_python_written_file(clib, tmp_path):
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind not installed")
 def test_valgrind_clean(clib, tmp_path):
     """memcheck: no invalid access, no definite leak, in the fuzzer (every truncated and
-    corrupted image is an exact-size heap copy; a Python-written file and its own version-1 and
-    version-2 images), the C streaming tests, the example and the
-    sequence driver."""
+    corrupted image is an exact-size heap copy; Python-written float and int8 files and its own
+    version-1 and version-2 images), the C streaming tests, the example and the sequence
+    driver, on float and int8 models."""
     layer = _layer("gru_after", num_layers=2, I=2, H=5)
     save_frnn(layer, tmp_path / "m.frnn")
+    save_frnn(_layer("lstm", num_layers=2, I=2, H=5).quantize(), tmp_path / "q.frnn")  # int8
     vg = ["valgrind", "-q", "--error-exitcode=99", "--leak-check=full",
           "--errors-for-leak-kinds=definite"]
     x = np.ones((3, 2, 2), np.float32)
@@ -341,6 +397,12 @@ def test_valgrind_clean(clib, tmp_path):
         [clib["stream"], str(tmp_path / "m.frnn"), _write(tmp_path / "x", x[0]),
          str(tmp_path / "y")],
         [clib["driver"], str(tmp_path / "m.frnn"), "3", "2", _write(tmp_path / "xs", x),
+         _write(tmp_path / "len", np.array([2, 1, 0], np.int32)), "-", "-",
+         str(tmp_path / "o")],
+        [clib["fuzz"], str(tmp_path / "q.frnn")],
+        [clib["stream"], str(tmp_path / "q.frnn"), _write(tmp_path / "x", x[0]),
+         str(tmp_path / "y")],
+        [clib["driver"], str(tmp_path / "q.frnn"), "3", "2", _write(tmp_path / "xs", x),
          _write(tmp_path / "len", np.array([2, 1, 0], np.int32)), "-", "-",
          str(tmp_path / "o")],
     ]

@@ -450,9 +450,9 @@ def test_malformed_variant_block_clear_errors(offset, fmt, value, py_msg, c_msg)
 def test_malformed_files_more():
     data = _image()
     # an unsupported version is named as such
-    with pytest.raises(ValueError, match="version 3 is not supported"):
-        load_frnn(_edit(data, 4, "<H", 3))
-    assert _core.frnn_validate(_edit(data, 4, "<H", 3))[0] == -6  # FR_EVERSION
+    with pytest.raises(ValueError, match="version 4 is not supported"):
+        load_frnn(_edit(data, 4, "<H", 4))
+    assert _core.frnn_validate(_edit(data, 4, "<H", 4))[0] == -6  # FR_EVERSION
     # a version-2 image relabelled 1: the variant block is read as name / payload
     with pytest.raises(ValueError, match="payload size|truncated or oversized"):
         load_frnn(_edit(data, 4, "<H", 1))

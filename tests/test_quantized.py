@@ -430,7 +430,7 @@ def test_int8_npz_is_refused_by_version_and_checked(tmp_path):
 
 def test_int8_layers_are_not_written_to_formats_that_cannot_hold_them(tmp_path):
     q = make("gru", 4, 8).quantize()
-    for ext in (".onnx", ".pt", ".frnn", ".safetensors"):
+    for ext in (".onnx", ".pt", ".safetensors", ".keras"):
         with pytest.raises(ValueError, match="int8 weights"):
             fastrnn.save(q, tmp_path / f"q{ext}")
 
@@ -444,6 +444,8 @@ def test_convert_quantize_cli(tmp_path):
     q = fastrnn.load(out)
     x = np.random.default_rng(1).normal(size=(2, 4, 5)).astype(F32)
     np.testing.assert_array_equal(q(x)[0], layer.quantize()(x)[0])
+    assert main(["convert", str(src), "-o", str(tmp_path / "q.frnn"), "--quantize", "int8"]) == 0
+    np.testing.assert_array_equal(fastrnn.load(tmp_path / "q.frnn")(x)[0], q(x)[0])
     with pytest.raises(SystemExit) as exc:
         main(["convert", str(src), "-o", str(tmp_path / "q.onnx"), "--quantize", "int8"])
     assert exc.value.code == 2

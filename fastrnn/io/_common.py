@@ -123,6 +123,30 @@ def build(cell, input_size, hidden_size, sd, *, dtype=None, **config):
     return layer
 
 
+def build_int8(label, cell, input_size, hidden_size, arrays, **config):
+    """An int8 layer (`layer.quantize("int8")`) from the arrays of its state_dict: int8
+    "kernel" / "recurrent" with float32 "kernel_scale" / "recurrent_scale" per gate, float
+    biases (and peepholes). A float32 layer is built from the float parts and the dequantized
+    weights, then runs on the file's own int8 weights and scales (not re-quantized).
+    ValueError, prefixed with `label`, for a malformed set."""
+    floats, quantized = {}, {}
+    for key, value in arrays.items():
+        part = key.rsplit(".", 1)[-1]
+        (quantized if part in ("kernel", "recurrent", "kernel_scale", "recurrent_scale")
+         else floats)[key] = value
+    for key, value in quantized.items():
+        if key.endswith(".kernel") or key.endswith(".recurrent"):
+            scale = quantized.get(key + "_scale")
+            if value.dtype != np.int8 or scale is None or scale.shape != value.shape[1:]:
+                raise ValueError(f"{label}: {key!r} must be int8 with a {key}_scale per column")
+            floats[key] = value.astype(np.float32) * scale.astype(np.float32)
+    layer = build(cell, input_size, hidden_size, floats, dtype="float32", **config)
+    try:
+        return layer._int8_copy(layer._int8_parts(quantized))
+    except ValueError as exc:
+        raise ValueError(f"{label}: {exc}") from exc
+
+
 def describe(layer, file_gate_order=None):
     """One line per layer for `fastrnn inspect`: cell, variant, sizes, gate order, masking."""
     direction = "bidirectional" if layer.bidirectional else \

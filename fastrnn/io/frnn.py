@@ -7,7 +7,9 @@ is pure Python and checks the same things in the same order as the C one.
 Version 1 holds the plain cell; version 2 adds a variant block after the header (activations
 per direction and slot, clip, cell_clip, peepholes, input_forget, projection; see
 docs/variants.md) and the peephole and projection arrays. The writer uses version 1 whenever
-the layer is a plain cell, so that readers of version 1 keep reading those files.
+the layer is a plain cell, so that readers of version 1 keep reading those files. Version 3
+holds an int8 layer (`layer.quantize("int8")`): version 2's layout with header byte 19 = 1 and
+int8 weights with their float32 scales in the payload.
 """
 import math
 import os
@@ -19,6 +21,7 @@ import numpy as np
 MAGIC = b"FRNN"
 VERSION = 1
 VARIANT_VERSION = 2  # files whose cell has variants
+INT8_VERSION = 3     # files of int8 layers
 HEADER_SIZE = 64
 VARIANT_SIZE = 144
 ENDIAN_MARK = 0x01020304
@@ -64,8 +67,8 @@ def _parts(cell, use_bias):
 
 
 def _arrays(cell, input_size, hidden_size, num_layers, num_directions, use_bias,
-            peepholes=False, proj_size=0):
-    """(state_dict key, shape) in file order."""
+            peepholes=False, proj_size=0, int8=False):
+    """(state_dict key, shape, dtype) in file order; dtype None: the file's float dtype."""
     out = []
     H, R = hidden_size, proj_size or hidden_size  # R: units of h
     for k in range(num_layers):
@@ -75,11 +78,15 @@ def _arrays(cell, input_size, hidden_size, num_layers, num_directions, use_bias,
             for gate in _GATES[cell]:
                 for part in _parts(cell, use_bias):
                     shape = {"kernel": (in_k, H), "recurrent": (R, H)}.get(part, (H,))
-                    out.append((f"{prefix}.{gate}.{part}", shape))
+                    if int8 and part in ("kernel", "recurrent"):
+                        out.append((f"{prefix}.{gate}.{part}", shape, np.dtype(np.int8)))
+                        out.append((f"{prefix}.{gate}.{part}_scale", (H,), _DTYPES[0]))
+                    else:
+                        out.append((f"{prefix}.{gate}.{part}", shape, None))
             if peepholes:  # the (3, H) block: input, forget, output
-                out += [(f"{prefix}.{gate}.peephole", (H,)) for gate in _PEEPHOLE_GATES]
+                out += [(f"{prefix}.{gate}.peephole", (H,), None) for gate in _PEEPHOLE_GATES]
             if proj_size:
-                out.append((f"{prefix}.projection", (H, proj_size)))
+                out.append((f"{prefix}.projection", (H, proj_size), None))
     return out
 
 
@@ -96,7 +103,7 @@ def save_frnn(layer, path):
 
     if not isinstance(layer, (LSTM, GRU)):
         raise TypeError(f"save_frnn needs a fastrnn LSTM or GRU layer, got {type(layer).__name__}")
-    if not layer.trainable:
+    if not layer.trainable and not layer.quantization:
         import warnings
         warnings.warn(f"{layer!r} has trainable=False, which the .frnn header cannot hold: the "
                       "file reloads as trainable=True (fastrnn's .npz keeps it)", UserWarning,
@@ -130,17 +137,20 @@ def _encode(layer):
     name = (layer.name or "").encode("utf-8")
     if len(name) > MAX_NAME:
         raise ValueError(f"layer name too long for .frnn ({len(name)} bytes, at most {MAX_NAME})")
-    variant = bool(layer.variant_features)
+    int8 = layer.quantization == "int8"
+    variant = bool(layer.variant_features) or int8
+    version = INT8_VERSION if int8 else VARIANT_VERSION if variant else VERSION
     sd = layer.state_dict()
     order = _arrays(cell, layer.input_size, layer.hidden_size, layer.num_layers,
                     layer.num_directions, layer.use_bias, getattr(layer, "peepholes", False),
-                    getattr(layer, "proj_size", 0) or 0)
-    payload = b"".join(np.ascontiguousarray(sd[key], dtype=dtype).tobytes() for key, _ in order)
+                    getattr(layer, "proj_size", 0) or 0, int8)
+    payload = b"".join(np.ascontiguousarray(sd[key], dtype=kind or dtype).tobytes()
+                       for key, _, kind in order)
     header = _HEADER.pack(
-        MAGIC, VARIANT_VERSION if variant else VERSION, HEADER_SIZE, ENDIAN_MARK,
+        MAGIC, version, HEADER_SIZE, ENDIAN_MARK,
         _DTYPES.index(dtype), _CELLS.index(cell),
         int(cell == "gru" and layer.reset_after), _MASKED.index(layer.masked_output),
-        layer.num_directions, int(layer.reverse), int(layer.use_bias), 0, layer.input_size,
+        layer.num_directions, int(layer.reverse), int(layer.use_bias), int(int8), layer.input_size,
         layer.hidden_size, layer.num_layers, len(name), 0, len(payload), layer.dropout,
         layer.recurrent_dropout)
     body = header + (_variant_block(layer) if variant else b"") + name + payload
@@ -246,15 +256,16 @@ def load_frnn(path_or_bytes):
     (_, version, header_size, endian, dtype_code, cell_code, reset_after, masked, ndir, reverse,
      use_bias, reserved0, input_size, hidden_size, num_layers, name_length, reserved1,
      payload_size, dropout, recurrent_dropout) = _HEADER.unpack_from(data)
-    if version not in (VERSION, VARIANT_VERSION):
+    if version not in (VERSION, VARIANT_VERSION, INT8_VERSION):
         raise ValueError(f".frnn version {version} is not supported (this reader reads versions "
-                         f"{VERSION} and {VARIANT_VERSION})")
+                         f"{VERSION} to {INT8_VERSION})")
+    int8 = version == INT8_VERSION
     if header_size != HEADER_SIZE:
         raise _error(f"bad header size {header_size} (expected {HEADER_SIZE})")
     if endian != ENDIAN_MARK:
         raise _error(f"bad endianness marker 0x{endian:08x} (expected 0x{ENDIAN_MARK:08x}, "
                      "little-endian)")
-    name_offset = HEADER_SIZE + (VARIANT_SIZE if version == VARIANT_VERSION else 0)
+    name_offset = HEADER_SIZE + (VARIANT_SIZE if version != VERSION else 0)
     if n < name_offset + 4:
         raise _error(f"truncated: {n} bytes, the header and the variant block alone need "
                      f"{name_offset + 4}")
@@ -266,7 +277,9 @@ def load_frnn(path_or_bytes):
         ("num_directions", ndir in (1, 2)),
         ("reverse", reverse <= 1 and not (reverse and ndir != 1)),
         ("use_bias", use_bias <= 1),
-        ("reserved bytes", reserved0 == 0 and reserved1 == 0),
+        ("weights (version 3 holds int8 weights: 1)" if int8 else "reserved bytes",
+         reserved0 == int(int8) and reserved1 == 0),
+        ("dtype (int8 weights: float32)", not (int8 and dtype_code != 0)),
         ("input_size", 1 <= input_size <= MAX_DIM),
         ("hidden_size", 1 <= hidden_size <= MAX_DIM),
         ("num_layers", 1 <= num_layers <= MAX_LAYERS),
@@ -280,11 +293,13 @@ def load_frnn(path_or_bytes):
     cell = _CELLS[cell_code]
     dtype = _DTYPES[dtype_code]
     variant = {}
-    if version == VARIANT_VERSION:
+    if version != VERSION:
         variant = _parse_variant(data, cell, ndir, recurrent_dropout)
+    if int8 and variant.get("proj_size", 0):
+        raise _error("bad variant field: proj_size with int8 weights")
     order = _arrays(cell, input_size, hidden_size, num_layers, ndir, bool(use_bias),
-                    variant.get("peepholes", False), variant.get("proj_size", 0))
-    expect = sum(int(np.prod(shape)) for _, shape in order) * dtype.itemsize
+                    variant.get("peepholes", False), variant.get("proj_size", 0), int8)
+    expect = sum(int(np.prod(shape)) * (kind or dtype).itemsize for _, shape, kind in order)
     if payload_size != expect:
         raise _error(f"payload size {payload_size} does not match the {expect} bytes its sizes "
                      "describe")
@@ -302,15 +317,26 @@ def load_frnn(path_or_bytes):
                   reverse=bool(reverse), dropout=dropout, recurrent_dropout=recurrent_dropout,
                   masked_output=_MASKED[masked], dtype=dtype.newbyteorder("=").name, name=name,
                   **variant)
+    state, offset = {}, name_offset + name_length
+    for key, shape, kind in order:
+        count = int(np.prod(shape))
+        kind = kind or dtype
+        state[key] = np.frombuffer(data, kind, count, offset).reshape(shape).astype(
+            kind.newbyteorder("="))
+        offset += count * kind.itemsize
+    if int8:
+        from ._common import build_int8
+        kwargs.pop("dtype")
+        if cell == "gru":
+            kwargs["reset_after"] = bool(reset_after)
+        for key, value in state.items():
+            if key.endswith("_scale") and not (np.all(np.isfinite(value)) and np.all(value >= 0)):
+                raise _error(f"{key} holds a scale that is negative or not finite")
+        return build_int8(".frnn", cell, input_size, hidden_size, state, **kwargs)
     if cell == "gru":
         layer = GRU(input_size, hidden_size, reset_after=bool(reset_after), **kwargs)
     else:
         layer = LSTM(input_size, hidden_size, **kwargs)
-    state, offset = {}, name_offset + name_length
-    for key, shape in order:
-        count = int(np.prod(shape))
-        state[key] = np.frombuffer(data, dtype, count, offset).reshape(shape)
-        offset += count * dtype.itemsize
     layer.load_state_dict(state)
     return layer
 

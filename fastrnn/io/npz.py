@@ -17,7 +17,7 @@ import json
 
 import numpy as np
 
-from ._common import build, read_source
+from ._common import build, build_int8, read_source
 
 CONFIG_KEY = "__config__"
 FORMAT = "fastrnn-npz"
@@ -107,34 +107,11 @@ def load_npz(path_or_bytes, *, dtype=None):
                          f"{trainable!r:.80}")
     input_size, hidden_size = kwargs.pop("input_size"), kwargs.pop("hidden_size")
     if quantization:
-        return _load_int8(label, cell, input_size, hidden_size, arrays, kwargs)
+        return build_int8(label, cell, input_size, hidden_size, arrays, **kwargs)
     layer = build(cell, input_size, hidden_size, arrays,
                   dtype=dtype or config.get("dtype"), **kwargs)
     layer.trainable = trainable
     return layer
-
-
-def _load_int8(label, cell, input_size, hidden_size, arrays, kwargs):
-    """An int8 layer: a float32 layer built from the float parts (biases, peepholes) and the
-    dequantized weights, then run on the file's own int8 weights and scales."""
-    floats, quantized = {}, {}
-    for key, value in arrays.items():
-        part = key.rsplit(".", 1)[-1]
-        if part in ("kernel", "recurrent", "kernel_scale", "recurrent_scale"):
-            quantized[key] = value
-        else:
-            floats[key] = value
-    for key, value in list(quantized.items()):
-        if key.endswith(".kernel") or key.endswith(".recurrent"):
-            scale = quantized.get(key + "_scale")
-            if value.dtype != np.int8 or scale is None or scale.shape != value.shape[1:]:
-                raise ValueError(f"{label}: {key!r} must be int8 with a {key}_scale per column")
-            floats[key] = value.astype(np.float32) * scale.astype(np.float32)
-    layer = build(cell, input_size, hidden_size, floats, dtype="float32", **kwargs)
-    try:
-        return layer._int8_copy(layer._int8_parts(quantized))
-    except ValueError as exc:
-        raise ValueError(f"{label}: {exc}") from exc
 
 
 def all_weights(path_or_bytes):

@@ -14,6 +14,7 @@
 /* ---- .frnn constants (docs/frnn-format.md) ---- */
 #define FRNN_VERSION 1             /* the plain cell */
 #define FRNN_VERSION_VARIANT 2     /* cell variants: a variant block follows the header */
+#define FRNN_VERSION_INT8 3        /* int8 weights: version 2's layout, header byte 19 = 1 */
 #define FRNN_HEADER_SIZE 64
 #define FRNN_VARIANT_SIZE 144      /* bytes of the version-2 variant block */
 #define FRNN_ACT_LINEAR FR_ACT_COUNT  /* file activation code 12: identity = affine(1, 0) */
@@ -44,6 +45,11 @@ struct fr_state {
     char *c;                   /* (num_layers, batch, Hp) */
     size_t layer_bytes;        /* batch * out_stride * elem: one layer of h */
     size_t c_layer_bytes;      /* batch * Hp * elem: one layer of c */
+    /* int8 models: each step runs fr_layer_forward (T = 1, one thread) in this workspace, on
+     * plain state rows (out_stride = c_stride = hidden_size). */
+    int int8;
+    void *ws;
+    size_t ws_size;
 };
 
 static size_t elem_bytes(fr_dtype dtype) { return dtype == FR_FLOAT64 ? 8 : 4; }
@@ -153,7 +159,7 @@ typedef struct frnn_header {
     int num_layers;
     int use_bias;
     uint32_t name_length;
-    uint64_t name_offset;   /* 64 (version 1) or 64 + FRNN_VARIANT_SIZE (version 2) */
+    uint64_t name_offset;   /* 64 (version 1) or 64 + FRNN_VARIANT_SIZE (versions 2, 3) */
     double recurrent_dropout;
     uint64_t payload_size;
     uint64_t total_size;
@@ -171,6 +177,17 @@ static int desc_h_units(const fr_layer_desc *d)
 static int record_bytes(const frnn_header *h, int input_size, uint64_t *out)
 {
     const fr_layer_desc *d = &h->desc;
+    if (d->int8_weights) {  /* per gate: int8 kernel, f32 scales, int8 recurrent, f32 scales,
+                               f32 biases; then f32 peepholes (docs/frnn-format.md) */
+        uint64_t G = (uint64_t)fr_num_gates(d->cell), H = (uint64_t)d->hidden_size, t, u;
+        uint64_t nvec = h->use_bias ? (d->cell == FR_GRU ? 2 : 1) : 0;
+        if (!add_u64((uint64_t)input_size, H, &t) || !mul_u64(t, H, &t)
+            || !mul_u64(H, 4 * (2 + nvec), &u) || !add_u64(t, u, &t) || !mul_u64(t, G, &t))
+            return 0;
+        if (d->peepholes && (!mul_u64(H, 12, &u) || !add_u64(t, u, &t))) return 0;
+        *out = t;
+        return 1;
+    }
     uint64_t G = (uint64_t)fr_num_gates(d->cell), H = (uint64_t)d->hidden_size;
     uint64_t R = (uint64_t)desc_h_units(d), P = d->proj_size > 0 ? (uint64_t)d->proj_size : 0;
     uint64_t per_gate, t, elems;
@@ -298,9 +315,9 @@ static int parse_header(const unsigned char *p, size_t len, frnn_header *h, char
         return FR_EFORMAT;
     }
     uint32_t version = rd_u16(p + 4);
-    if (version != FRNN_VERSION && version != FRNN_VERSION_VARIANT) {
+    if (version != FRNN_VERSION && version != FRNN_VERSION_VARIANT && version != FRNN_VERSION_INT8) {
         set_err(err, err_size, ".frnn version %u is not supported (this library reads versions "
-                "%d and %d)", (unsigned)version, FRNN_VERSION, FRNN_VERSION_VARIANT);
+                "%d to %d)", (unsigned)version, FRNN_VERSION, FRNN_VERSION_INT8);
         return FR_EVERSION;
     }
     if (rd_u16(p + 6) != FRNN_HEADER_SIZE) {
@@ -314,7 +331,7 @@ static int parse_header(const unsigned char *p, size_t len, frnn_header *h, char
         return FR_EFORMAT;
     }
     const uint64_t name_offset = FRNN_HEADER_SIZE
-                                 + (version == FRNN_VERSION_VARIANT ? FRNN_VARIANT_SIZE : 0);
+                                 + (version != FRNN_VERSION ? FRNN_VARIANT_SIZE : 0);
     if (len < name_offset + 4) {
         set_err(err, err_size, "truncated .frnn data: %zu bytes, the header and the variant "
                 "block alone need %d", len, (int)name_offset + 4);
@@ -334,7 +351,10 @@ static int parse_header(const unsigned char *p, size_t len, frnn_header *h, char
     else if (ndir != 1 && ndir != 2) bad = "num_directions";
     else if (reverse > 1 || (reverse && ndir != 1)) bad = "reverse";
     else if (use_bias > 1) bad = "use_bias";
-    else if (p[19] != 0 || rd_u32(p + 36) != 0) bad = "reserved bytes";
+    else if (p[19] != (version == FRNN_VERSION_INT8) || rd_u32(p + 36) != 0)
+        bad = version == FRNN_VERSION_INT8 ? "weights (version 3 holds int8 weights: 1)"
+                                            : "reserved bytes";
+    else if (version == FRNN_VERSION_INT8 && dtype != 0) bad = "dtype (int8 weights: float32)";
     else if (I < 1 || I > FRNN_MAX_DIM) bad = "input_size";
     else if (H < 1 || H > FRNN_MAX_DIM) bad = "hidden_size";
     else if (L < 1 || L > FRNN_MAX_LAYERS) bad = "num_layers";
@@ -359,9 +379,16 @@ static int parse_header(const unsigned char *p, size_t len, frnn_header *h, char
     h->name_length = name_length;
     h->name_offset = name_offset;
     h->recurrent_dropout = rdropout;
-    if (version == FRNN_VERSION_VARIANT) {
+    if (version != FRNN_VERSION) {
         int rc = parse_variant(p + FRNN_HEADER_SIZE, h, err, err_size);
         if (rc != FR_OK) return rc;
+    }
+    if (version == FRNN_VERSION_INT8) {
+        if (h->desc.proj_size > 0) {
+            set_err(err, err_size, "bad .frnn variant field: proj_size with int8 weights");
+            return FR_EFORMAT;
+        }
+        h->desc.int8_weights = 1;
     }
     /* Payload implied by the sizes, all in checked 64-bit arithmetic. */
     uint64_t expect = 0, rec, t;
@@ -450,6 +477,122 @@ int fr_model_create(const fr_layer_desc *desc, int num_layers, const fr_weights 
     return FR_OK;
 }
 
+/* The payload of a version-3 (int8) file into a new model: per (layer, direction) the packed
+ * int8 matrices (fr_pack_int8) with their scales and column sums, the biases and peepholes in
+ * the padded layout, and the fr_qmatrix records that fr_weights points to, all in one block.
+ * Sizes were proved against the image length by parse_header. */
+static int load_int8(const unsigned char *p, const frnn_header *h, fr_model **out, char *err,
+                     size_t err_size)
+{
+    const fr_layer_desc *d0 = &h->desc;
+    const int G = fr_num_gates(d0->cell), H = d0->hidden_size, D = d0->num_directions;
+    const int Hp = fr_gate_stride(FR_FLOAT32, H), cols = G * Hp;
+    const int nvec = d0->cell == FR_GRU ? 2 : 1;
+    uint64_t packed = fr_round_up((uint64_t)h->num_layers * D * 2 * sizeof(fr_qmatrix), 64);
+    uint64_t staging = 0, t;
+    int ok = 1;
+    for (int k = 0; k < h->num_layers && ok; k++) {
+        const uint64_t I = k == 0 ? (uint64_t)d0->input_size : (uint64_t)D * H, rows = I + H;
+        uint64_t part = 0;
+        /* two int8 matrices, 2 scales, 2 biases, 2 colsums, peepholes, each rounded to 64 */
+        ok = mul_u64((uint64_t)fr_qk4((int)I) * 4 + (uint64_t)fr_qk4(H) * 4, (uint64_t)cols, &part)
+             && add_u64(part, 6 * (uint64_t)cols * 4 + 3 * (uint64_t)Hp * 4 + 9 * 64, &part)
+             && mul_u64(part, (uint64_t)D, &part) && add_u64(packed, part, &packed)
+             && mul_u64(rows, (uint64_t)cols, &t);
+        if (ok && t > staging) staging = t;
+    }
+    if (!ok || packed > (uint64_t)SIZE_MAX - 64 || staging > (uint64_t)SIZE_MAX / 8) {
+        set_err(err, err_size, "model too large for this platform");
+        return FR_ENOMEM;
+    }
+    fr_model *m = model_alloc(h->num_layers, D);
+    char *mem = m ? malloc((size_t)packed + 64) : NULL;
+    signed char *q = mem ? malloc((size_t)staging) : NULL;  /* plain (rows, cols) int8 */
+    if (!q) {
+        free(mem);
+        free(m);
+        set_err(err, err_size, "out of memory loading the model");
+        return FR_ENOMEM;
+    }
+    m->weights_mem = mem;
+    model_set_layers(m, d0);
+    char *dst = (char *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
+    fr_qmatrix *qm = (fr_qmatrix *)dst;
+    dst += fr_round_up((size_t)h->num_layers * D * 2 * sizeof(fr_qmatrix), 64);
+    const unsigned char *src = p + h->name_offset + h->name_length;
+    int rc = FR_OK;
+    for (int k = 0; k < h->num_layers && rc == FR_OK; k++) {
+        const int I = m->layers[k].input_size;
+        for (int d = 0; d < D && rc == FR_OK; d++) {
+            fr_weights *w = &m->w[k * D + d];
+            fr_qmatrix *qk = &qm[(k * D + d) * 2], *qr = qk + 1;
+            float *vec[5];  /* kernel scale, recurrent scale, bias, recurrent bias, peepholes */
+            const size_t vbytes = fr_round_up((size_t)cols * 4, 64);
+            for (int v = 0; v < 4; v++) {
+                vec[v] = (float *)dst;
+                memset(dst, 0, vbytes);
+                dst += vbytes;
+            }
+            vec[4] = (float *)dst;
+            memset(dst, 0, fr_round_up((size_t)3 * Hp * 4, 64));
+            dst += fr_round_up((size_t)3 * Hp * 4, 64);
+            memset(q, 0, (size_t)(I + H) * cols);
+            for (int g = 0; g < G; g++) {
+                /* kernel rows 0..I-1 and recurrent rows I..I+H-1 of the staging matrix */
+                for (int part = 0; part < 2; part++) {
+                    const int r0 = part ? I : 0, nr = part ? H : I;
+                    for (int r = 0; r < nr; r++, src += H)
+                        memcpy(q + (size_t)(r0 + r) * cols + (size_t)g * Hp, src, (size_t)H);
+                    copy_le(vec[part] + (size_t)g * Hp, src, (size_t)H, 4);
+                    src += (size_t)H * 4;
+                }
+                for (int v = 0; v < (h->use_bias ? nvec : 0); v++) {
+                    copy_le(vec[2 + v] + (size_t)g * Hp, src, (size_t)H, 4);
+                    src += (size_t)H * 4;
+                }
+            }
+            if (d0->peepholes)
+                for (int g = 0; g < 3; g++) {
+                    copy_le(vec[4] + (size_t)g * Hp, src, (size_t)H, 4);
+                    src += (size_t)H * 4;
+                }
+            for (int v = 0; v < 2; v++)
+                for (int c = 0; c < cols; c++)
+                    if (!(vec[v][c] >= 0.0f && vec[v][c] <= 3.4e38f)) rc = FR_EFORMAT;
+            fr_qmatrix *mats[2] = {qk, qr};
+            for (int part = 0; part < 2 && rc == FR_OK; part++) {
+                const int rows = part ? H : I;
+                signed char *data = (signed char *)dst;
+                dst += fr_round_up(fr_qmatrix_data_size(rows, cols), 64);
+                int *colsum = (int *)dst;
+                dst += fr_round_up((size_t)cols * 4, 64);
+                if (fr_pack_int8(q + (size_t)(part ? I : 0) * cols, rows, cols, cols, data,
+                                 colsum) != FR_OK)
+                    rc = FR_EFORMAT;  /* a weight of -128 */
+                *mats[part] = (fr_qmatrix){rows, cols, data, vec[part], colsum};
+            }
+            if (rc != FR_OK) {
+                set_err(err, err_size, "bad .frnn int8 payload (layer %d): a weight outside "
+                        "[-127, 127] or a scale that is negative or not finite", k);
+                break;
+            }
+            w->qkernel = qk;
+            w->qrecurrent = qr;
+            w->bias = vec[2];
+            w->recurrent_bias = nvec == 2 ? vec[3] : NULL;
+            w->ld = cols;
+            w->peephole = d0->peepholes ? vec[4] : NULL;
+        }
+    }
+    free(q);
+    if (rc != FR_OK) {
+        fr_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return FR_OK;
+}
+
 int fr_model_load_buffer(const void *buf, size_t len, fr_model **out, char *err, size_t err_size)
 {
     if (out) *out = NULL;
@@ -467,6 +610,8 @@ int fr_model_load_buffer(const void *buf, size_t len, fr_model **out, char *err,
                 (unsigned)computed, (unsigned)stored);
         return FR_EFORMAT;
     }
+
+    if (h.desc.int8_weights) return load_int8(p, &h, out, err, err_size);
 
     /* Packed sizes, in checked 64-bit arithmetic, then against size_t (32-bit targets) before
      * allocating. Per (layer, direction), each part starting on a 64-byte boundary: kernel
@@ -709,7 +854,7 @@ int fr_forward(const fr_model *m, const fr_sequence *s, void *workspace, size_t 
  * candidate, or the projection's m (3 * B * Hp), zero bias vector (G * Hp). Hs, the h row
  * stride, is Hp, or Pp with a projection. Returns 0 for an invalid request. */
 typedef struct state_layout {
-    size_t args, h, c, scratch, zeros, total, layer, c_layer;
+    size_t args, h, c, scratch, zeros, ws, ws_size, total, layer, c_layer;
 } state_layout;
 
 static int state_plan(const fr_model *m, int batch, state_layout *lay)
@@ -717,8 +862,10 @@ static int state_plan(const fr_model *m, int batch, state_layout *lay)
     if (!m || batch < 1) return FR_EINVAL;
     const fr_layer_desc *d = &m->layers[0];
     if (d->num_directions != 1 || d->reverse) return FR_ENOTSTREAMABLE;
-    const uint64_t Hp = (uint64_t)fr_gate_stride(d->dtype, d->hidden_size);
-    const uint64_t Hs = (uint64_t)fr_gate_stride(d->dtype, desc_h_units(d));
+    const int int8 = d->int8_weights;  /* plain rows (see fr_state) */
+    const uint64_t Hp = int8 ? (uint64_t)d->hidden_size
+                             : (uint64_t)fr_gate_stride(d->dtype, d->hidden_size);
+    const uint64_t Hs = int8 ? Hp : (uint64_t)fr_gate_stride(d->dtype, desc_h_units(d));
     const uint64_t e = elem_bytes(d->dtype), L = (uint64_t)m->num_layers;
     uint64_t layer = (uint64_t)batch * Hs * e;  /* < 2^31 * 2^21 * 8: no overflow */
     uint64_t c_layer = (uint64_t)batch * Hp * e;
@@ -733,6 +880,16 @@ static int state_plan(const fr_model *m, int batch, state_layout *lay)
     n += 3 * fr_round_up(c_layer, FR_ALIGN);
     lay->zeros = (size_t)n;
     n += fr_round_up((uint64_t)fr_num_gates(d->cell) * Hp * e, FR_ALIGN);
+    lay->ws = (size_t)n;
+    lay->ws_size = 0;
+    if (int8) {
+        for (int k = 0; k < m->num_layers; k++) {
+            const size_t w = fr_workspace_size(&m->layers[k], batch, 1, 1);
+            if (w == 0) return FR_EINVAL;
+            if (w > lay->ws_size) lay->ws_size = w;
+        }
+        n += fr_round_up((uint64_t)lay->ws_size, FR_ALIGN);
+    }
     if (n > (uint64_t)SIZE_MAX - FR_ALIGN) return FR_ENOMEM;
     lay->total = (size_t)n + FR_ALIGN;
     lay->layer = (size_t)layer;
@@ -758,8 +915,9 @@ int fr_state_init(const fr_model *m, int batch, void *buf, size_t size, fr_state
     memset(base, 0, lay.total - FR_ALIGN);
     fr_state *s = (fr_state *)base;
     const fr_layer_desc *d = &m->layers[0];
-    const int Hp = fr_gate_stride(d->dtype, d->hidden_size);
-    const int P = desc_h_units(d), Hs = fr_gate_stride(d->dtype, P);
+    const int int8 = d->int8_weights;
+    const int Hp = int8 ? d->hidden_size : fr_gate_stride(d->dtype, d->hidden_size);
+    const int P = desc_h_units(d), Hs = int8 ? P : fr_gate_stride(d->dtype, P);
     const size_t scratch_part = fr_round_up(lay.c_layer, FR_ALIGN);
     s->model = m;
     s->batch = batch;
@@ -776,8 +934,11 @@ int fr_state_init(const fr_model *m, int batch, void *buf, size_t size, fr_state
     s->c = base + lay.c;
     s->layer_bytes = lay.layer;
     s->c_layer_bytes = lay.c_layer;
+    s->int8 = int8;
+    s->ws = int8 ? base + lay.ws : NULL;
+    s->ws_size = lay.ws_size;
     const void *zeros = base + lay.zeros;
-    for (int k = 0; k < m->num_layers; k++) {
+    for (int k = 0; k < m->num_layers && !int8; k++) {
         const fr_weights *w = &m->w[k];
         fr_step_args *a = &s->args[k];
         a->cell = d->cell;
@@ -877,12 +1038,34 @@ int fr_state_get(const fr_state *s, void *h, void *c)
     return FR_OK;
 }
 
+/* One step of an int8 model: each layer's whole-sequence kernel with T = 1 on one thread (the
+ * int8 products come from the same micro-kernels; quantization is per row and step, so the
+ * bits are those of fr_forward), in the state's own workspace: nothing allocated. */
+static int step_int8(const fr_model *m, fr_state *s, const void *x_t, void *y_t)
+{
+    const int p = s->parity, L = s->num_layers, lstm = m->layers[0].cell == FR_LSTM;
+    const size_t lb = s->layer_bytes;
+    const void *x = x_t;
+    for (int k = 0; k < L; k++) {
+        char *hprev = s->h[p] + (size_t)k * lb, *hnew = s->h[1 - p] + (size_t)k * lb;
+        char *c = s->c + (size_t)k * s->c_layer_bytes;
+        fr_io io = {s->batch, 1, x, NULL, hprev, lstm ? c : NULL, hnew, hnew, lstm ? c : NULL};
+        int rc = fr_layer_forward(&m->layers[k], &m->w[k], &io, s->ws, s->ws_size, 1);
+        if (rc != FR_OK) return rc;
+        x = hnew;
+    }
+    memcpy(y_t, x, lb);
+    s->parity = 1 - p;
+    return FR_OK;
+}
+
 int fr_step(const fr_model *m, fr_state *s, const void *x_t, void *y_t)
 {
     if (!s || s->model != m || !m || !x_t || !y_t) return FR_EINVAL;
     const int p = s->parity, L = s->num_layers;
     const size_t lb = s->layer_bytes;
     const char *x = (const char *)x_t;
+    if (s->int8) return step_int8(m, s, x_t, y_t);
     const fr_step_fn step = fr_kernels_for(s->dtype)->step;  /* follows fr_set_isa */
     const unsigned fpmode = fr_fpmode_enter();  /* denormals as in fr_layer_forward */
     for (int k = 0; k < L; k++) {

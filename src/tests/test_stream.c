@@ -310,10 +310,10 @@ static void format_errors(void)
     char err[200];
     check(fr_model_load_buffer(img, len, &m, err, sizeof err) == FR_OK, "valid image loads");
     fr_model_free(m);
-    img[4] = 3;  /* version 3 */
+    img[4] = 4;  /* version 4 */
     frnn_fix_crc(img, len);
     check(fr_model_load_buffer(img, len, &m, err, sizeof err) == FR_EVERSION && m == NULL &&
-          strstr(err, "version 3") != NULL, "version 3 rejected with a message");
+          strstr(err, "version 4") != NULL, "version 4 rejected with a message");
     img[4] = 2;  /* a version-1 image relabelled 2: its name and payload are no variant block */
     frnn_fix_crc(img, len);
     check(fr_model_load_buffer(img, len, &m, err, sizeof err) == FR_EFORMAT && m == NULL,
