@@ -117,6 +117,28 @@ static inline fr_f32x8 fr_vsigmoid_f32x8(fr_f32x8 x)
     return 0.5f + 0.5f * fr_vtanh_f32x8(0.5f * x);
 }
 
+#if defined(__AVX512F__)
+/* Sixteen floats, for the AVX-512 kernels' epilogues: each lane runs the operations of the
+ * eight-wide version, so both give the same bits. */
+typedef float fr_f32x16 __attribute__((vector_size(64)));
+static inline fr_f32x16 fr_vmin_f32x16(float c, fr_f32x16 x)
+{
+    return (fr_f32x16)_mm512_min_ps(_mm512_set1_ps(c), (__m512)x);
+}
+static inline fr_f32x16 fr_vmax_f32x16(float c, fr_f32x16 x)
+{
+    return (fr_f32x16)_mm512_max_ps(_mm512_set1_ps(c), (__m512)x);
+}
+static inline fr_f32x16 fr_vtanh_f32x16(fr_f32x16 x)
+{
+    FR_TANH_F32_BODY(fr_f32x16, fr_vmin_f32x16, fr_vmax_f32x16)
+}
+static inline fr_f32x16 fr_vsigmoid_f32x16(fr_f32x16 x)
+{
+    return 0.5f + 0.5f * fr_vtanh_f32x16(0.5f * x);
+}
+#endif
+
 static inline double fr_tanh_f64(double x) { return tanh(x); }
 
 static inline double fr_sigmoid_f64(double x)

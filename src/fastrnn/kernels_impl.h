@@ -14,9 +14,15 @@
 #define FR_NAME(x) FR_CAT3(x, f32, FR_ISA)
 #define FR_TANH fr_tanh_f32
 #define FR_SIGMOID fr_sigmoid_f32
+#if defined(__AVX512F__)  /* epilogues a panel wide (Hp and every run are multiples of 16) */
+#define FR_LANE fr_f32x16
+#define FR_LTANH fr_vtanh_f32x16
+#define FR_LSIGMOID fr_vsigmoid_f32x16
+#else
 #define FR_LANE fr_f32x8
 #define FR_LTANH fr_vtanh_f32x8
 #define FR_LSIGMOID fr_vsigmoid_f32x8
+#endif
 #define FR_INT8 1  /* float32 layers also run int8 weights (forward_impl.inc) */
 #include "forward_impl.inc"
 #include "backward_impl.inc"
