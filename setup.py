@@ -34,6 +34,7 @@ AVX512_FLAGS = AVX2_FLAGS + ["-mavx512f", "-mavx512vl"]
 # The int8 kernels' float operations must not be fused, so every variant gives the same bits.
 INT8_FLAGS = ["-ffp-contract=off"]
 VNNI_FLAGS = AVX512_FLAGS + ["-mavx512bw", "-mavx512vnni"]
+BF16_FLAGS = AVX512_FLAGS + ["-mavx512bw", "-mavx512bf16"]
 OPENMP_TEST = textwrap.dedent("""
     #include <omp.h>
     #include <stdio.h>
@@ -123,6 +124,11 @@ class BuildExt(build_ext):
                     include_dirs=[CORE],
                     extra_postargs=ext.extra_compile_args + KERNEL_FLAGS + INT8_FLAGS
                     + VNNI_FLAGS)
+                objs += self.compiler.compile(
+                    [os.path.join(CORE, "qgemm_avx512bf16.c")], output_dir=self.build_temp,
+                    include_dirs=[CORE],
+                    extra_postargs=ext.extra_compile_args + KERNEL_FLAGS + INT8_FLAGS
+                    + BF16_FLAGS)
                 objs += self.compiler.compile(
                     [os.path.join(CORE, "kernels_avx2.c"),
                      os.path.join(CORE, "stream_kernels_avx2.c")],

@@ -54,7 +54,7 @@ cdef extern from "fastrnn.h" nogil:
         int input_forget
         int proj_size
         double proj_clip
-        int int8_weights
+        int weight_format
 
     ctypedef struct fr_qmatrix:
         int rows
@@ -138,6 +138,13 @@ cdef extern from "fastrnn.h" nogil:
     int fr_pack_int8(const signed char *q, int rows, int cols, Py_ssize_t ld, signed char *data,
                      int *colsum)
     const char *fr_int8_kernel_name()
+    size_t fr_bf16_data_size(int rows, int cols)
+    int fr_pack_bf16(const float *w, int rows, int cols, Py_ssize_t ld, unsigned short *data)
+    const char *fr_bf16_kernel_name()
+    enum:
+        FR_WEIGHTS_FLOAT
+        FR_WEIGHTS_INT8
+        FR_WEIGHTS_BF16
 
 # ---- Models and streaming (fastrnn.h, "Models and streaming") ----
 cdef extern from "fastrnn.h" nogil:
@@ -178,4 +185,6 @@ cdef extern from "qgemm.h" nogil:
         const char *name
         fr_qgemm_fn gemm
         fr_qquant_fn quantize
+        int group
+        int elem
     const fr_qkernels *fr_qkernels_by_name(const char *name)

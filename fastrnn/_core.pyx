@@ -222,28 +222,43 @@ cdef class LayerEngine:
         colsum) of the kernel, (data, scale, colsum) of the recurrent matrix): the scales of
         quantize_int8() and the layout of pack_int8() for this layer's padded canonical
         matrices."""
+        self._set_quantized(FR_WEIGHTS_INT8, qweights)
+
+    def set_bf16(self, list qweights):
+        """Run on bf16 weights from now on (inference only): per direction (data of the
+        kernel, data of the recurrent matrix) as pack_bf16() returns them."""
+        self._set_quantized(FR_WEIGHTS_BF16, [tuple((d,) for d in pair) for pair in qweights])
+
+    def _set_quantized(self, int fmt, list qweights):
         if self.desc.dtype != FR_FLOAT32 or self.desc.proj_size > 0:
-            raise ValueError("int8 weights need a float32 layer without a projection")
+            raise ValueError("int8 / bf16 weights need a float32 layer without a projection")
         if len(qweights) != self.desc.num_directions:
-            raise ValueError("one pair of int8 matrices per direction is required")
+            raise ValueError("one pair of quantized matrices per direction is required")
         cdef int cols = self.G * self.Hp
         cdef int rows
         cdef cnp.ndarray data, scale, colsum
         for d in range(self.desc.num_directions):
             for k in range(2):
                 rows = self.desc.input_size if k == 0 else self.desc.hidden_size
-                data, scale, colsum = qweights[d][k]
                 self.q[d][k].rows = rows
                 self.q[d][k].cols = cols
-                self.q[d][k].data = <const signed char*>_data(
-                    data, cnp.NPY_INT8, fr_qmatrix_data_size(rows, cols), "int8 weights")
-                self.q[d][k].scale = <const float*>_data(scale, cnp.NPY_FLOAT32, cols,
-                                                         "int8 scales")
-                self.q[d][k].colsum = <const int*>_data(colsum, cnp.NPY_INT32, cols,
-                                                        "int8 column sums")
+                if fmt == FR_WEIGHTS_INT8:
+                    data, scale, colsum = qweights[d][k]
+                    self.q[d][k].data = <const signed char*>_data(
+                        data, cnp.NPY_INT8, fr_qmatrix_data_size(rows, cols), "int8 weights")
+                    self.q[d][k].scale = <const float*>_data(scale, cnp.NPY_FLOAT32, cols,
+                                                             "int8 scales")
+                    self.q[d][k].colsum = <const int*>_data(colsum, cnp.NPY_INT32, cols,
+                                                            "int8 column sums")
+                else:
+                    data = qweights[d][k][0]
+                    self.q[d][k].data = <const signed char*>_data(
+                        data, cnp.NPY_UINT16, fr_bf16_data_size(rows, cols), "bf16 weights")
+                    self.q[d][k].scale = NULL
+                    self.q[d][k].colsum = NULL
             self.w[d].qkernel = &self.q[d][0]
             self.w[d].qrecurrent = &self.q[d][1]
-        self.desc.int8_weights = 1
+        self.desc.weight_format = fmt
         self.qweights = qweights
 
     def record_size(self, int batch, int time, bint input_dropout):
@@ -448,6 +463,27 @@ def pack_int8(cnp.ndarray q, int cols):
     return data, colsum
 
 
+def pack_bf16(cnp.ndarray w, int cols):
+    """The kernels' bf16 layout of a float32 matrix w (rows, ld >= cols), cols a multiple of
+    16: uint16 bfloat16 bits (fastrnn.h, "bf16 weights")."""
+    if w.ndim != 2 or w.dtype != np.float32 or not w.flags.c_contiguous:
+        raise ValueError("w must be a C-contiguous float32 matrix")
+    cdef int rows = w.shape[0]
+    if rows < 1 or cols < 1 or cols % 16 or w.shape[1] < cols:
+        raise ValueError(f"cannot pack a ({w.shape[0]}, {w.shape[1]}) matrix to {cols} columns")
+    cdef cnp.ndarray data = np.empty(fr_bf16_data_size(rows, cols), np.uint16)
+    cdef int rc = fr_pack_bf16(<const float*>cnp.PyArray_DATA(w), rows, cols, w.shape[1],
+                               <unsigned short*>cnp.PyArray_DATA(data))
+    if rc != FR_OK:
+        raise ValueError("weights to round to bf16 must be finite")
+    return data
+
+
+def bf16_kernel_name():
+    """The bf16 kernel variant the next call uses (follows the selected ISA)."""
+    return fr_bf16_kernel_name().decode()
+
+
 def int8_kernel_name():
     """The int8 kernel variant the next call uses (follows the selected ISA)."""
     return fr_int8_kernel_name().decode()
@@ -463,12 +499,12 @@ def quantize_rows_u8(str kernel, cnp.ndarray x):
     if x.ndim != 2 or x.dtype != np.float32 or not x.flags.c_contiguous:
         raise ValueError("x must be a C-contiguous float32 matrix")
     cdef int M = x.shape[0], K = x.shape[1]
-    cdef Py_ssize_t lda = (K + 3) // 4 * 4
+    cdef Py_ssize_t lda = (K + qk.group - 1) // qk.group * qk.group * qk.elem
     cdef cnp.ndarray a = np.empty((M, lda), np.uint8)
     cdef cnp.ndarray s = np.empty(M, np.float32)
     qk.quantize(M, K, <const float*>cnp.PyArray_DATA(x), K,
                 <unsigned char*>cnp.PyArray_DATA(a), lda, <float*>cnp.PyArray_DATA(s))
-    return a, s
+    return (a if qk.elem == 1 else a.view(np.uint16) if qk.elem == 2 else a.view(np.float32)), s
 
 
 def qgemm_test(str kernel, cnp.ndarray a, cnp.ndarray s, tuple qmatrix, int rows, int c0,
@@ -476,7 +512,8 @@ def qgemm_test(str kernel, cnp.ndarray a, cnp.ndarray s, tuple qmatrix, int rows
     """Test hook: one int8 micro-kernel variant by name ("int8-baseline", "int8-avx2",
     "int8-avx512vnni") on quantized rows a (M, 4 * ceil(rows / 4)) uint8 with scales s (M,),
     the int8 matrix (data, scale, colsum) of `rows` rows, columns [c0, c0 + n): out (M, n).
-    None if the variant is not available here."""
+    bf16 variants ("bf16-baseline", "bf16-avx2", "bf16-avx512"): a (M, rows rounded to even)
+    uint16, s None, qmatrix (data, None, None). None if the variant is not available here."""
     cdef const fr_qkernels *qk = fr_qkernels_by_name(kernel.encode())
     if qk == NULL:
         return None
@@ -485,20 +522,29 @@ def qgemm_test(str kernel, cnp.ndarray a, cnp.ndarray s, tuple qmatrix, int rows
     data, scale, colsum = qmatrix
     cdef fr_qmatrix q
     q.rows = rows
-    q.cols = scale.shape[0]
+    q.cols = scale.shape[0] if qk.elem == 1 else data.shape[0] // ((rows + 1) // 2 * 2)
     cdef int M = a.shape[0]
-    cdef Py_ssize_t lda = (rows + 3) // 4 * 4
+    cdef Py_ssize_t lda = (rows + qk.group - 1) // qk.group * qk.group
     if n % 16 or c0 < 0 or c0 + n > q.cols or a.ndim != 2 or a.shape[1] != lda:
         raise ValueError("bad qgemm_test arguments")
-    q.data = <const signed char*>_data(data, cnp.NPY_INT8, fr_qmatrix_data_size(rows, q.cols), "data")
-    q.scale = <const float*>_data(scale, cnp.NPY_FLOAT32, q.cols, "scale")
-    q.colsum = <const int*>_data(colsum, cnp.NPY_INT32, q.cols, "colsum")
-    cdef const unsigned char *pa = <const unsigned char*>_data(a, cnp.NPY_UINT8, M * lda, "a")
-    cdef const float *ps = <const float*>_data(s, cnp.NPY_FLOAT32, M, "s")
+    cdef const unsigned char *pa
+    cdef const float *ps = NULL
+    if qk.elem == 1:
+        q.data = <const signed char*>_data(data, cnp.NPY_INT8, fr_qmatrix_data_size(rows, q.cols), "data")
+        q.scale = <const float*>_data(scale, cnp.NPY_FLOAT32, q.cols, "scale")
+        q.colsum = <const int*>_data(colsum, cnp.NPY_INT32, q.cols, "colsum")
+        pa = <const unsigned char*>_data(a, cnp.NPY_UINT8, M * lda, "a")
+        ps = <const float*>_data(s, cnp.NPY_FLOAT32, M, "s")
+    else:
+        q.data = <const signed char*>_data(data, cnp.NPY_UINT16, fr_bf16_data_size(rows, q.cols), "data")
+        q.scale = NULL
+        q.colsum = NULL
+        pa = <const unsigned char*>_data(a, cnp.NPY_UINT16 if qk.elem == 2 else cnp.NPY_FLOAT32,
+                                         M * lda, "a")
     cdef const float *pb = <const float*>_data(bias, cnp.NPY_FLOAT32, q.cols, "bias") \
         if bias is not None else NULL
     cdef cnp.ndarray out = np.empty((M, n), np.float32)
-    fn(M, n, pa, lda, ps, &q, c0, pb, <float*>cnp.PyArray_DATA(out), n)
+    fn(M, n, pa, lda * qk.elem, ps, &q, c0, pb, <float*>cnp.PyArray_DATA(out), n)
     return out
 
 

@@ -256,8 +256,11 @@ class _Recurrent:
             >>> sorted(fastrnn.GRU(4, 3).state_dict())[:2]
             ['layer0.forward.candidate.bias', 'layer0.forward.candidate.kernel']
         """
-        if self.quantization:
+        if self.quantization == "int8":
             return self._quantized_state_dict()
+        return self._float_state_dict()
+
+    def _float_state_dict(self):
         out = {}
         for layer in range(self.num_layers):
             for d in range(self.num_directions):
@@ -742,23 +745,27 @@ class _Recurrent:
 
     # ---- reduced precision ----
     def quantize(self, scheme="int8"):
-        """An inference-only copy of this layer with int8 weights (docs/quantization.md).
+        """An inference-only copy of this layer with int8 or bf16 weights
+        (docs/quantization.md).
 
-        Kernel and recurrent matrices become symmetric int8 with one float32 scale per
+        "int8": kernel and recurrent matrices become symmetric int8 with one float32 scale per
         output column (gate unit); at every step the layer input and h_{t-1} are quantized
         per batch row, multiplied in exact int32 arithmetic and dequantized before the gate
-        epilogue, which stays float32 like the state, the biases and the outputs. Same call,
-        masks, lengths, initial states, stacks, directions and `step()` as this layer; the
-        results do not depend on the thread count or the batch composition.
+        epilogue. "bf16": the matrices, and at every step the input and h_{t-1}, are rounded
+        to bfloat16; the products are summed in float32. Either way the gate epilogue, the
+        state, the biases and the outputs stay float32. Same call, masks, lengths, initial
+        states, stacks, directions and `step()` as this layer; the results do not depend on
+        the thread count or the batch composition.
 
         Args:
-            scheme: "int8" (bf16 is not available yet).
+            scheme: "int8" or "bf16".
 
         Returns:
-            A new layer of the same class (float32, `quantization == "int8"`, `trainable`
-            False). Its `state_dict()` holds int8 "kernel" / "recurrent" arrays with
-            "kernel_scale" / "recurrent_scale" (H,) per gate; `gate()` views show the
-            dequantized weights, read-only. This layer is unchanged.
+            A new layer of the same class (float32, `quantization == scheme`, `trainable`
+            False). int8: its `state_dict()` holds int8 "kernel" / "recurrent" arrays with
+            "kernel_scale" / "recurrent_scale" (H,) per gate; bf16: float32 arrays holding the
+            bfloat16 values. `gate()` views show the weights the layer runs on, read-only.
+            This layer is unchanged.
 
         Raises:
             ValueError: an unknown scheme, or non-finite weights.
@@ -772,22 +779,52 @@ class _Recurrent:
             >>> bool(np.abs(q(x)[0] - lstm(x)[0]).max() < 0.05)
             True
         """
-        if scheme != "int8":
-            raise ValueError(f"scheme must be 'int8', got {scheme!r} (bf16 is not available yet)")
+        if scheme not in ("int8", "bf16"):
+            raise ValueError(f"scheme must be 'int8' or 'bf16', got {scheme!r}")
         if self.quantization:
             raise ValueError(f"{self!r} is already quantized")
         if self._proj:
-            raise NotImplementedError("int8 weights are not available yet for an LSTM with a "
-                                      "projection (proj_size)")
+            raise NotImplementedError(f"{scheme} weights are not available yet for an LSTM with "
+                                      "a projection (proj_size)")
         f32 = self if self.dtype == np.float32 else self._float32_copy()
         cols = f32._num_gates * f32._stride
+        if scheme == "bf16":
+            return f32._bf16_copy()
         parts = [[{part: _core.quantize_int8(d[part], cols) for part in ("kernel", "recurrent")}
                   for d in dirs] for dirs in f32._w]
         return f32._int8_copy(parts)
 
+    def _bf16_copy(self):
+        """A copy of this (float32) layer running on its weights rounded to bfloat16."""
+        q = self._float32_copy()
+        cols = q._num_gates * q._stride
+        q._qw = []
+        for layer, engine in enumerate(q._engines):
+            per_dir = []
+            for d in q._w[layer]:
+                pair = []
+                for part in ("kernel", "recurrent"):
+                    data = _core.pack_bf16(d[part], cols)
+                    pair.append(data)
+                    d[part][:, :cols] = _bf16_matrix(data, cols, d[part].shape[0])
+                per_dir.append(tuple(pair))
+            engine.set_bf16(per_dir)
+            q._qw.append(per_dir)
+        q._freeze_arrays()
+        q.quantization = "bf16"
+        q.trainable = False
+        return q
+
+    def _freeze_arrays(self):
+        for dirs in self._w:
+            for d in dirs:
+                for a in d.values():
+                    if a is not None:
+                        a.flags.writeable = False
+
     def _float32_copy(self):
         """A float32 copy of this layer (new arrays and engines, same settings)."""
-        float_state = {k: np.asarray(v, np.float32) for k, v in self.state_dict().items()}
+        float_state = {k: np.asarray(v, np.float32) for k, v in self._float_state_dict().items()}
         q = copy.copy(self)
         q._local = threading.local()
         q._rng_lock = threading.Lock()
@@ -818,11 +855,7 @@ class _Recurrent:
                 per_dir.append(tuple(pair))
             engine.set_int8(per_dir)
             q._qw.append(per_dir)
-        for dirs in q._w:
-            for d in dirs:
-                for a in d.values():
-                    if a is not None:
-                        a.flags.writeable = False
+        q._freeze_arrays()
         q.quantization = "int8"
         q.trainable = False
         return q
@@ -1135,3 +1168,12 @@ def _int8_matrix(data, cols, rows):
 def _dequantize(data, scale, rows):
     """float32 q * scale of an int8 matrix (what the int8 weights stand for)."""
     return _int8_matrix(data, scale.size, rows).astype(np.float32) * scale
+
+
+def _bf16_matrix(data, cols, rows):
+    """float32 (rows, cols) values of a bf16 matrix in the kernels' layout (panels of 16
+    columns, rows in pairs; fastrnn.h)."""
+    k2 = (rows + 1) // 2
+    panels = data.reshape(cols // 16, k2, 16, 2)          # [panel][k2][column][k % 2]
+    bits = panels.transpose(1, 3, 0, 2).reshape(2 * k2, cols)[:rows]
+    return (bits.astype(np.uint32) << 16).view(np.float32)

@@ -449,3 +449,157 @@ def test_convert_quantize_cli(tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["convert", str(src), "-o", str(tmp_path / "q.onnx"), "--quantize", "int8"])
     assert exc.value.code == 2
+
+
+# ---- bf16 ----
+
+BF16_KERNELS = ["bf16-baseline", "bf16-avx2", "bf16-avx512"]
+
+
+def np_bf16(x):
+    """float32 values of the bfloat16 rounding (fastrnn.h): nearest even, NaN kept, magnitudes
+    below FLT_MIN as signed zeros."""
+    x = np.ascontiguousarray(x, F32)
+    u = x.view(np.uint32).astype(np.uint64)
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint32) << 16
+    r = np.where(np.abs(x) < np.finfo(F32).tiny, u.astype(np.uint32) & 0x80000000, r)
+    r = np.where(np.isnan(x), (u.astype(np.uint32) & 0xFFFF0000) | 0x00400000, r)
+    return r.astype(np.uint32).view(F32)
+
+
+def np_bf16_gemm(a, w, bias=None):
+    """out = init + per pair of rows, the odd then the even product, in float32."""
+    M, K = a.shape
+    if K % 2:
+        a = np.concatenate([a, np.zeros((M, 1), F32)], axis=1)
+        w = np.concatenate([w, np.zeros((1, w.shape[1]), F32)], axis=0)
+    out = np.zeros((M, w.shape[1]), F32) if bias is None else \
+        np.repeat(bias[None, :], M, axis=0).astype(F32)
+    for k in range(0, a.shape[1], 2):
+        out = (out + a[:, k + 1:k + 2] * w[k + 1]).astype(F32)
+        out = (out + a[:, k:k + 1] * w[k]).astype(F32)
+    return out
+
+
+def bf16_rows(kernel, x):
+    got = _core.quantize_rows_u8(kernel, np.ascontiguousarray(x, F32))
+    if got is None:
+        pytest.skip(f"{kernel} is not available on this CPU")
+    a = got[0]
+    return a if a.dtype == F32 else (a.astype(np.uint32) << 16).view(F32)
+
+
+@pytest.mark.parametrize("kernel", BF16_KERNELS)
+def test_bf16_rounding_matches_numpy(kernel):
+    rng = np.random.default_rng(0)
+    tiny = np.finfo(F32).tiny
+    x = rng.normal(size=(5, 67)).astype(F32) * np.logspace(-3, 3, 67).astype(F32)
+    x[0, :6] = [1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8), tiny / 4, -tiny / 2, np.nan]
+    x[1, :3] = [np.inf, -np.inf, 3.3895314e38]
+    got = bf16_rows(kernel, x)[:, :67]
+    want = np_bf16(x)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    assert got[0, 0] == 1 and got[0, 1] == 1 + 4 * 2 ** -8  # ties to even
+    w = rng.normal(size=(9, 32)).astype(F32)
+    from fastrnn.layers import _bf16_matrix
+    np.testing.assert_array_equal(_bf16_matrix(_core.pack_bf16(w, 32), 32, 9), np_bf16(w))
+
+
+@pytest.mark.parametrize("kernel", BF16_KERNELS)
+@pytest.mark.parametrize("K,N,M", [(1, 16, 1), (3, 32, 2), (8, 48, 5), (37, 96, 7), (256, 64, 4)])
+def test_bf16_kernels_match_the_model_bitwise(kernel, K, N, M):
+    rng = np.random.default_rng(K * 100 + N + M)
+    w = rng.standard_normal((K, N)).astype(F32)
+    data = _core.pack_bf16(w, N)
+    x = rng.standard_normal((M, K)).astype(F32)
+    raw = _core.quantize_rows_u8(kernel, x)
+    if raw is None:
+        pytest.skip(f"{kernel} is not available on this CPU")
+    bias = rng.standard_normal(N).astype(F32)
+    for c0, n in [(0, N), (N - 16, 16)]:
+        for b in (None, bias):
+            out = _core.qgemm_test(kernel, raw[0], None, (data, None, None), K, c0, n, b)
+            ref = np_bf16_gemm(np_bf16(x), np_bf16(w)[:, c0:c0 + n],
+                               None if b is None else b[c0:c0 + n])
+            np.testing.assert_array_equal(out, ref)
+
+
+class _BMat:
+    """A reference weight matrix whose products follow the bf16 scheme."""
+    __array_ufunc__ = None
+
+    def __init__(self, w):
+        self.w, self.shape = np_bf16(w), w.shape
+
+    def __rmatmul__(self, x):
+        return np_bf16_gemm(np_bf16(np.asarray(x, F32).reshape(1, -1)), self.w)[0].astype(
+            np.float64)
+
+
+@pytest.mark.parametrize("cell,kw", CASES[:3])
+def test_bf16_layer_matches_reference(cell, kw, isa):
+    rng = np.random.default_rng(11)
+    B, T, I, H = 3, 6, 5, 20
+    layer = make(cell, I, H, bidirectional=True, **kw)
+    q = layer.quantize("bf16")
+    sd = q.state_dict()
+    assert all((v.view(np.uint32) & 0xFFFF).max() == 0 for k, v in sd.items()
+               if k.endswith(".kernel") or k.endswith(".recurrent"))
+    params = {k: _BMat(v) if k.endswith(".kernel") or k.endswith(".recurrent") else v
+              for k, v in sd.items()}
+    x = rng.normal(size=(B, T, I)).astype(F32)
+    mask = np.ones((B, T), bool)
+    mask[1, 3:] = False
+    out, _ = q(x, mask=mask)
+    ref, _ = rnn_forward(cell, params, x, hidden_size=H, bidirectional=True, mask=mask,
+                         reset_after=kw.get("reset_after", True))
+    np.testing.assert_allclose(out, ref, rtol=0, atol=2e-3)
+    assert np.abs(out - layer(x, mask=mask)[0]).max() < 0.02  # near the float layer
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_bf16_determinism_step_and_isas(cell):
+    rng = np.random.default_rng(12)
+    layer = make(cell, 16, 40, num_layers=2)
+    x = rng.normal(size=(9, 7, 16)).astype(F32)
+    before_t, before_isa = fastrnn.get_num_threads(), _core.get_isa()
+    try:
+        results = {}
+        for isa in [i for i in ("avx2", "avx512") if i in _core.available_isas()]:
+            _core.set_isa(isa)
+            q = layer.quantize("bf16")
+            fastrnn.set_num_threads(1)
+            one = q(x)[0]
+            fastrnn.set_num_threads(2)
+            np.testing.assert_array_equal(q(x)[0], one)
+            np.testing.assert_array_equal(q(x[4:5])[0], one[4:5])
+            state = None
+            for t in range(7):
+                y, state = q.step(x[:, t], state)
+                np.testing.assert_array_equal(y, one[:, t])
+            results[isa] = one
+        if len(results) == 2:  # the AVX2 emulation gives vdpbf16ps' bits on these values
+            np.testing.assert_array_equal(results["avx2"], results["avx512"])
+    finally:
+        fastrnn.set_num_threads(before_t)
+        _core.set_isa(before_isa)
+
+
+def test_bf16_files_and_api(tmp_path):
+    layer = make("gru", 6, 20, bidirectional=True)
+    q = layer.quantize("bf16")
+    assert q.quantization == "bf16" and not q.trainable and "quantization='bf16'" in repr(q)
+    fastrnn.save(q, tmp_path / "b.npz")
+    back = fastrnn.load(tmp_path / "b.npz")
+    x = np.random.default_rng(0).normal(size=(2, 5, 6)).astype(F32)
+    assert back.quantization == "bf16"
+    np.testing.assert_array_equal(back(x)[0], q(x)[0])
+    with pytest.raises(ValueError, match="bf16 weights"):
+        fastrnn.save(q, tmp_path / "b.frnn")
+    with pytest.raises(RuntimeError, match="inference only"):
+        q(x, training=True)
+    from fastrnn.__main__ import main
+    fastrnn.save(layer, tmp_path / "f.npz")
+    assert main(["convert", str(tmp_path / "f.npz"), "-o", str(tmp_path / "c.npz"),
+                 "--quantize", "bf16"]) == 0
+    np.testing.assert_array_equal(fastrnn.load(tmp_path / "c.npz")(x)[0], q(x)[0])

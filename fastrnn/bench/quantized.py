@@ -1,5 +1,5 @@
-"""`fastrnn bench --suite quantized`: int8 weights (`layer.quantize("int8")`) against fastrnn's
-own float32 layer and the peers' own quantized LSTMs built from the same float weights:
+"""`fastrnn bench --suite quantized`: int8 and bf16 weights (`layer.quantize(...)`) against
+fastrnn's own float32 layer and the peers' own quantized LSTMs built from the same float weights:
 PyTorch's dynamic quantization (`torch.ao.quantization.quantize_dynamic`, qint8) and ONNX
 Runtime's `DynamicQuantizeLSTM` (`onnxruntime.quantization.quantize_dynamic` of the exported
 model). Each is optional and skipped with a note when not installed.
@@ -121,12 +121,13 @@ def run_case(case, nthreads, folder, *, repeats=7, min_time=0.02, budget=None, s
     cls = fastrnn.LSTM if case.cell == "lstm" else fastrnn.GRU
     layer = cls(case.H, case.H, seed=seed)
     q = layer.quantize("int8")
+    b = layer.quantize("bf16")
     x = np.random.default_rng(seed).standard_normal((case.B, case.T, case.H)).astype(np.float32)
     ref = layer(x)[0]
-    impls = {"float32": (lambda: layer(x)), "int8": (lambda: q(x))}
+    impls = {"float32": (lambda: layer(x)), "int8": (lambda: q(x)), "bf16": (lambda: b(x))}
     res = {"case": case.name, "cell": case.cell, "B": case.B, "T": case.T, "H": case.H,
            "threads": nthreads, "results": {}, "notes": []}
-    errors = {"float32": (0.0, 0.0), "int8": _error(q(x)[0], ref)}
+    errors = {"float32": (0.0, 0.0), "int8": _error(q(x)[0], ref), "bf16": _error(b(x)[0], ref)}
     for peer, build in (("torch-qint8", lambda: _torch_qint8(layer)),
                         ("ort-dynamic", lambda: _ort_dynamic(layer, folder, nthreads))):
         try:
@@ -155,6 +156,7 @@ def run_case(case, nthreads, folder, *, repeats=7, min_time=0.02, budget=None, s
                                 "max_abs_err": errors[name][0], "mean_abs_err": errors[name][1]}
     med = {n: r["median_s"] for n, r in res["results"].items()}
     res["ratios"] = {f"int8 vs {n}": med[n] / med["int8"] for n in med if n != "int8"}
+    res["ratios"]["bf16 vs float32"] = med["float32"] / med["bf16"]
     return res
 
 
@@ -197,13 +199,15 @@ def run_quantized(threads, *, quick=False, repeats=7, min_time=0.02, budget=None
     failures = [f"{r['case']} threads={r['threads']}: {n}" for r in results
                 for n in r["notes"] if "FAILED" in n]
     summary = {}
-    for key in ("int8 vs float32", "int8 vs torch-qint8", "int8 vs ort-dynamic"):
+    for key in ("int8 vs float32", "int8 vs torch-qint8", "int8 vs ort-dynamic",
+                "bf16 vs float32"):
         vals = np.array([r["ratios"][key] for r in results if key in r.get("ratios", {})])
         if vals.size:
             summary[key] = {"geomean": float(np.exp(np.log(vals).mean())),
                             "min": float(vals.min()), "rows": int(vals.size)}
     machine = machine_info()
     machine["int8_kernel"] = _core.int8_kernel_name()
+    machine["bf16_kernel"] = _core.bf16_kernel_name()
     return {"schema": SCHEMA,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": machine, "versions": _versions(),
@@ -223,14 +227,16 @@ def _fmt(s):
 def format_table(doc):
     m = doc["machine"]
     v = doc["versions"]
-    lines = [f"fastrnn {m['fastrnn']} int8 weights: {m['cpu']} ({m['usable_cores']} usable "
-             f"cores, kernels {m['kernel_variant']}, {m['int8_kernel']}), torch "
-             f"{v['torch'] or '-'}, onnxruntime {v['onnxruntime'] or '-'}",
+    lines = [f"fastrnn {m['fastrnn']} int8 / bf16 weights: {m['cpu']} ({m['usable_cores']} "
+             f"usable cores, kernels {m['kernel_variant']}, {m['int8_kernel']}, "
+             f"{m['bf16_kernel']}), torch {v['torch'] or '-'}, onnxruntime "
+             f"{v['onnxruntime'] or '-'}",
              "time: median of interleaved repeats, same threads; ratio = that time / fastrnn "
-             "int8's (above 1: int8 is faster); err: max | mean abs output error vs float32",
-             "", "| case | thr | float32 | int8 | torch qint8 | ORT dyn-quant | int8 vs f32 | "
-             "vs torch | vs ORT | err int8 | err torch | err ORT |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "int8's (bf16 vs f32: float32's / bf16's; above 1: faster); err: max / mean abs "
+             "output error vs float32",
+             "", "| case | thr | float32 | int8 | bf16 | torch qint8 | ORT dyn-quant | int8 vs f32 | "
+             "vs torch | vs ORT | bf16 vs f32 | err int8 | err bf16 | err torch | err ORT |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in doc["results"]:
         res, rat = r["results"], r.get("ratios", {})
 
@@ -244,10 +250,12 @@ def format_table(doc):
         def err(name):
             return (f"{res[name]['max_abs_err']:.1e} / {res[name]['mean_abs_err']:.0e}"
                     if name in res else "-")
+        bf = f"{rat['bf16 vs float32']:.2f}x" if "bf16 vs float32" in rat else "-"
         lines.append(f"| {r['case']} | {r['threads']} | {t('float32')} | {t('int8')} | "
-                     f"{t('torch-qint8')} | {t('ort-dynamic')} | {ratio('float32')} | "
-                     f"{ratio('torch-qint8')} | {ratio('ort-dynamic')} | {err('int8')} | "
-                     f"{err('torch-qint8')} | {err('ort-dynamic')} |")
+                     f"{t('bf16')} | {t('torch-qint8')} | {t('ort-dynamic')} | "
+                     f"{ratio('float32')} | {ratio('torch-qint8')} | {ratio('ort-dynamic')} | "
+                     f"{bf} | {err('int8')} | {err('bf16')} | {err('torch-qint8')} | "
+                     f"{err('ort-dynamic')} |")
     notes = sorted({n for r in doc["results"] for n in r["notes"]})
     if notes:
         lines += [""] + [f"- {n}" for n in notes]

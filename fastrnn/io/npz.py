@@ -9,7 +9,8 @@ A layer with a cell variant (docs/variants.md) is written as version 2, whose co
 instead of building the plain cell. A quantized layer (`layer.quantize("int8")`) is written as
 version 3 with "quantization": "int8" in its config and the arrays of its state_dict (int8
 "kernel" / "recurrent" with float32 "kernel_scale" / "recurrent_scale" per gate): an older
-reader refuses it rather than taking int8 values for float weights. Read with np.load(allow_pickle=False): a file can never run
+reader refuses it rather than taking int8 values for float weights. A bf16 layer is written
+the same way with "quantization": "bf16" and float32 arrays holding its bfloat16 weights. Read with np.load(allow_pickle=False): a file can never run
 code.
 """
 import io
@@ -81,9 +82,9 @@ def load_npz(path_or_bytes, *, dtype=None):
         raise ValueError(f"{label}: {FORMAT} version {config.get('version')} is not supported "
                          f"(this fastrnn reads versions {VERSION} to {QUANTIZED_VERSION})")
     quantization = config.get("quantization") if config["version"] == QUANTIZED_VERSION else None
-    if config["version"] == QUANTIZED_VERSION and quantization != "int8":
-        raise ValueError(f"{label}: {CONFIG_KEY} 'quantization' must be \"int8\", got "
-                         f"{quantization!r:.80}")
+    if config["version"] == QUANTIZED_VERSION and quantization not in ("int8", "bf16"):
+        raise ValueError(f"{label}: {CONFIG_KEY} 'quantization' must be \"int8\" or \"bf16\", "
+                         f"got {quantization!r:.80}")
     cell = config.pop("cell", None)
     if cell not in ("lstm", "gru"):
         raise ValueError(f"{label}: unknown cell {cell!r}")
@@ -106,8 +107,11 @@ def load_npz(path_or_bytes, *, dtype=None):
         raise ValueError(f"{label}: {CONFIG_KEY} 'trainable' must be true or false, got "
                          f"{trainable!r:.80}")
     input_size, hidden_size = kwargs.pop("input_size"), kwargs.pop("hidden_size")
-    if quantization:
+    if quantization == "int8":
         return build_int8(label, cell, input_size, hidden_size, arrays, **kwargs)
+    if quantization == "bf16":  # float32 arrays of bfloat16 values: rounding them is exact
+        return build(cell, input_size, hidden_size, arrays, dtype="float32",
+                     **kwargs).quantize("bf16")
     layer = build(cell, input_size, hidden_size, arrays,
                   dtype=dtype or config.get("dtype"), **kwargs)
     layer.trainable = trainable

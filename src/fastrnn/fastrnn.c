@@ -44,6 +44,18 @@ static int cpu_has_avx512vnni(void)
 #endif
 }
 
+/* bfloat16 dot products on 512-bit vectors (vdpbf16ps). */
+static int cpu_has_avx512bf16(void)
+{
+#if defined(FR_HAVE_AVX512_BUILD) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    return cpu_has_avx512() && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512bf16");
+#else
+    return 0;
+#endif
+}
+
 /* -1 = not chosen yet. Chosen lazily on first use (every racing first caller computes the
  * same value) or by fr_set_isa; atomic so concurrent callers never race. */
 static _Atomic int g_isa = -1;
@@ -128,43 +140,64 @@ const fr_kernels *fr_kernels_for(fr_dtype dtype)
 /* The int8 kernel of the selected ISA: VNNI where AVX-512 is selected and the CPU has it,
  * the AVX2 one for AVX2 (and AVX-512 without VNNI), else the portable one. All return the
  * same integers and the same float products. */
-const fr_qkernels *fr_qkernels_current(void)
+/* The reduced-precision kernels, best first per format; an entry is usable when its CPU check
+ * passes and the selected ISA (fr_get_isa) is at least its level. */
+typedef struct qkernel_entry {
+    fr_qkernels k;
+    int format;
+    fr_isa level;
+    int (*cpu_ok)(void);
+} qkernel_entry;
+
+static int always(void) { return 1; }
+
+static const qkernel_entry *qkernel_table(size_t *n)
 {
-    static const fr_qkernels baseline = {"int8-baseline", fr_qgemm_int8_baseline,
-                                         fr_quantize_rows_u8_baseline};
+    static const qkernel_entry table[] = {
 #ifdef FR_HAVE_AVX2_BUILD
-    static const fr_qkernels avx2 = {"int8-avx2", fr_qgemm_int8_avx2, fr_quantize_rows_u8_avx2};
-    static const fr_qkernels vnni = {"int8-avx512vnni", fr_qgemm_int8_avx512vnni,
-                                     fr_quantize_rows_u8_avx512vnni};
-    const fr_isa isa = fr_get_isa();
-    if (isa == FR_ISA_AVX512 && cpu_has_avx512vnni()) return &vnni;
-    if (isa == FR_ISA_AVX512 || isa == FR_ISA_AVX2) return &avx2;
+        {{"int8-avx512vnni", fr_qgemm_int8_avx512vnni, fr_quantize_rows_u8_avx512vnni, 4, 1},
+         FR_WEIGHTS_INT8, FR_ISA_AVX512, cpu_has_avx512vnni},
+        {{"int8-avx2", fr_qgemm_int8_avx2, fr_quantize_rows_u8_avx2, 4, 1}, FR_WEIGHTS_INT8,
+         FR_ISA_AVX2, cpu_has_avx2_fma},
+        {{"bf16-avx512", fr_qgemm_bf16_avx512bf16, fr_round_rows_bf16_avx512bf16, 2, 2},
+         FR_WEIGHTS_BF16, FR_ISA_AVX512, cpu_has_avx512bf16},
+        {{"bf16-avx2", fr_qgemm_bf16_avx2, fr_round_rows_bf16_f32_avx2, 2, 4}, FR_WEIGHTS_BF16,
+         FR_ISA_AVX2, cpu_has_avx2_fma},
 #endif
-    return &baseline;
+        {{"int8-baseline", fr_qgemm_int8_baseline, fr_quantize_rows_u8_baseline, 4, 1},
+         FR_WEIGHTS_INT8, FR_ISA_BASELINE, always},
+        {{"bf16-baseline", fr_qgemm_bf16_baseline, fr_round_rows_bf16_baseline, 2, 2},
+         FR_WEIGHTS_BF16, FR_ISA_BASELINE, always},
+    };
+    *n = sizeof table / sizeof table[0];
+    return table;
+}
+
+/* The best variant of a format at the selected ISA: VNNI / BF16 where AVX-512 is selected and
+ * the CPU has them, else the AVX2 one (also for AVX-512 without them), else the portable one.
+ * Every int8 variant returns the same integers and products; see fastrnn.h for bf16. */
+const fr_qkernels *fr_qkernels_current(int weight_format)
+{
+    size_t n;
+    const qkernel_entry *t = qkernel_table(&n);
+    const fr_isa isa = fr_get_isa();
+    for (size_t i = 0; i < n; i++)
+        if (t[i].format == weight_format && (int)isa >= (int)t[i].level && t[i].cpu_ok())
+            return &t[i].k;
+    return NULL;
 }
 
 const fr_qkernels *fr_qkernels_by_name(const char *name)
 {
-    static const fr_qkernels all[] = {
-        {"int8-baseline", fr_qgemm_int8_baseline, fr_quantize_rows_u8_baseline},
-#ifdef FR_HAVE_AVX2_BUILD
-        {"int8-avx2", fr_qgemm_int8_avx2, fr_quantize_rows_u8_avx2},
-        {"int8-avx512vnni", fr_qgemm_int8_avx512vnni, fr_quantize_rows_u8_avx512vnni},
-#endif
-    };
-    if (!name) return NULL;
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
-        if (strcmp(name, all[i].name) != 0) continue;
-#ifdef FR_HAVE_AVX2_BUILD
-        if (i == 1 && !cpu_has_avx2_fma()) return NULL;
-        if (i == 2 && !cpu_has_avx512vnni()) return NULL;
-#endif
-        return &all[i];
-    }
+    size_t n;
+    const qkernel_entry *t = qkernel_table(&n);
+    for (size_t i = 0; name && i < n; i++)
+        if (strcmp(name, t[i].k.name) == 0) return t[i].cpu_ok() ? &t[i].k : NULL;
     return NULL;
 }
 
-const char *fr_int8_kernel_name(void) { return fr_qkernels_current()->name; }
+const char *fr_int8_kernel_name(void) { return fr_qkernels_current(FR_WEIGHTS_INT8)->name; }
+const char *fr_bf16_kernel_name(void) { return fr_qkernels_current(FR_WEIGHTS_BF16)->name; }
 
 /* ---- layout helpers ---- */
 
@@ -288,7 +321,8 @@ static int check_desc(const fr_layer_desc *d)
         return FR_EINVAL;
     if (d->proj_size < 0 || (d->proj_size > 0 && d->cell != FR_LSTM)) return FR_EINVAL;
     if (!(d->proj_clip >= 0) || (d->proj_clip > 0 && d->proj_size == 0)) return FR_EINVAL;
-    if (d->int8_weights != 0 && d->int8_weights != 1) return FR_EINVAL;
+    if (d->weight_format < FR_WEIGHTS_FLOAT || d->weight_format > FR_WEIGHTS_BF16)
+        return FR_EINVAL;
     return FR_OK;
 }
 
@@ -382,10 +416,10 @@ static void dir_args(const fr_layer_desc *d, const fr_weights *w, const fr_io *i
     a->num_threads = threads;
     a->split = split;
     fr_cell_variant_of(d, w, dir, &a->var);
-    if (d->int8_weights) {
+    if (d->weight_format) {
         a->qWx = w[dir].qkernel;
         a->qWh = w[dir].qrecurrent;
-        a->qk = fr_qkernels_current();
+        a->qk = fr_qkernels_current(d->weight_format);
     }
     if (d->proj_size > 0) {
         a->P = P;
@@ -442,19 +476,21 @@ static void drop_input(const fr_layer_desc *d, const fr_io *io, const fr_train *
     }
 }
 
-static int check_qmatrix(const fr_qmatrix *q, int rows, int cols)
+static int check_qmatrix(const fr_qmatrix *q, int rows, int cols, int int8)
 {
-    return q && q->rows == rows && q->cols == cols && rows <= 65536 && q->data && q->scale
-           && q->colsum;
+    return q && q->rows == rows && q->cols == cols && rows <= 65536 && q->data
+           && (!int8 || (q->scale && q->colsum));
 }
 
-/* int8 weights: both matrices, shaped for this layer; float32 layers without a projection. */
+/* Reduced-precision weights: both matrices, shaped for this layer; float32 layers without a
+ * projection. */
 static int check_qweights(const fr_layer_desc *d, const fr_weights *w)
 {
     const int cols = fr_num_gates(d->cell) * fr_gate_stride(d->dtype, d->hidden_size);
+    const int int8 = d->weight_format == FR_WEIGHTS_INT8;
     if (d->dtype != FR_FLOAT32 || d->proj_size > 0) return FR_EUNSUPPORTED;
-    if (!check_qmatrix(w->qkernel, d->input_size, cols)
-        || !check_qmatrix(w->qrecurrent, d->hidden_size, cols))
+    if (!check_qmatrix(w->qkernel, d->input_size, cols, int8)
+        || !check_qmatrix(w->qrecurrent, d->hidden_size, cols, int8))
         return FR_EINVAL;
     return FR_OK;
 }
@@ -467,7 +503,7 @@ static int check_call(const fr_layer_desc *d, const fr_weights *w, const fr_io *
     const int G = fr_num_gates(d->cell);
     const int Hp = fr_gate_stride(d->dtype, d->hidden_size);
     for (int dir = 0; dir < d->num_directions; dir++) {
-        if (d->int8_weights) {
+        if (d->weight_format) {
             int rc_q = check_qweights(d, &w[dir]);
             if (rc_q != FR_OK) return rc_q;
         } else if (!w[dir].kernel || !w[dir].recurrent || w[dir].ld < (ptrdiff_t)G * Hp)
@@ -513,7 +549,7 @@ static int stream_eligible(const fr_layer_desc *d, const fr_io *io, const fr_tra
     const size_t gh = (size_t)fr_num_gates(d->cell) * fr_gate_stride(d->dtype, d->hidden_size);
     const int rows_ok = io->batch == 1 || (io->batch <= FR_STREAM_MAX_ROWS
                                            && (size_t)d->hidden_size * e <= FR_PANEL_BYTES / 2);
-    return !tr && !io->mask && rows_ok && threads == 1 && d->proj_size == 0 && !d->int8_weights
+    return !tr && !io->mask && rows_ok && threads == 1 && d->proj_size == 0 && !d->weight_format
            && gh * d->hidden_size * e <= FR_STREAM_MAX_WH_BYTES;
 }
 
@@ -590,7 +626,7 @@ static int layer_forward(const fr_layer_desc *d, const fr_weights *w, const fr_i
     if (rc != FR_OK) return rc;
     if (!io->y) return FR_EINVAL;
     if (tr && !record_ok(d, io, tr)) return FR_EINVAL;
-    if (tr && d->int8_weights) return FR_EUNSUPPORTED;  /* int8 weights: inference only */
+    if (tr && d->weight_format) return FR_EUNSUPPORTED;  /* int8 / bf16 weights: inference only */
     if (d->proj_size > 0 && tr && tr->rec_mask) return FR_EUNSUPPORTED;  /* no recurrent
                                                                               dropout there */
     int nt = num_threads < 1 ? 1 : num_threads;
@@ -648,7 +684,7 @@ int fr_layer_backward(const fr_layer_desc *d, const fr_weights *w, const fr_io *
     if (rc != FR_OK) return rc;
     if (!tr || !record_ok(d, io, tr)) return FR_EINVAL;
     if (!g || !g->dy || !g->dx) return FR_EINVAL;
-    if (d->int8_weights) return FR_EUNSUPPORTED;  /* int8 weights: inference only */
+    if (d->weight_format) return FR_EUNSUPPORTED;  /* int8 / bf16 weights: inference only */
     if (d->proj_size > 0 && tr->rec_mask) return FR_EUNSUPPORTED;
     const int G = fr_num_gates(d->cell);
     const int Hp = fr_gate_stride(d->dtype, d->hidden_size);

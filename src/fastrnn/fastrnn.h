@@ -121,10 +121,13 @@ typedef struct fr_layer_desc {
      * takes D * P inputs. 0 = no projection. */
     int proj_size;
     double proj_clip;         /* > 0 with proj_size: h_t clipped to [-proj_clip, proj_clip] */
-    /* 1: the weights are int8 (fr_weights.qkernel / qrecurrent; "Reduced precision" below):
-     * inference only, float32, no projection. 0: float weights (kernel / recurrent). */
-    int int8_weights;
+    /* FR_WEIGHTS_INT8 / FR_WEIGHTS_BF16: reduced-precision weights (fr_weights.qkernel /
+     * qrecurrent; "Reduced precision" below): inference only, float32, no projection.
+     * FR_WEIGHTS_FLOAT (0): float weights (kernel / recurrent). */
+    int weight_format;
 } fr_layer_desc;
+
+enum { FR_WEIGHTS_FLOAT = 0, FR_WEIGHTS_INT8 = 1, FR_WEIGHTS_BF16 = 2 };
 
 /* One direction's weights in the padded canonical layout (see above). */
 typedef struct fr_weights {
@@ -140,8 +143,8 @@ typedef struct fr_weights {
      * proj_ld >= fr_gate_stride(dtype, P) (the padding columns are read, never used). */
     const void *projection;
     ptrdiff_t proj_ld;
-    /* With desc->int8_weights: the int8 matrices ("Reduced precision" below), which replace
-     * kernel and recurrent (not read then); not read otherwise. */
+    /* With desc->weight_format INT8 or BF16: the quantized matrices ("Reduced precision"
+     * below), which replace kernel and recurrent (not read then); not read otherwise. */
     const struct fr_qmatrix *qkernel, *qrecurrent;
 } fr_weights;
 
@@ -192,6 +195,23 @@ int fr_pack_int8(const signed char *q, int rows, int cols, ptrdiff_t ld, signed 
 /* The int8 kernel variant the next call would use: "int8-avx512vnni", "int8-avx2" or
  * "int8-baseline" (follows fr_get_isa(); AVX-512 without VNNI uses the AVX2 one). */
 const char *fr_int8_kernel_name(void);
+
+/* bf16 weights (FR_WEIGHTS_BF16): each weight rounded to bfloat16 (the upper 16 bits of its
+ * float32, rounded to nearest even; NaN stays NaN; values below FLT_MIN in magnitude become
+ * signed zeros). Bytes: panels of 16 columns holding the rows in pairs (K2 = rows rounded up to
+ * 2, then / 2; padding rows 0): w[k][c] at data[(c / 16) * K2 * 32 + (k / 2) * 32
+ * + (c % 16) * 2 + k % 2] (16-bit units, fr_bf16_data_size() of them; fr_qmatrix.data points
+ * to them, scale and colsum are NULL). At every step x_t and h_{t-1} are rounded to bfloat16
+ * the same way, and each output sums, in float32 and in increasing pairs of k, first the odd
+ * then the even product of the pair (what AVX-512 BF16's vdpbf16ps computes; the products are
+ * exact in float32). */
+size_t fr_bf16_data_size(int rows, int cols);
+/* Round and lay out the float32 matrix w (rows x cols, cols a multiple of 16, row stride ld):
+ * FR_EINVAL for bad sizes or a weight that is NaN or infinite. */
+int fr_pack_bf16(const float *w, int rows, int cols, ptrdiff_t ld, unsigned short *data);
+/* The bf16 kernel variant the next call would use: "bf16-avx512", "bf16-avx2" or
+ * "bf16-baseline". */
+const char *fr_bf16_kernel_name(void);
 
 /* Number of gates: 4 (LSTM) or 3 (GRU). */
 int fr_num_gates(fr_cell cell);

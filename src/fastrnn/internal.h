@@ -157,8 +157,8 @@ static inline size_t fr_tile_scratch_elems(int G, int Hp, size_t panel)
  * x and h) and their scales. */
 static inline size_t fr_qscratch_bytes(int I, int Hp)
 {
-    const int K = I > Hp ? I : Hp;
-    return fr_round_up((size_t)FR_QCHUNK * (4 * (size_t)fr_qk4(K) + sizeof(float)), FR_ALIGN);
+    const int K = I > Hp ? I : Hp;  /* int8: 1 byte per value, bf16: 2 or 4 (fr_qkernels) */
+    return fr_round_up((size_t)FR_QCHUNK * (16 * (size_t)fr_qk4(K) + sizeof(float)), FR_ALIGN);
 }
 
 static inline size_t fr_dir_workspace_bytes(size_t elem, int G, int B, int T, int I, int Hp,

@@ -177,7 +177,7 @@ static int desc_h_units(const fr_layer_desc *d)
 static int record_bytes(const frnn_header *h, int input_size, uint64_t *out)
 {
     const fr_layer_desc *d = &h->desc;
-    if (d->int8_weights) {  /* per gate: int8 kernel, f32 scales, int8 recurrent, f32 scales,
+    if (d->weight_format) {  /* per gate: int8 kernel, f32 scales, int8 recurrent, f32 scales,
                                f32 biases; then f32 peepholes (docs/frnn-format.md) */
         uint64_t G = (uint64_t)fr_num_gates(d->cell), H = (uint64_t)d->hidden_size, t, u;
         uint64_t nvec = h->use_bias ? (d->cell == FR_GRU ? 2 : 1) : 0;
@@ -388,7 +388,7 @@ static int parse_header(const unsigned char *p, size_t len, frnn_header *h, char
             set_err(err, err_size, "bad .frnn variant field: proj_size with int8 weights");
             return FR_EFORMAT;
         }
-        h->desc.int8_weights = 1;
+        h->desc.weight_format = FR_WEIGHTS_INT8;
     }
     /* Payload implied by the sizes, all in checked 64-bit arithmetic. */
     uint64_t expect = 0, rec, t;
@@ -462,7 +462,7 @@ int fr_model_create(const fr_layer_desc *desc, int num_layers, const fr_weights 
     *out = NULL;
     /* fr_workspace_size is 0 exactly when the descriptor is invalid. */
     if (!desc || !w || num_layers < 1 || fr_workspace_size(desc, 1, 1, 1) == 0) return FR_EINVAL;
-    if (desc->int8_weights) return FR_EUNSUPPORTED;  /* models and fr_step: float weights */
+    if (desc->weight_format) return FR_EUNSUPPORTED;  /* models and fr_step: float weights */
     const ptrdiff_t min_ld = (ptrdiff_t)fr_num_gates(desc->cell)
                              * fr_gate_stride(desc->dtype, desc->hidden_size);
     for (int i = 0; i < num_layers * desc->num_directions; i++)
@@ -611,7 +611,7 @@ int fr_model_load_buffer(const void *buf, size_t len, fr_model **out, char *err,
         return FR_EFORMAT;
     }
 
-    if (h.desc.int8_weights) return load_int8(p, &h, out, err, err_size);
+    if (h.desc.weight_format == FR_WEIGHTS_INT8) return load_int8(p, &h, out, err, err_size);
 
     /* Packed sizes, in checked 64-bit arithmetic, then against size_t (32-bit targets) before
      * allocating. Per (layer, direction), each part starting on a 64-byte boundary: kernel
@@ -862,7 +862,7 @@ static int state_plan(const fr_model *m, int batch, state_layout *lay)
     if (!m || batch < 1) return FR_EINVAL;
     const fr_layer_desc *d = &m->layers[0];
     if (d->num_directions != 1 || d->reverse) return FR_ENOTSTREAMABLE;
-    const int int8 = d->int8_weights;  /* plain rows (see fr_state) */
+    const int int8 = d->weight_format;  /* plain rows (see fr_state) */
     const uint64_t Hp = int8 ? (uint64_t)d->hidden_size
                              : (uint64_t)fr_gate_stride(d->dtype, d->hidden_size);
     const uint64_t Hs = int8 ? Hp : (uint64_t)fr_gate_stride(d->dtype, desc_h_units(d));
@@ -915,7 +915,7 @@ int fr_state_init(const fr_model *m, int batch, void *buf, size_t size, fr_state
     memset(base, 0, lay.total - FR_ALIGN);
     fr_state *s = (fr_state *)base;
     const fr_layer_desc *d = &m->layers[0];
-    const int int8 = d->int8_weights;
+    const int int8 = d->weight_format;
     const int Hp = int8 ? d->hidden_size : fr_gate_stride(d->dtype, d->hidden_size);
     const int P = desc_h_units(d), Hs = int8 ? P : fr_gate_stride(d->dtype, P);
     const size_t scratch_part = fr_round_up(lay.c_layer, FR_ALIGN);

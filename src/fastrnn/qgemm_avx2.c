@@ -98,4 +98,91 @@ void fr_qgemm_int8_avx2(int M, int n, const unsigned char *a, ptrdiff_t lda, con
         }
     }
 }
+
+/* ---- bf16 without AVX-512 BF16. The activation rows hold the float32 values of their
+ * bfloat16 roundings (this variant's "quantizer", fr_round_rows_bf16_f32_avx2), so a row's pair
+ * is two broadcasts; each weight pair is split by a mask and a shift. The odd then the even
+ * product are added with fused multiply-adds: the products are exact, so this equals the
+ * portable kernel's multiply-then-add except where a product falls below FLT_MIN (docs). ---- */
+#define FR_B2_ROW(r)                                                                         \
+    if (MR > r) {                                                                            \
+        const __m256 ao = _mm256_broadcast_ss(ar + r * ldf + 2 * k2 + 1);                    \
+        const __m256 ae = _mm256_broadcast_ss(ar + r * ldf + 2 * k2);                        \
+        acc##r##0 = _mm256_fmadd_ps(ao, wo0, acc##r##0);                                      \
+        acc##r##0 = _mm256_fmadd_ps(ae, we0, acc##r##0);                                      \
+        if (NV > 1) {                                                                        \
+            acc##r##1 = _mm256_fmadd_ps(ao, wo1, acc##r##1);                                  \
+            acc##r##1 = _mm256_fmadd_ps(ae, we1, acc##r##1);                                  \
+        }                                                                                    \
+    }
+
+/* MR rows x NV vectors of 8 columns (NV = 2: a whole panel). */
+static inline __attribute__((always_inline)) void
+tile_bf16(const int MR, const int NV, int K2, const float *ar, ptrdiff_t ldf,
+          const fr_qmatrix *w, int c, const float *bias, float *out, ptrdiff_t ldo)
+{
+    const __m256 i0 = bias ? _mm256_loadu_ps(bias + c) : _mm256_setzero_ps();
+    const __m256 i1 = bias && NV > 1 ? _mm256_loadu_ps(bias + c + 8) : _mm256_setzero_ps();
+    __m256 acc00 = i0, acc01 = i1, acc10 = i0, acc11 = i1;
+    __m256 acc20 = i0, acc21 = i1, acc30 = i0, acc31 = i1;
+    const __m256i hi16 = _mm256_set1_epi32((int)0xffff0000u);
+    const unsigned short *q = fr_bf16_panel(w, c) + (c % FR_QPANEL) * 2;
+    for (int k2 = 0; k2 < K2; k2++, q += 2 * FR_QPANEL) {
+        const __m256i wp0 = _mm256_loadu_si256((const __m256i *)(const void *)q);
+        const __m256 wo0 = _mm256_castsi256_ps(_mm256_and_si256(wp0, hi16));
+        const __m256 we0 = _mm256_castsi256_ps(_mm256_slli_epi32(wp0, 16));
+        __m256 wo1 = wo0, we1 = we0;
+        if (NV > 1) {
+            const __m256i wp1 = _mm256_loadu_si256((const __m256i *)(const void *)(q + 16));
+            wo1 = _mm256_castsi256_ps(_mm256_and_si256(wp1, hi16));
+            we1 = _mm256_castsi256_ps(_mm256_slli_epi32(wp1, 16));
+        }
+        FR_B2_ROW(0)
+        FR_B2_ROW(1)
+        FR_B2_ROW(2)
+        FR_B2_ROW(3)
+    }
+    _mm256_storeu_ps(out, acc00);
+    if (NV > 1) _mm256_storeu_ps(out + 8, acc01);
+    if (MR > 1) { _mm256_storeu_ps(out + ldo, acc10); if (NV > 1) _mm256_storeu_ps(out + ldo + 8, acc11); }
+    if (MR > 2) { _mm256_storeu_ps(out + 2 * ldo, acc20); if (NV > 1) _mm256_storeu_ps(out + 2 * ldo + 8, acc21); }
+    if (MR > 3) { _mm256_storeu_ps(out + 3 * ldo, acc30); if (NV > 1) _mm256_storeu_ps(out + 3 * ldo + 8, acc31); }
+}
+
+#define FR_B2_ROWS(MR)                                                                   \
+    for (; u + 16 <= n; u += 16) tile_bf16(MR, 2, K2, ar, ldf, w, c0 + u, bias, out + u, ldo); \
+    if (u < n) tile_bf16(MR, 1, K2, ar, ldf, w, c0 + u, bias, out + u, ldo);
+
+void fr_qgemm_bf16_avx2(int M, int n, const unsigned char *a, ptrdiff_t lda, const float *s,
+                        const fr_qmatrix *w, int c0, const float *bias, float *out,
+                        ptrdiff_t ldo)
+{
+    (void)s;
+    const int K2 = fr_qk2(w->rows);
+    const ptrdiff_t ldf = lda / 4;  /* rows of floats */
+    for (int r = 0; r < M; r += 4, a += 4 * lda, out += 4 * ldo) {
+        const float *ar = (const float *)(const void *)a;
+        int u = 0;
+        switch (M - r) {
+        case 1: FR_B2_ROWS(1) break;
+        case 2: FR_B2_ROWS(2) break;
+        case 3: FR_B2_ROWS(3) break;
+        default: FR_B2_ROWS(4) break;
+        }
+    }
+}
+
+/* This variant's activation rows: the float32 values of the bfloat16 roundings (K padded to
+ * even with zeros). */
+void fr_round_rows_bf16_f32_avx2(int M, int K, const float *x, ptrdiff_t ldx, unsigned char *a,
+                                 ptrdiff_t lda, float *s)
+{
+    (void)s;
+    for (int r = 0; r < M; r++) {
+        const float *xr = x + (ptrdiff_t)r * ldx;
+        uint32_t *ar = (uint32_t *)(void *)(a + (ptrdiff_t)r * lda);
+        for (int k = 0; k < K; k++) ar[k] = (uint32_t)fr_bf16_bits(xr[k]) << 16;
+        if (K % 2) ar[K] = 0;
+    }
+}
 #endif

@@ -84,3 +84,64 @@ void fr_qgemm_int8_baseline(int M, int n, const unsigned char *a, ptrdiff_t lda,
         }
     }
 }
+
+size_t fr_bf16_data_size(int rows, int cols)
+{
+    if (rows < 1 || cols < 1 || cols % FR_QPANEL) return 0;
+    return (size_t)fr_qk2(rows) * 2 * (size_t)cols;
+}
+
+int fr_pack_bf16(const float *w, int rows, int cols, ptrdiff_t ld, unsigned short *data)
+{
+    if (!w || !data || rows < 1 || cols < 1 || cols % FR_QPANEL || ld < cols) return FR_EINVAL;
+    for (ptrdiff_t k = 0; k < rows; k++)
+        for (int c = 0; c < cols; c++)
+            if (!isfinite(w[k * ld + c])) return FR_EINVAL;
+    const ptrdiff_t panel = (ptrdiff_t)fr_qk2(rows) * 2 * FR_QPANEL;
+    memset(data, 0, fr_bf16_data_size(rows, cols) * sizeof *data);
+    for (ptrdiff_t k = 0; k < rows; k++)
+        for (int c = 0; c < cols; c++)
+            data[(c / FR_QPANEL) * panel + (k / 2) * 2 * FR_QPANEL + (ptrdiff_t)(c % FR_QPANEL) * 2
+                 + k % 2] = fr_bf16_bits(w[k * ld + c]);
+    return FR_OK;
+}
+
+/* The reference order of every bf16 variant: per pair of rows, the odd product, then the even
+ * one, each added to the float32 sum (the products of two bfloat16 are exact in float32). Pairs
+ * are read as one 32-bit word and split by masks and shifts, as the AVX2 kernel does (gcc 12 at
+ * -O3 vectorized a widening of single 16-bit values to float wrongly here). */
+static inline float fr_f32_bits(uint32_t u)
+{
+    float v;
+    memcpy(&v, &u, 4);
+    return v;
+}
+
+void fr_qgemm_bf16_baseline(int M, int n, const unsigned char *a, ptrdiff_t lda,
+                            const float *s, const fr_qmatrix *w, int c0, const float *bias,
+                            float *out, ptrdiff_t ldo)
+{
+    (void)s;
+    const int K2 = fr_qk2(w->rows);
+    for (int r = 0; r < M; r++) {
+        const unsigned char *ar = a + (ptrdiff_t)r * lda;
+        float *o = out + (ptrdiff_t)r * ldo;
+        for (int u = 0; u < n; u++) o[u] = bias ? bias[c0 + u] : 0.0f;
+        for (int p = 0; p < n; p += FR_QPANEL) {  /* one panel of 16 columns at a time */
+            const unsigned char *q = (const unsigned char *)fr_bf16_panel(w, c0 + p);
+            for (int k2 = 0; k2 < K2; k2++, q += 4 * FR_QPANEL) {
+                uint32_t pair, wq[FR_QPANEL];
+                memcpy(&pair, ar + 4 * k2, 4);
+                memcpy(wq, q, sizeof wq);
+                const float odd = fr_f32_bits(pair & 0xffff0000u);
+                const float even = fr_f32_bits(pair << 16);
+                for (int u = 0; u < FR_QPANEL; u++) {
+                    float acc = o[p + u];
+                    acc = acc + odd * fr_f32_bits(wq[u] & 0xffff0000u);
+                    acc = acc + even * fr_f32_bits(wq[u] << 16);
+                    o[p + u] = acc;
+                }
+            }
+        }
+    }
+}
