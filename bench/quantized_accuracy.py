@@ -1,4 +1,4 @@
-"""Accuracy of int8 weights (`layer.quantize("int8")`) against float32, next to the peers' own
+"""Accuracy of int8 and bf16 weights (`layer.quantize(...)`) against float32, next to the peers' own
 dynamically quantized models built from the same float weights (PyTorch `quantize_dynamic`
 qint8, ONNX Runtime `DynamicQuantizeLSTM`), on:
 
@@ -109,7 +109,8 @@ def adding(cell, steps, rows):
     _, rnn, head = example.train(cell, steps=steps, return_model=True)
     rng = np.random.default_rng(123)
     x, lengths, y = example.adding_batch(rng, 2000, 20, 10)
-    impls = {"float32": _fastrnn(rnn), "fastrnn int8": _fastrnn(rnn.quantize("int8"))}
+    impls = {"float32": _fastrnn(rnn), "fastrnn int8": _fastrnn(rnn.quantize("int8")),
+             "fastrnn bf16": _fastrnn(rnn.quantize("bf16"))}
     with tempfile.TemporaryDirectory() as folder:
         for name, build in (("torch qint8", lambda: _torch_qint8(rnn)),
                             ("ORT DynamicQuantizeLSTM", lambda: _ort_dynamic(rnn, folder))):
@@ -193,9 +194,11 @@ def silero(path, rows):
             return decoder.run(None, {y_name: y.transpose(1, 0, 2)[:, None]})[0]
         p_float = probs_of(y_ref)
         impls = {"float32": (y_ref, p_float),
-                 "fastrnn int8": None, "torch qint8": None}
+                 "fastrnn int8": None, "fastrnn bf16": None, "torch qint8": None}
         yq = layer.quantize("int8")(x)[0]
         impls["fastrnn int8"] = (yq, probs_of(yq))
+        yb = layer.quantize("bf16")(x)[0]
+        impls["fastrnn bf16"] = (yb, probs_of(yb))
         torch_run = _torch_qint8(layer)
         if torch_run is not None:
             yt = torch_run(x)[0]
@@ -221,7 +224,8 @@ def random_layers(rows):
     for cls in (fastrnn.LSTM, fastrnn.GRU):
         layer = cls(256, 256, seed=3)  # Keras initialisers
         ref = layer(x)[0]
-        impls = {"fastrnn int8": _fastrnn(layer.quantize("int8"))}
+        impls = {"fastrnn int8": _fastrnn(layer.quantize("int8")),
+                 "fastrnn bf16": _fastrnn(layer.quantize("bf16"))}
         with tempfile.TemporaryDirectory() as folder:
             for name, build in (("torch qint8", lambda: _torch_qint8(layer)),
                                 ("ORT DynamicQuantizeLSTM", lambda: _ort_dynamic(layer, folder))):
