@@ -69,7 +69,7 @@ def build_parser():
                          "inspect FILE` lists them)")
     convert.add_argument("--quantize", choices=("int8", "bf16"), metavar="SCHEME",
                          help="write the layer with int8 or bf16 weights (inference only; .npz "
-                         "output, int8 also .frnn; docs/quantization.md): int8, bf16")
+                         "or .frnn output; docs/quantization.md): int8, bf16")
     convert.add_argument("--sequence-lens", action="store_true",
                          help="onnx only: give the graph an int32 (batch,) sequence_lens input "
                          "for ragged batches")
@@ -136,9 +136,9 @@ def _convert_options(args):
                 f"give --format FORMAT ({', '.join(io.SAVE_FORMATS)})")
     if args.sequence_lens and fmt != "onnx":
         args.usage_error(f"--sequence-lens applies to onnx output only, not {fmt}")
-    if args.quantize and fmt not in ("npz", "frnn") or args.quantize == "bf16" and fmt == "frnn":
-        args.usage_error(f"--quantize {args.quantize} cannot write {fmt}: .npz holds int8 and "
-                         "bf16 weights, .frnn int8")
+    if args.quantize and fmt not in ("npz", "frnn"):
+        args.usage_error(f"--quantize writes .npz or .frnn files (not {fmt}): the other formats "
+                         "cannot hold int8 or bf16 weights")
     return {"sequence_lens": True} if args.sequence_lens else {}
 
 

@@ -90,20 +90,22 @@ CONFIGS = {
 
 # ---- Python reader / writer ----
 
-@pytest.mark.parametrize("dtype", ["float32", "float64", "int8"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int8", "bf16"])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_round_trip_exact(name, dtype, tmp_path):
     cfg = dict(CONFIGS[name])
-    layer = _layer(cfg.pop("cell"), "float32" if dtype == "int8" else dtype,
+    quantized = dtype in ("int8", "bf16")
+    layer = _layer(cfg.pop("cell"), "float32" if quantized else dtype,
                    name="my layer é", dropout=0.25, **cfg)
-    if dtype == "int8":
-        layer = layer.quantize("int8")
+    if quantized:
+        layer = layer.quantize(dtype)
     path = tmp_path / "m.frnn"
     save_frnn(layer, path)
     data = path.read_bytes()
     assert data[:4] == MAGIC
-    # a plain cell stays version 1 (older readers read it); int8 weights need version 3
-    assert data[4:6] == (b"\x03\x00" if dtype == "int8" else b"\x01\x00")
+    # a plain cell stays version 1 (older readers read it); quantized weights need version 3
+    assert data[4:6] == (b"\x03\x00" if quantized else b"\x01\x00")
+    assert data[19] == {"int8": 1, "bf16": 2}.get(dtype, 0)
     assert zlib.crc32(data[:-4]) == struct.unpack("<I", data[-4:])[0]
     for source in (path, str(path), data, bytearray(data), memoryview(data), open(path, "rb")):
         back = load_frnn(source)
@@ -206,13 +208,14 @@ def _write(path, a):
 
 
 @needs_cc
-@pytest.mark.parametrize("dtype", ["float32", "float64", "int8"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int8", "bf16"])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_c_forward_matches_python_bitwise(clib, name, dtype, tmp_path):
     cfg = dict(CONFIGS[name])
-    layer = _layer(cfg.pop("cell"), "float32" if dtype == "int8" else dtype, **cfg)
-    if dtype == "int8":  # weights int8, activations and states float32
-        layer, dtype = layer.quantize("int8"), "float32"
+    quantized = dtype in ("int8", "bf16")
+    layer = _layer(cfg.pop("cell"), "float32" if quantized else dtype, **cfg)
+    if quantized:  # weights int8 / bf16, activations and states float32
+        layer, dtype = layer.quantize(dtype), "float32"
     model = tmp_path / "m.frnn"
     save_frnn(layer, model)
     rng = np.random.default_rng(3)
@@ -283,12 +286,13 @@ def test_c_stream_example_with_a_projection_writes_proj_size_units(clib, tmp_pat
 
 
 @needs_cc
+@pytest.mark.parametrize("scheme", ["int8", "bf16"])
 @pytest.mark.parametrize("name", sorted(STREAM_CONFIGS))
-def test_c_runtime_runs_int8_files_bitwise(clib, name, tmp_path):
+def test_c_runtime_runs_quantized_files_bitwise(clib, name, scheme, tmp_path):
     """A quantized layer written as .frnn (version 3): fr_step (examples/c/stream.c, sample by
     sample) and fr_forward (the driver, lengths and initial states) give Python's bits."""
     cfg = dict(STREAM_CONFIGS[name])
-    layer = _layer(cfg.pop("cell"), "float32", **cfg).quantize("int8")
+    layer = _layer(cfg.pop("cell"), "float32", **cfg).quantize(scheme)
     model = tmp_path / "q.frnn"
     save_frnn(layer, model)
     assert model.read_bytes()[4] == 3  # the int8 version
@@ -325,7 +329,7 @@ def test_c_int8_file_is_smaller_and_corruption_is_refused(clib, tmp_path):
     f, q = (tmp_path / "f.frnn").stat().st_size, (tmp_path / "q.frnn").stat().st_size
     assert q < 0.3 * f
     data = bytearray((tmp_path / "q.frnn").read_bytes())
-    data[19] = 0  # a version-3 file must say its weights are int8
+    data[19] = 0  # a version-3 file must say its weights are int8 (1) or bf16 (2)
     assert _core.frnn_validate(_fix_crc(bytes(data)))[0] != 0
     with pytest.raises(ValueError, match="weights"):
         fastrnn.load(_fix_crc(bytes(data)))
@@ -387,6 +391,7 @@ def test_valgrind_clean(clib, tmp_path):
     layer = _layer("gru_after", num_layers=2, I=2, H=5)
     save_frnn(layer, tmp_path / "m.frnn")
     save_frnn(_layer("lstm", num_layers=2, I=2, H=5).quantize(), tmp_path / "q.frnn")  # int8
+    save_frnn(_layer("gru_before", I=2, H=5).quantize("bf16"), tmp_path / "b.frnn")
     vg = ["valgrind", "-q", "--error-exitcode=99", "--leak-check=full",
           "--errors-for-leak-kinds=definite"]
     x = np.ones((3, 2, 2), np.float32)
@@ -400,6 +405,9 @@ def test_valgrind_clean(clib, tmp_path):
          _write(tmp_path / "len", np.array([2, 1, 0], np.int32)), "-", "-",
          str(tmp_path / "o")],
         [clib["fuzz"], str(tmp_path / "q.frnn")],
+        [clib["fuzz"], str(tmp_path / "b.frnn")],
+        [clib["stream"], str(tmp_path / "b.frnn"), _write(tmp_path / "x", x[0]),
+         str(tmp_path / "y")],
         [clib["stream"], str(tmp_path / "q.frnn"), _write(tmp_path / "x", x[0]),
          str(tmp_path / "y")],
         [clib["driver"], str(tmp_path / "q.frnn"), "3", "2", _write(tmp_path / "xs", x),

@@ -594,8 +594,10 @@ def test_bf16_files_and_api(tmp_path):
     x = np.random.default_rng(0).normal(size=(2, 5, 6)).astype(F32)
     assert back.quantization == "bf16"
     np.testing.assert_array_equal(back(x)[0], q(x)[0])
+    fastrnn.save(q, tmp_path / "b.frnn")  # bfloat16 bits, half the float32 file
+    np.testing.assert_array_equal(fastrnn.load(tmp_path / "b.frnn")(x)[0], q(x)[0])
     with pytest.raises(ValueError, match="bf16 weights"):
-        fastrnn.save(q, tmp_path / "b.frnn")
+        fastrnn.save(q, tmp_path / "b.onnx")
     with pytest.raises(RuntimeError, match="inference only"):
         q(x, training=True)
     from fastrnn.__main__ import main

@@ -410,10 +410,10 @@ def save(layer, path, format=None, **options):
         raise ValueError(f"the {format} format takes no options ({', '.join(options)}); "
                          "sequence_lens applies to onnx")
     quantization = getattr(layer, "quantization", None)
-    if quantization and format not in ("npz", "frnn") or quantization == "bf16" and format == "frnn":
+    if quantization and format not in ("npz", "frnn"):
         raise ValueError(f"{layer!r} has {layer.quantization} weights, which the {format} "
-                         "format cannot hold: save it as .npz (int8 also .frnn), or save "
-                         "the float layer it was quantized from")
+                         "format cannot hold: save it as .npz or .frnn, or save the float "
+                         "layer it was quantized from")
     if format == "npz":
         from .npz import save_npz
         save_npz(layer, path)
@@ -442,8 +442,8 @@ def convert(source, out, *, format=None, name=None, quantize=None, **options):
         out: the file to write; its extension names the format unless `format` is given.
         format: as for `save`.
         name: the layer to convert when `source` holds several.
-        quantize: "int8" or "bf16" writes `layer.quantize(quantize)` (npz; int8 also frnn),
-            None the layer as read.
+        quantize: "int8" or "bf16" writes `layer.quantize(quantize)` (npz or frnn), None the
+            layer as read.
 
     Returns:
         The layer that was written.

@@ -8,8 +8,8 @@ Version 1 holds the plain cell; version 2 adds a variant block after the header 
 per direction and slot, clip, cell_clip, peepholes, input_forget, projection; see
 docs/variants.md) and the peephole and projection arrays. The writer uses version 1 whenever
 the layer is a plain cell, so that readers of version 1 keep reading those files. Version 3
-holds an int8 layer (`layer.quantize("int8")`): version 2's layout with header byte 19 = 1 and
-int8 weights with their float32 scales in the payload.
+holds a quantized layer (`layer.quantize(...)`): version 2's layout with header byte 19 = 1
+(int8 weights with their float32 scales in the payload) or 2 (bfloat16 weights, 16 bits each).
 """
 import math
 import os
@@ -40,6 +40,7 @@ _VARIANT = struct.Struct("<IBBBBII3d6B2B12d")
 assert _VARIANT.size == VARIANT_SIZE
 
 _DTYPES = (np.dtype("<f4"), np.dtype("<f8"))
+_BF16 = np.dtype("<u2")  # bfloat16 bits: the upper half of a float32
 _CELLS = ("lstm", "gru")
 _GATES = {"lstm": ("input", "forget", "cell", "output"),
           "gru": ("update", "reset", "candidate")}
@@ -67,7 +68,7 @@ def _parts(cell, use_bias):
 
 
 def _arrays(cell, input_size, hidden_size, num_layers, num_directions, use_bias,
-            peepholes=False, proj_size=0, int8=False):
+            peepholes=False, proj_size=0, quantized=None):
     """(state_dict key, shape, dtype) in file order; dtype None: the file's float dtype."""
     out = []
     H, R = hidden_size, proj_size or hidden_size  # R: units of h
@@ -78,9 +79,11 @@ def _arrays(cell, input_size, hidden_size, num_layers, num_directions, use_bias,
             for gate in _GATES[cell]:
                 for part in _parts(cell, use_bias):
                     shape = {"kernel": (in_k, H), "recurrent": (R, H)}.get(part, (H,))
-                    if int8 and part in ("kernel", "recurrent"):
+                    if quantized == "int8" and part in ("kernel", "recurrent"):
                         out.append((f"{prefix}.{gate}.{part}", shape, np.dtype(np.int8)))
                         out.append((f"{prefix}.{gate}.{part}_scale", (H,), _DTYPES[0]))
+                    elif quantized == "bf16" and part in ("kernel", "recurrent"):
+                        out.append((f"{prefix}.{gate}.{part}", shape, _BF16))
                     else:
                         out.append((f"{prefix}.{gate}.{part}", shape, None))
             if peepholes:  # the (3, H) block: input, forget, output
@@ -137,20 +140,26 @@ def _encode(layer):
     name = (layer.name or "").encode("utf-8")
     if len(name) > MAX_NAME:
         raise ValueError(f"layer name too long for .frnn ({len(name)} bytes, at most {MAX_NAME})")
-    int8 = layer.quantization == "int8"
-    variant = bool(layer.variant_features) or int8
-    version = INT8_VERSION if int8 else VARIANT_VERSION if variant else VERSION
+    quantized = layer.quantization
+    variant = bool(layer.variant_features) or bool(quantized)
+    version = INT8_VERSION if quantized else VARIANT_VERSION if variant else VERSION
     sd = layer.state_dict()
     order = _arrays(cell, layer.input_size, layer.hidden_size, layer.num_layers,
                     layer.num_directions, layer.use_bias, getattr(layer, "peepholes", False),
-                    getattr(layer, "proj_size", 0) or 0, int8)
-    payload = b"".join(np.ascontiguousarray(sd[key], dtype=kind or dtype).tobytes()
-                       for key, _, kind in order)
+                    getattr(layer, "proj_size", 0) or 0, quantized)
+
+    def stored(key, kind):
+        if kind == _BF16:  # the bf16 values' upper 16 bits (their lower 16 are zero)
+            bits = np.ascontiguousarray(sd[key], np.float32).view(np.uint32) >> 16
+            return bits.astype(_BF16)
+        return np.ascontiguousarray(sd[key], dtype=kind or dtype)
+    payload = b"".join(stored(key, kind).tobytes() for key, _, kind in order)
     header = _HEADER.pack(
         MAGIC, version, HEADER_SIZE, ENDIAN_MARK,
         _DTYPES.index(dtype), _CELLS.index(cell),
         int(cell == "gru" and layer.reset_after), _MASKED.index(layer.masked_output),
-        layer.num_directions, int(layer.reverse), int(layer.use_bias), int(int8), layer.input_size,
+        layer.num_directions, int(layer.reverse), int(layer.use_bias),
+        {None: 0, "int8": 1, "bf16": 2}[quantized], layer.input_size,
         layer.hidden_size, layer.num_layers, len(name), 0, len(payload), layer.dropout,
         layer.recurrent_dropout)
     body = header + (_variant_block(layer) if variant else b"") + name + payload
@@ -259,7 +268,7 @@ def load_frnn(path_or_bytes):
     if version not in (VERSION, VARIANT_VERSION, INT8_VERSION):
         raise ValueError(f".frnn version {version} is not supported (this reader reads versions "
                          f"{VERSION} to {INT8_VERSION})")
-    int8 = version == INT8_VERSION
+    quantized = {1: "int8", 2: "bf16"}.get(reserved0) if version == INT8_VERSION else None
     if header_size != HEADER_SIZE:
         raise _error(f"bad header size {header_size} (expected {HEADER_SIZE})")
     if endian != ENDIAN_MARK:
@@ -277,9 +286,10 @@ def load_frnn(path_or_bytes):
         ("num_directions", ndir in (1, 2)),
         ("reverse", reverse <= 1 and not (reverse and ndir != 1)),
         ("use_bias", use_bias <= 1),
-        ("weights (version 3 holds int8 weights: 1)" if int8 else "reserved bytes",
-         reserved0 == int(int8) and reserved1 == 0),
-        ("dtype (int8 weights: float32)", not (int8 and dtype_code != 0)),
+        ("weights (version 3: 1 = int8, 2 = bf16)" if version == INT8_VERSION
+         else "reserved bytes", (quantized is not None if version == INT8_VERSION
+                                 else reserved0 == 0) and reserved1 == 0),
+        ("dtype (quantized weights: float32)", not (quantized and dtype_code != 0)),
         ("input_size", 1 <= input_size <= MAX_DIM),
         ("hidden_size", 1 <= hidden_size <= MAX_DIM),
         ("num_layers", 1 <= num_layers <= MAX_LAYERS),
@@ -295,10 +305,10 @@ def load_frnn(path_or_bytes):
     variant = {}
     if version != VERSION:
         variant = _parse_variant(data, cell, ndir, recurrent_dropout)
-    if int8 and variant.get("proj_size", 0):
-        raise _error("bad variant field: proj_size with int8 weights")
+    if quantized and variant.get("proj_size", 0):
+        raise _error("bad variant field: proj_size with quantized weights")
     order = _arrays(cell, input_size, hidden_size, num_layers, ndir, bool(use_bias),
-                    variant.get("peepholes", False), variant.get("proj_size", 0), int8)
+                    variant.get("peepholes", False), variant.get("proj_size", 0), quantized)
     expect = sum(int(np.prod(shape)) * (kind or dtype).itemsize for _, shape, kind in order)
     if payload_size != expect:
         raise _error(f"payload size {payload_size} does not match the {expect} bytes its sizes "
@@ -324,7 +334,21 @@ def load_frnn(path_or_bytes):
         state[key] = np.frombuffer(data, kind, count, offset).reshape(shape).astype(
             kind.newbyteorder("="))
         offset += count * kind.itemsize
-    if int8:
+    if quantized == "bf16":
+        for key, shape, kind in order:
+            if kind == _BF16:
+                value = (state[key].astype(np.uint32) << 16).view(np.float32)
+                if not np.all(np.isfinite(value)):
+                    raise _error(f"{key} holds a weight that is not finite")
+                state[key] = value
+        kwargs["dtype"] = "float32"
+        cls = GRU if cell == "gru" else LSTM
+        if cell == "gru":
+            kwargs["reset_after"] = bool(reset_after)
+        layer = cls(input_size, hidden_size, init="torch", **kwargs)
+        layer.load_state_dict(state)
+        return layer.quantize("bf16")  # rounding bf16 values is exact: the file's weights
+    if quantized:
         from ._common import build_int8
         kwargs.pop("dtype")
         if cell == "gru":

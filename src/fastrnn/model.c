@@ -14,7 +14,8 @@
 /* ---- .frnn constants (docs/frnn-format.md) ---- */
 #define FRNN_VERSION 1             /* the plain cell */
 #define FRNN_VERSION_VARIANT 2     /* cell variants: a variant block follows the header */
-#define FRNN_VERSION_INT8 3        /* int8 weights: version 2's layout, header byte 19 = 1 */
+#define FRNN_VERSION_INT8 3        /* quantized weights: version 2's layout, header byte 19 =
+                                      1 (int8) or 2 (bf16) */
 #define FRNN_HEADER_SIZE 64
 #define FRNN_VARIANT_SIZE 144      /* bytes of the version-2 variant block */
 #define FRNN_ACT_LINEAR FR_ACT_COUNT  /* file activation code 12: identity = affine(1, 0) */
@@ -177,12 +178,15 @@ static int desc_h_units(const fr_layer_desc *d)
 static int record_bytes(const frnn_header *h, int input_size, uint64_t *out)
 {
     const fr_layer_desc *d = &h->desc;
-    if (d->weight_format) {  /* per gate: int8 kernel, f32 scales, int8 recurrent, f32 scales,
-                               f32 biases; then f32 peepholes (docs/frnn-format.md) */
+    if (d->weight_format) {  /* per gate: int8 kernel, f32 scales, int8 recurrent, f32 scales
+                               (bf16: u16 kernel, u16 recurrent), f32 biases; then f32
+                               peepholes (docs/frnn-format.md) */
+        const int bf16 = d->weight_format == FR_WEIGHTS_BF16;
         uint64_t G = (uint64_t)fr_num_gates(d->cell), H = (uint64_t)d->hidden_size, t, u;
         uint64_t nvec = h->use_bias ? (d->cell == FR_GRU ? 2 : 1) : 0;
-        if (!add_u64((uint64_t)input_size, H, &t) || !mul_u64(t, H, &t)
-            || !mul_u64(H, 4 * (2 + nvec), &u) || !add_u64(t, u, &t) || !mul_u64(t, G, &t))
+        if (!add_u64((uint64_t)input_size, H, &t) || !mul_u64(t, H * (bf16 ? 2 : 1), &t)
+            || !mul_u64(H, 4 * ((bf16 ? 0 : 2) + nvec), &u) || !add_u64(t, u, &t)
+            || !mul_u64(t, G, &t))
             return 0;
         if (d->peepholes && (!mul_u64(H, 12, &u) || !add_u64(t, u, &t))) return 0;
         *out = t;
@@ -351,8 +355,9 @@ static int parse_header(const unsigned char *p, size_t len, frnn_header *h, char
     else if (ndir != 1 && ndir != 2) bad = "num_directions";
     else if (reverse > 1 || (reverse && ndir != 1)) bad = "reverse";
     else if (use_bias > 1) bad = "use_bias";
-    else if (p[19] != (version == FRNN_VERSION_INT8) || rd_u32(p + 36) != 0)
-        bad = version == FRNN_VERSION_INT8 ? "weights (version 3 holds int8 weights: 1)"
+    else if ((version == FRNN_VERSION_INT8 ? (p[19] != 1 && p[19] != 2) : p[19] != 0)
+             || rd_u32(p + 36) != 0)
+        bad = version == FRNN_VERSION_INT8 ? "weights (version 3: 1 = int8, 2 = bf16)"
                                             : "reserved bytes";
     else if (version == FRNN_VERSION_INT8 && dtype != 0) bad = "dtype (int8 weights: float32)";
     else if (I < 1 || I > FRNN_MAX_DIM) bad = "input_size";
@@ -385,10 +390,10 @@ static int parse_header(const unsigned char *p, size_t len, frnn_header *h, char
     }
     if (version == FRNN_VERSION_INT8) {
         if (h->desc.proj_size > 0) {
-            set_err(err, err_size, "bad .frnn variant field: proj_size with int8 weights");
+            set_err(err, err_size, "bad .frnn variant field: proj_size with quantized weights");
             return FR_EFORMAT;
         }
-        h->desc.weight_format = FR_WEIGHTS_INT8;
+        h->desc.weight_format = p[19] == 1 ? FR_WEIGHTS_INT8 : FR_WEIGHTS_BF16;
     }
     /* Payload implied by the sizes, all in checked 64-bit arithmetic. */
     uint64_t expect = 0, rec, t;
@@ -481,10 +486,11 @@ int fr_model_create(const fr_layer_desc *desc, int num_layers, const fr_weights 
  * int8 matrices (fr_pack_int8) with their scales and column sums, the biases and peepholes in
  * the padded layout, and the fr_qmatrix records that fr_weights points to, all in one block.
  * Sizes were proved against the image length by parse_header. */
-static int load_int8(const unsigned char *p, const frnn_header *h, fr_model **out, char *err,
-                     size_t err_size)
+static int load_quantized(const unsigned char *p, const frnn_header *h, fr_model **out,
+                          char *err, size_t err_size)
 {
     const fr_layer_desc *d0 = &h->desc;
+    const int bf16 = d0->weight_format == FR_WEIGHTS_BF16;
     const int G = fr_num_gates(d0->cell), H = d0->hidden_size, D = d0->num_directions;
     const int Hp = fr_gate_stride(FR_FLOAT32, H), cols = G * Hp;
     const int nvec = d0->cell == FR_GRU ? 2 : 1;
@@ -494,20 +500,23 @@ static int load_int8(const unsigned char *p, const frnn_header *h, fr_model **ou
     for (int k = 0; k < h->num_layers && ok; k++) {
         const uint64_t I = k == 0 ? (uint64_t)d0->input_size : (uint64_t)D * H, rows = I + H;
         uint64_t part = 0;
-        /* two int8 matrices, 2 scales, 2 biases, 2 colsums, peepholes, each rounded to 64 */
-        ok = mul_u64((uint64_t)fr_qk4((int)I) * 4 + (uint64_t)fr_qk4(H) * 4, (uint64_t)cols, &part)
+        /* two matrices (int8, or bf16: twice the bytes), 2 scales, 2 biases, 2 colsums,
+         * peepholes, each rounded to 64 */
+        ok = mul_u64((uint64_t)fr_qk4((int)I) * 8 + (uint64_t)fr_qk4(H) * 8, (uint64_t)cols, &part)
              && add_u64(part, 6 * (uint64_t)cols * 4 + 3 * (uint64_t)Hp * 4 + 9 * 64, &part)
              && mul_u64(part, (uint64_t)D, &part) && add_u64(packed, part, &packed)
              && mul_u64(rows, (uint64_t)cols, &t);
         if (ok && t > staging) staging = t;
     }
-    if (!ok || packed > (uint64_t)SIZE_MAX - 64 || staging > (uint64_t)SIZE_MAX / 8) {
+    if (!ok || packed > (uint64_t)SIZE_MAX - 64 || staging > (uint64_t)SIZE_MAX / 16) {
         set_err(err, err_size, "model too large for this platform");
         return FR_ENOMEM;
     }
     fr_model *m = model_alloc(h->num_layers, D);
     char *mem = m ? malloc((size_t)packed + 64) : NULL;
-    signed char *q = mem ? malloc((size_t)staging) : NULL;  /* plain (rows, cols) int8 */
+    /* plain (rows, cols) staging: int8, or the float32 values of the bf16 weights */
+    signed char *q = mem ? malloc((size_t)staging * (bf16 ? 4 : 1)) : NULL;
+    float *qf = (float *)(void *)q;
     if (!q) {
         free(mem);
         free(m);
@@ -536,15 +545,27 @@ static int load_int8(const unsigned char *p, const frnn_header *h, fr_model **ou
             vec[4] = (float *)dst;
             memset(dst, 0, fr_round_up((size_t)3 * Hp * 4, 64));
             dst += fr_round_up((size_t)3 * Hp * 4, 64);
-            memset(q, 0, (size_t)(I + H) * cols);
+            memset(q, 0, (size_t)(I + H) * cols * (bf16 ? 4 : 1));
             for (int g = 0; g < G; g++) {
                 /* kernel rows 0..I-1 and recurrent rows I..I+H-1 of the staging matrix */
                 for (int part = 0; part < 2; part++) {
                     const int r0 = part ? I : 0, nr = part ? H : I;
-                    for (int r = 0; r < nr; r++, src += H)
-                        memcpy(q + (size_t)(r0 + r) * cols + (size_t)g * Hp, src, (size_t)H);
-                    copy_le(vec[part] + (size_t)g * Hp, src, (size_t)H, 4);
-                    src += (size_t)H * 4;
+                    for (int r = 0; r < nr; r++) {
+                        const size_t row = (size_t)(r0 + r) * cols + (size_t)g * Hp;
+                        if (bf16) {
+                            for (int u = 0; u < H; u++, src += 2) {
+                                const uint32_t bits = (uint32_t)rd_u16(src) << 16;
+                                memcpy(qf + row + u, &bits, 4);
+                            }
+                        } else {
+                            memcpy(q + row, src, (size_t)H);
+                            src += H;
+                        }
+                    }
+                    if (!bf16) {
+                        copy_le(vec[part] + (size_t)g * Hp, src, (size_t)H, 4);
+                        src += (size_t)H * 4;
+                    }
                 }
                 for (int v = 0; v < (h->use_bias ? nvec : 0); v++) {
                     copy_le(vec[2 + v] + (size_t)g * Hp, src, (size_t)H, 4);
@@ -556,13 +577,21 @@ static int load_int8(const unsigned char *p, const frnn_header *h, fr_model **ou
                     copy_le(vec[4] + (size_t)g * Hp, src, (size_t)H, 4);
                     src += (size_t)H * 4;
                 }
-            for (int v = 0; v < 2; v++)
+            for (int v = 0; v < (bf16 ? 0 : 2); v++)
                 for (int c = 0; c < cols; c++)
                     if (!(vec[v][c] >= 0.0f && vec[v][c] <= 3.4e38f)) rc = FR_EFORMAT;
             fr_qmatrix *mats[2] = {qk, qr};
             for (int part = 0; part < 2 && rc == FR_OK; part++) {
                 const int rows = part ? H : I;
                 signed char *data = (signed char *)dst;
+                if (bf16) {
+                    dst += fr_round_up(fr_bf16_data_size(rows, cols) * 2, 64);
+                    if (fr_pack_bf16(qf + (size_t)(part ? I : 0) * cols, rows, cols, cols,
+                                     (unsigned short *)(void *)data) != FR_OK)
+                        rc = FR_EFORMAT;  /* a weight that is not finite */
+                    *mats[part] = (fr_qmatrix){rows, cols, data, NULL, NULL};
+                    continue;
+                }
                 dst += fr_round_up(fr_qmatrix_data_size(rows, cols), 64);
                 int *colsum = (int *)dst;
                 dst += fr_round_up((size_t)cols * 4, 64);
@@ -572,7 +601,8 @@ static int load_int8(const unsigned char *p, const frnn_header *h, fr_model **ou
                 *mats[part] = (fr_qmatrix){rows, cols, data, vec[part], colsum};
             }
             if (rc != FR_OK) {
-                set_err(err, err_size, "bad .frnn int8 payload (layer %d): a weight outside "
+                set_err(err, err_size, bf16 ? "bad .frnn bf16 payload (layer %d): a weight that "
+                        "is not finite" : "bad .frnn int8 payload (layer %d): a weight outside "
                         "[-127, 127] or a scale that is negative or not finite", k);
                 break;
             }
@@ -611,7 +641,7 @@ int fr_model_load_buffer(const void *buf, size_t len, fr_model **out, char *err,
         return FR_EFORMAT;
     }
 
-    if (h.desc.weight_format == FR_WEIGHTS_INT8) return load_int8(p, &h, out, err, err_size);
+    if (h.desc.weight_format) return load_quantized(p, &h, out, err, err_size);
 
     /* Packed sizes, in checked 64-bit arithmetic, then against size_t (32-bit targets) before
      * allocating. Per (layer, direction), each part starting on a 64-byte boundary: kernel
