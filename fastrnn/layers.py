@@ -796,22 +796,32 @@ class _Recurrent:
 
     def _bf16_copy(self):
         """A copy of this (float32) layer running on its weights rounded to bfloat16."""
+        def pack(layer, direction, part, w):
+            data = _core.pack_bf16(w, self._num_gates * self._stride)
+            return data, _bf16_matrix(data, self._num_gates * self._stride, w.shape[0])
+        return self._quantized_copy("bf16", pack)
+
+    def _quantized_copy(self, scheme, pack):
+        """A float32 copy of this layer running on quantized weights. pack(layer, direction,
+        part, w) takes the padded canonical float matrix `w` of "kernel" / "recurrent" and
+        returns (what the engine's set_int8 / set_bf16 takes for it, the float32 values the
+        quantized weights stand for, shown by gate() views and float exports)."""
         q = self._float32_copy()
         cols = q._num_gates * q._stride
         q._qw = []
         for layer, engine in enumerate(q._engines):
             per_dir = []
-            for d in q._w[layer]:
+            for direction, d in enumerate(q._w[layer]):
                 pair = []
                 for part in ("kernel", "recurrent"):
-                    data = _core.pack_bf16(d[part], cols)
-                    pair.append(data)
-                    d[part][:, :cols] = _bf16_matrix(data, cols, d[part].shape[0])
+                    packed, shown = pack(layer, direction, part, d[part])
+                    pair.append(packed)
+                    d[part][:, :cols] = shown
                 per_dir.append(tuple(pair))
-            engine.set_bf16(per_dir)
+            (engine.set_int8 if scheme == "int8" else engine.set_bf16)(per_dir)
             q._qw.append(per_dir)
         q._freeze_arrays()
-        q.quantization = "bf16"
+        q.quantization = scheme
         q.trainable = False
         return q
 
@@ -839,26 +849,13 @@ class _Recurrent:
         scale) for part "kernel" / "recurrent", q int8 (rows, num_gates * gate_stride) in the
         padded canonical column order, scale float32 (num_gates * gate_stride,). Biases and
         peepholes come from this layer, as float32."""
-        q = self._float32_copy()
-        cols = q._num_gates * q._stride
-        q._qw = []
-        for layer, engine in enumerate(q._engines):
-            per_dir = []
-            for d, qd in zip(q._w[layer], parts[layer]):
-                pair = []
-                for part in ("kernel", "recurrent"):
-                    qm, scale = qd[part]
-                    data, colsum = _core.pack_int8(qm, cols)
-                    pair.append((data, scale, colsum))
-                    # The float matrix shows what the int8 weights stand for.
-                    d[part][:, :cols] = qm.astype(np.float32) * scale
-                per_dir.append(tuple(pair))
-            engine.set_int8(per_dir)
-            q._qw.append(per_dir)
-        q._freeze_arrays()
-        q.quantization = "int8"
-        q.trainable = False
-        return q
+        cols = self._num_gates * self._stride
+
+        def pack(layer, direction, part, w):
+            qm, scale = parts[layer][direction][part]
+            data, colsum = _core.pack_int8(qm, cols)
+            return (data, scale, colsum), qm.astype(np.float32) * scale
+        return self._quantized_copy("int8", pack)
 
     def _int8_parts(self, state):
         """The int8 parts (see _int8_copy) held in a quantized layer's state_dict, checked

@@ -108,45 +108,36 @@ def run(args, prog="fastrnn bench", error=None):
 
 def _run_dropin(args, threads, repeats, prog):
     """`--suite dropin`: whole PyTorch / Keras models, stock vs accelerated."""
-    from fastrnn.bench import dropin, runner
-    if args.plot:
-        print(f"{prog}: --plot is not available for the dropin suite", file=sys.stderr)
-        return 2
-    n = len([c for c in dropin.CASES if c.quick or not args.quick]) * len(threads)
-    bar = None if args.no_progress else runner.Progress(n)
-    doc = dropin.run_dropin(threads, dtype=args.dtype, quick=args.quick, repeats=repeats,
-                            min_time=0.01 if args.quick else 0.02,
-                            budget=3.0 if args.quick else 30.0, progress=bar)
-    if bar:
-        bar.close()
-    print(dropin.format_table(doc), flush=True)
-    if args.json:
-        try:
-            runner.write_json(doc, args.json)
-        except OSError as exc:
-            print(f"{prog}: cannot write {args.json}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
-    return 1 if doc["failures"] else 0
+    from fastrnn.bench import dropin
+    return _run_own_suite(args, threads, repeats, prog, dropin, dropin.run_dropin,
+                          dtype=args.dtype)
 
 
 def _run_quantized(args, threads, repeats, prog):
-    """`--suite quantized`: int8 layers vs float32 and the peers' quantized LSTMs."""
-    from fastrnn.bench import quantized, runner
-    if args.plot:
-        print(f"{prog}: --plot is not available for the quantized suite", file=sys.stderr)
-        return 2
+    """`--suite quantized`: int8 / bf16 layers vs float32 and the peers' quantized LSTMs."""
+    from fastrnn.bench import quantized
     if args.dtype != "float32":
         print(f"{prog}: the quantized suite runs float32 activations (--dtype float32)",
               file=sys.stderr)
         return 2
-    n = len([c for c in quantized.CASES if c.quick or not args.quick]) * len(threads)
+    return _run_own_suite(args, threads, repeats, prog, quantized, quantized.run_quantized)
+
+
+def _run_own_suite(args, threads, repeats, prog, module, run, **kwargs):
+    """A suite with its own cases, runner and table (module.CASES, run(...), format_table)."""
+    from fastrnn.bench import runner
+    name = args.suite
+    if args.plot:
+        print(f"{prog}: --plot is not available for the {name} suite", file=sys.stderr)
+        return 2
+    n = len([c for c in module.CASES if c.quick or not args.quick]) * len(threads)
     bar = None if args.no_progress else runner.Progress(n)
-    doc = quantized.run_quantized(threads, quick=args.quick, repeats=repeats,
-                                  min_time=0.01 if args.quick else 0.02,
-                                  budget=3.0 if args.quick else 30.0, progress=bar)
+    doc = run(threads, quick=args.quick, repeats=repeats,
+              min_time=0.01 if args.quick else 0.02, budget=3.0 if args.quick else 30.0,
+              progress=bar, **kwargs)
     if bar:
         bar.close()
-    print(quantized.format_table(doc), flush=True)
+    print(module.format_table(doc), flush=True)
     if args.json:
         try:
             runner.write_json(doc, args.json)

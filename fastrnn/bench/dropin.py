@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import fastrnn
-from fastrnn.bench.timing import interleaved
+from fastrnn.bench.timing import format_seconds as _fmt, interleaved
 
 SCHEMA = "fastrnn-bench-dropin/1"
 COOLDOWN_S = 0.1   # after each timed block at > 1 thread (spinning pools; see runner.COOLDOWN_S)
@@ -381,12 +381,6 @@ def run_dropin(threads, *, dtype="float32", quick=False, repeats=7, min_time=0.0
                          "budget_s_per_case": budget},
             "failures": failures, "results": results, "summary": summary,
             "elapsed_s": time.perf_counter() - t0}
-
-
-def _fmt(s):
-    if s is None:
-        return "-"
-    return f"{s * 1e6:.3g} us" if s < 1e-3 else f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"
 
 
 def format_table(doc):

@@ -51,3 +51,10 @@ def lstm_gru_flops(cell, B, T, I, H):
     """2*T*B*G*H*(I+H): the multiply-adds of the input and recurrent matmuls, counted twice."""
     G = 4 if cell == "lstm" else 3
     return 2.0 * T * B * G * H * (I + H)
+
+
+def format_seconds(s):
+    """A time for a table: "-" for None, else us / ms / s with three significant digits."""
+    if s is None:
+        return "-"
+    return f"{s * 1e6:.3g} us" if s < 1e-3 else f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"
