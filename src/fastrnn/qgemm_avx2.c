@@ -180,9 +180,12 @@ void fr_round_rows_bf16_f32_avx2(int M, int K, const float *x, ptrdiff_t ldx, un
     (void)s;
     for (int r = 0; r < M; r++) {
         const float *xr = x + (ptrdiff_t)r * ldx;
-        uint32_t *ar = (uint32_t *)(void *)(a + (ptrdiff_t)r * lda);
-        for (int k = 0; k < K; k++) ar[k] = (uint32_t)fr_bf16_bits(xr[k]) << 16;
-        if (K % 2) ar[K] = 0;
+        float *ar = (float *)(void *)(a + (ptrdiff_t)r * lda);  /* the kernel reads floats */
+        for (int k = 0; k < K; k++) {
+            const uint32_t bits = (uint32_t)fr_bf16_bits(xr[k]) << 16;
+            memcpy(ar + k, &bits, 4);
+        }
+        if (K % 2) ar[K] = 0.0f;
     }
 }
 #endif
