@@ -35,6 +35,7 @@ AVX512_FLAGS = AVX2_FLAGS + ["-mavx512f", "-mavx512vl"]
 INT8_FLAGS = ["-ffp-contract=off"]
 VNNI_FLAGS = AVX512_FLAGS + ["-mavx512bw", "-mavx512vnni"]
 BF16_FLAGS = AVX512_FLAGS + ["-mavx512bw", "-mavx512bf16"]
+AVXVNNI_FLAGS = AVX2_FLAGS + ["-mavxvnni"]
 OPENMP_TEST = textwrap.dedent("""
     #include <omp.h>
     #include <stdio.h>
@@ -124,6 +125,11 @@ class BuildExt(build_ext):
                     include_dirs=[CORE],
                     extra_postargs=ext.extra_compile_args + KERNEL_FLAGS + INT8_FLAGS
                     + VNNI_FLAGS)
+                objs += self.compiler.compile(
+                    [os.path.join(CORE, "qgemm_avxvnni.c")], output_dir=self.build_temp,
+                    include_dirs=[CORE],
+                    extra_postargs=ext.extra_compile_args + KERNEL_FLAGS + INT8_FLAGS
+                    + AVXVNNI_FLAGS)
                 objs += self.compiler.compile(
                     [os.path.join(CORE, "qgemm_avx512bf16.c")], output_dir=self.build_temp,
                     include_dirs=[CORE],

@@ -8,7 +8,7 @@ import fastrnn
 from fastrnn import _core
 from reference import rnn_forward
 
-KERNELS = ["int8-baseline", "int8-avx2", "int8-avx512vnni"]
+KERNELS = ["int8-baseline", "int8-avx2", "int8-avxvnni", "int8-avx512vnni"]
 F32 = np.float32
 
 
@@ -325,7 +325,7 @@ def test_int8_avx512_vnni_gives_the_avx2_bits():
             results.append(q(x, lengths=[12, 3, 0, 7, 12, 1])[0])
     finally:
         _core.set_isa(before)
-    assert names[0] == "int8-avx2"
+    assert names[0] in ("int8-avx2", "int8-avxvnni")  # AVX-VNNI where the CPU has it
     np.testing.assert_array_equal(results[0], results[1])
 
 

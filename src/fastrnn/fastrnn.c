@@ -44,6 +44,17 @@ static int cpu_has_avx512vnni(void)
 #endif
 }
 
+/* VEX-encoded int8 dot products on 256-bit vectors. */
+static int cpu_has_avxvnni(void)
+{
+#if defined(FR_HAVE_AVX2_BUILD) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    return cpu_has_avx2_fma() && __builtin_cpu_supports("avxvnni");
+#else
+    return 0;
+#endif
+}
+
 /* bfloat16 dot products on 512-bit vectors (vdpbf16ps). */
 static int cpu_has_avx512bf16(void)
 {
@@ -157,6 +168,8 @@ static const qkernel_entry *qkernel_table(size_t *n)
 #ifdef FR_HAVE_AVX2_BUILD
         {{"int8-avx512vnni", fr_qgemm_int8_avx512vnni, fr_quantize_rows_u8_avx512vnni, 4, 1},
          FR_WEIGHTS_INT8, FR_ISA_AVX512, cpu_has_avx512vnni},
+        {{"int8-avxvnni", fr_qgemm_int8_avxvnni, fr_quantize_rows_u8_avxvnni, 4, 1},
+         FR_WEIGHTS_INT8, FR_ISA_AVX2, cpu_has_avxvnni},
         {{"int8-avx2", fr_qgemm_int8_avx2, fr_quantize_rows_u8_avx2, 4, 1}, FR_WEIGHTS_INT8,
          FR_ISA_AVX2, cpu_has_avx2_fma},
         {{"bf16-avx512", fr_qgemm_bf16_avx512bf16, fr_round_rows_bf16_avx512bf16, 2, 2},
@@ -174,7 +187,8 @@ static const qkernel_entry *qkernel_table(size_t *n)
 }
 
 /* The best variant of a format at the selected ISA: VNNI / BF16 where AVX-512 is selected and
- * the CPU has them, else the AVX2 one (also for AVX-512 without them), else the portable one.
+ * the CPU has them, else AVX-VNNI (int8) where the CPU has it, else the AVX2 one, else the
+ * portable one.
  * Every int8 variant returns the same integers and products; see fastrnn.h for bf16. */
 const fr_qkernels *fr_qkernels_current(int weight_format)
 {

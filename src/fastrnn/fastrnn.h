@@ -192,8 +192,9 @@ int fr_quantize_int8(const float *w, int rows, int cols, ptrdiff_t ld, signed ch
  * in [-127, 127]) for the kernels: data (fr_qmatrix_data_size() bytes) and colsum (cols). */
 int fr_pack_int8(const signed char *q, int rows, int cols, ptrdiff_t ld, signed char *data,
                  int *colsum);
-/* The int8 kernel variant the next call would use: "int8-avx512vnni", "int8-avx2" or
- * "int8-baseline" (follows fr_get_isa(); AVX-512 without VNNI uses the AVX2 one). */
+/* The int8 kernel variant the next call would use: "int8-avx512vnni", "int8-avxvnni",
+ * "int8-avx2" or "int8-baseline" (follows fr_get_isa(); AVX-512 without VNNI uses the best
+ * 256-bit one). */
 const char *fr_int8_kernel_name(void);
 
 /* bf16 weights (FR_WEIGHTS_BF16): each weight rounded to bfloat16 (the upper 16 bits of its

@@ -75,6 +75,11 @@ void fr_qgemm_int8_baseline(int M, int n, const unsigned char *a, ptrdiff_t lda,
 void fr_qgemm_int8_avx2(int M, int n, const unsigned char *a, ptrdiff_t lda, const float *s,
                         const fr_qmatrix *w, int c0, const float *bias, float *out,
                         ptrdiff_t ldo);
+void fr_qgemm_int8_avxvnni(int M, int n, const unsigned char *a, ptrdiff_t lda, const float *s,
+                           const fr_qmatrix *w, int c0, const float *bias, float *out,
+                           ptrdiff_t ldo);
+void fr_quantize_rows_u8_avxvnni(int M, int K, const float *x, ptrdiff_t ldx, unsigned char *a,
+                                 ptrdiff_t lda, float *s);
 void fr_qgemm_int8_avx512vnni(int M, int n, const unsigned char *a, ptrdiff_t lda,
                               const float *s, const fr_qmatrix *w, int c0, const float *bias,
                               float *out, ptrdiff_t ldo);
