@@ -153,12 +153,16 @@ static inline size_t fr_tile_scratch_elems(int G, int Hp, size_t panel)
     return chunk > row ? chunk : row;
 }
 
-/* Per-thread scratch of the int8 path: FR_QCHUNK rows of quantized activations (the wider of
- * x and h) and their scales. */
+/* Per-thread scratch of the int8 / bf16 path: FR_QCHUNK rows of quantized activations (the
+ * wider of x and h) and their scales, then the products of FR_QSTEP_ROWS rows (all gates) of a
+ * step. A step multiplies that many rows per pass over the recurrent weights (forward_impl.inc,
+ * qstep), so the weights stream from L2 / L3 once per 16 rows instead of once per 4. */
+#define FR_QSTEP_ROWS 16
 static inline size_t fr_qscratch_bytes(int I, int Hp)
 {
     const int K = I > Hp ? I : Hp;  /* int8: 1 byte per value, bf16: 2 or 4 (fr_qkernels) */
-    return fr_round_up((size_t)FR_QCHUNK * (16 * (size_t)fr_qk4(K) + sizeof(float)), FR_ALIGN);
+    return fr_round_up((size_t)FR_QCHUNK * (16 * (size_t)fr_qk4(K) + sizeof(float)), FR_ALIGN)
+           + fr_round_up((size_t)FR_QSTEP_ROWS * 4 * Hp * sizeof(float), FR_ALIGN);
 }
 
 static inline size_t fr_dir_workspace_bytes(size_t elem, int G, int B, int T, int I, int Hp,

@@ -78,24 +78,26 @@ tile(const int MR, const int NV, int K4, const unsigned char *a, ptrdiff_t lda, 
     }
 }
 
-#define FR_Q2_ROWS(MR)                                                                   \
-    for (; u + 16 <= n; u += 16)                                                         \
-        tile(MR, 2, K4, a, lda, s, w, c0 + u, bias, out + u, ldo);                       \
-    if (u < n) tile(MR, 1, K4, a, lda, s, w, c0 + u, bias, out + u, ldo);
+/* Column blocks (a panel) outer, row tiles inner: a panel's weights are reused from L1. */
+#define FR_Q2_MR(NV)                                                                         \
+    switch (M - r < 4 ? M - r : 4) {                                                         \
+    case 1: tile(1, NV, K4, a + r * lda, lda, s + r, w, c0 + u, bias, out + r * ldo + u, ldo); break; \
+    case 2: tile(2, NV, K4, a + r * lda, lda, s + r, w, c0 + u, bias, out + r * ldo + u, ldo); break; \
+    case 3: tile(3, NV, K4, a + r * lda, lda, s + r, w, c0 + u, bias, out + r * ldo + u, ldo); break; \
+    default: tile(4, NV, K4, a + r * lda, lda, s + r, w, c0 + u, bias, out + r * ldo + u, ldo); break; \
+    }
 
 void fr_qgemm_int8_avx2(int M, int n, const unsigned char *a, ptrdiff_t lda, const float *s,
                         const fr_qmatrix *w, int c0, const float *bias, float *out,
                         ptrdiff_t ldo)
 {
     const int K4 = fr_qk4(w->rows);
-    for (int r = 0; r < M; r += 4, a += 4 * lda, s += 4, out += 4 * ldo) {
-        int u = 0;
-        switch (M - r) {
-        case 1: FR_Q2_ROWS(1) break;
-        case 2: FR_Q2_ROWS(2) break;
-        case 3: FR_Q2_ROWS(3) break;
-        default: FR_Q2_ROWS(4) break;
+    for (int u = 0; u < n;) {
+        const int nv = n - u >= 16 ? 2 : 1;
+        for (int r = 0; r < M; r += 4) {
+            if (nv == 2) { FR_Q2_MR(2) } else { FR_Q2_MR(1) }
         }
+        u += 8 * nv;
     }
 }
 
@@ -149,9 +151,13 @@ tile_bf16(const int MR, const int NV, int K2, const float *ar, ptrdiff_t ldf,
     if (MR > 3) { _mm256_storeu_ps(out + 3 * ldo, acc30); if (NV > 1) _mm256_storeu_ps(out + 3 * ldo + 8, acc31); }
 }
 
-#define FR_B2_ROWS(MR)                                                                   \
-    for (; u + 16 <= n; u += 16) tile_bf16(MR, 2, K2, ar, ldf, w, c0 + u, bias, out + u, ldo); \
-    if (u < n) tile_bf16(MR, 1, K2, ar, ldf, w, c0 + u, bias, out + u, ldo);
+#define FR_B2_MR(NV)                                                                         \
+    switch (M - r < 4 ? M - r : 4) {                                                         \
+    case 1: tile_bf16(1, NV, K2, ar + r * ldf, ldf, w, c0 + u, bias, out + r * ldo + u, ldo); break; \
+    case 2: tile_bf16(2, NV, K2, ar + r * ldf, ldf, w, c0 + u, bias, out + r * ldo + u, ldo); break; \
+    case 3: tile_bf16(3, NV, K2, ar + r * ldf, ldf, w, c0 + u, bias, out + r * ldo + u, ldo); break; \
+    default: tile_bf16(4, NV, K2, ar + r * ldf, ldf, w, c0 + u, bias, out + r * ldo + u, ldo); break; \
+    }
 
 void fr_qgemm_bf16_avx2(int M, int n, const unsigned char *a, ptrdiff_t lda, const float *s,
                         const fr_qmatrix *w, int c0, const float *bias, float *out,
@@ -160,15 +166,13 @@ void fr_qgemm_bf16_avx2(int M, int n, const unsigned char *a, ptrdiff_t lda, con
     (void)s;
     const int K2 = fr_qk2(w->rows);
     const ptrdiff_t ldf = lda / 4;  /* rows of floats */
-    for (int r = 0; r < M; r += 4, a += 4 * lda, out += 4 * ldo) {
-        const float *ar = (const float *)(const void *)a;
-        int u = 0;
-        switch (M - r) {
-        case 1: FR_B2_ROWS(1) break;
-        case 2: FR_B2_ROWS(2) break;
-        case 3: FR_B2_ROWS(3) break;
-        default: FR_B2_ROWS(4) break;
+    const float *ar = (const float *)(const void *)a;
+    for (int u = 0; u < n;) {  /* column blocks outer, row tiles inner (weights reused) */
+        const int nv = n - u >= 16 ? 2 : 1;
+        for (int r = 0; r < M; r += 4) {
+            if (nv == 2) { FR_B2_MR(2) } else { FR_B2_MR(1) }
         }
+        u += 8 * nv;
     }
 }
 

@@ -53,11 +53,15 @@ tile(const int MR, const int NV, int K2, const unsigned char *a, ptrdiff_t lda,
     FR_B_ST(3, 0) FR_B_ST(3, 1) FR_B_ST(3, 2) FR_B_ST(3, 3)
 }
 
-#define FR_B_ROWS(MR)                                                                    \
-    for (; u + 64 <= n; u += 64) tile(MR, 4, K2, a, lda, w, c0 + u, bias, out + u, ldo); \
-    if (n - u == 48) tile(MR, 3, K2, a, lda, w, c0 + u, bias, out + u, ldo);             \
-    else if (n - u == 32) tile(MR, 2, K2, a, lda, w, c0 + u, bias, out + u, ldo);        \
-    else if (n - u == 16) tile(MR, 1, K2, a, lda, w, c0 + u, bias, out + u, ldo);
+/* Column blocks outer, row tiles inner: a block's weights are reused from L1. */
+#define FR_B_TILE(MR, NV) tile(MR, NV, K2, a + r * lda, lda, w, c0 + u, bias, out + r * ldo + u, ldo)
+#define FR_B_MR(NV)                                                                          \
+    switch (M - r < 4 ? M - r : 4) {                                                         \
+    case 1: FR_B_TILE(1, NV); break;                                                         \
+    case 2: FR_B_TILE(2, NV); break;                                                         \
+    case 3: FR_B_TILE(3, NV); break;                                                         \
+    default: FR_B_TILE(4, NV); break;                                                        \
+    }
 
 void fr_qgemm_bf16_avx512bf16(int M, int n, const unsigned char *a, ptrdiff_t lda,
                               const float *s, const fr_qmatrix *w, int c0, const float *bias,
@@ -65,14 +69,17 @@ void fr_qgemm_bf16_avx512bf16(int M, int n, const unsigned char *a, ptrdiff_t ld
 {
     (void)s;
     const int K2 = fr_qk2(w->rows);
-    for (int r = 0; r < M; r += 4, a += 4 * lda, out += 4 * ldo) {
-        int u = 0;
-        switch (M - r) {
-        case 1: FR_B_ROWS(1) break;
-        case 2: FR_B_ROWS(2) break;
-        case 3: FR_B_ROWS(3) break;
-        default: FR_B_ROWS(4) break;
+    for (int u = 0; u < n;) {
+        const int nv = n - u >= 64 ? 4 : (n - u) / 16;
+        for (int r = 0; r < M; r += 4) {
+            switch (nv) {
+            case 1: FR_B_MR(1) break;
+            case 2: FR_B_MR(2) break;
+            case 3: FR_B_MR(3) break;
+            default: FR_B_MR(4) break;
+            }
         }
+        u += 16 * nv;
     }
 }
 #endif

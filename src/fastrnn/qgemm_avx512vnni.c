@@ -79,26 +79,34 @@ tile(const int MR, const int NV, int K4, const unsigned char *a, ptrdiff_t lda, 
     FR_Q_ST(3, 0) FR_Q_ST(3, 1) FR_Q_ST(3, 2) FR_Q_ST(3, 3)
 }
 
-#define FR_Q_ROWS(MR)                                                                   \
-    for (; u + 64 <= n; u += 64)                                                        \
-        tile(MR, 4, K4, a, lda, s, w, c0 + u, bias, out + u, ldo);                      \
-    if (n - u == 48) tile(MR, 3, K4, a, lda, s, w, c0 + u, bias, out + u, ldo);         \
-    else if (n - u == 32) tile(MR, 2, K4, a, lda, s, w, c0 + u, bias, out + u, ldo);    \
-    else if (n - u == 16) tile(MR, 1, K4, a, lda, s, w, c0 + u, bias, out + u, ldo);
+/* Column blocks outer, row tiles inner: a block's weights (K * 64 bytes) are read from L2 / L3
+ * once and reused from L1 by every row tile of the call. */
+#define FR_Q_TILE(MR, NV) tile(MR, NV, K4, a + r * lda, lda, s + r, w, c0 + u, bias,            \
+                               out + r * ldo + u, ldo)
+#define FR_Q_MR(NV)                                                                          \
+    switch (M - r < 4 ? M - r : 4) {                                                         \
+    case 1: FR_Q_TILE(1, NV); break;                                                         \
+    case 2: FR_Q_TILE(2, NV); break;                                                         \
+    case 3: FR_Q_TILE(3, NV); break;                                                         \
+    default: FR_Q_TILE(4, NV); break;                                                        \
+    }
 
 void fr_qgemm_int8_avx512vnni(int M, int n, const unsigned char *a, ptrdiff_t lda,
                               const float *s, const fr_qmatrix *w, int c0, const float *bias,
                               float *out, ptrdiff_t ldo)
 {
     const int K4 = fr_qk4(w->rows);
-    for (int r = 0; r < M; r += 4, a += 4 * lda, s += 4, out += 4 * ldo) {
-        int u = 0;
-        switch (M - r) {
-        case 1: FR_Q_ROWS(1) break;
-        case 2: FR_Q_ROWS(2) break;
-        case 3: FR_Q_ROWS(3) break;
-        default: FR_Q_ROWS(4) break;
+    for (int u = 0; u < n;) {
+        const int nv = n - u >= 64 ? 4 : (n - u) / 16;
+        for (int r = 0; r < M; r += 4) {
+            switch (nv) {
+            case 1: FR_Q_MR(1) break;
+            case 2: FR_Q_MR(2) break;
+            case 3: FR_Q_MR(3) break;
+            default: FR_Q_MR(4) break;
+            }
         }
+        u += 16 * nv;
     }
 }
 #endif

@@ -59,23 +59,28 @@ tile(const int MR, const int NV, int K4, const unsigned char *a, ptrdiff_t lda, 
     FR_V_ST(2, 0) FR_V_ST(2, 1) FR_V_ST(2, 2) FR_V_ST(2, 3)
 }
 
-/* Three rows at a time: 12 accumulators, 4 weight vectors and a broadcast fill 16 registers. */
-#define FR_V_ROWS(MR)                                                                    \
-    for (; u + 32 <= n; u += 32) tile(MR, 4, K4, a, lda, s, w, c0 + u, bias, out + u, ldo); \
-    if (n - u == 16) tile(MR, 2, K4, a, lda, s, w, c0 + u, bias, out + u, ldo);
+/* Column blocks outer, row tiles of three inner (12 accumulators, 4 weight vectors and a
+ * broadcast fill the 16 registers): a block's weights are reused from L1 by every row tile. */
+#define FR_V_TILE(MR, NV) tile(MR, NV, K4, a + r * lda, lda, s + r, w, c0 + u, bias,            \
+                               out + r * ldo + u, ldo)
+#define FR_V_MR(NV)                                                                          \
+    switch (M - r < 3 ? M - r : 3) {                                                         \
+    case 1: FR_V_TILE(1, NV); break;                                                         \
+    case 2: FR_V_TILE(2, NV); break;                                                         \
+    default: FR_V_TILE(3, NV); break;                                                        \
+    }
 
 void fr_qgemm_int8_avxvnni(int M, int n, const unsigned char *a, ptrdiff_t lda, const float *s,
                            const fr_qmatrix *w, int c0, const float *bias, float *out,
                            ptrdiff_t ldo)
 {
     const int K4 = fr_qk4(w->rows);
-    for (int r = 0; r < M; r += 3, a += 3 * lda, s += 3, out += 3 * ldo) {
-        int u = 0;
-        switch (M - r) {
-        case 1: FR_V_ROWS(1) break;
-        case 2: FR_V_ROWS(2) break;
-        default: FR_V_ROWS(3) break;
+    for (int u = 0; u < n;) {
+        const int nv = n - u >= 32 ? 4 : 2;
+        for (int r = 0; r < M; r += 3) {
+            if (nv == 4) { FR_V_MR(4) } else { FR_V_MR(2) }
         }
+        u += 8 * nv;
     }
 }
 #endif
