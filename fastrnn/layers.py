@@ -787,18 +787,20 @@ class _Recurrent:
             raise NotImplementedError(f"{scheme} weights are not available yet for an LSTM with "
                                       "a projection (proj_size)")
         f32 = self if self.dtype == np.float32 else self._float32_copy()
-        cols = f32._num_gates * f32._stride
         if scheme == "bf16":
             return f32._bf16_copy()
+        cols = f32._num_gates * f32._stride
         parts = [[{part: _core.quantize_int8(d[part], cols) for part in ("kernel", "recurrent")}
                   for d in dirs] for dirs in f32._w]
         return f32._int8_copy(parts)
 
     def _bf16_copy(self):
         """A copy of this (float32) layer running on its weights rounded to bfloat16."""
+        cols = self._num_gates * self._stride
+
         def pack(layer, direction, part, w):
-            data = _core.pack_bf16(w, self._num_gates * self._stride)
-            return data, _bf16_matrix(data, self._num_gates * self._stride, w.shape[0])
+            data = _core.pack_bf16(w, cols)
+            return data, _bf16_matrix(data, cols, w.shape[0])
         return self._quantized_copy("bf16", pack)
 
     def _quantized_copy(self, scheme, pack):

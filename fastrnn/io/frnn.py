@@ -21,7 +21,7 @@ import numpy as np
 MAGIC = b"FRNN"
 VERSION = 1
 VARIANT_VERSION = 2  # files whose cell has variants
-INT8_VERSION = 3     # files of int8 layers
+QUANTIZED_VERSION = 3  # files of int8 / bf16 layers
 HEADER_SIZE = 64
 VARIANT_SIZE = 144
 ENDIAN_MARK = 0x01020304
@@ -142,7 +142,7 @@ def _encode(layer):
         raise ValueError(f"layer name too long for .frnn ({len(name)} bytes, at most {MAX_NAME})")
     quantized = layer.quantization
     variant = bool(layer.variant_features) or bool(quantized)
-    version = INT8_VERSION if quantized else VARIANT_VERSION if variant else VERSION
+    version = QUANTIZED_VERSION if quantized else VARIANT_VERSION if variant else VERSION
     sd = layer.state_dict()
     order = _arrays(cell, layer.input_size, layer.hidden_size, layer.num_layers,
                     layer.num_directions, layer.use_bias, getattr(layer, "peepholes", False),
@@ -265,10 +265,10 @@ def load_frnn(path_or_bytes):
     (_, version, header_size, endian, dtype_code, cell_code, reset_after, masked, ndir, reverse,
      use_bias, reserved0, input_size, hidden_size, num_layers, name_length, reserved1,
      payload_size, dropout, recurrent_dropout) = _HEADER.unpack_from(data)
-    if version not in (VERSION, VARIANT_VERSION, INT8_VERSION):
+    if version not in (VERSION, VARIANT_VERSION, QUANTIZED_VERSION):
         raise ValueError(f".frnn version {version} is not supported (this reader reads versions "
-                         f"{VERSION} to {INT8_VERSION})")
-    quantized = {1: "int8", 2: "bf16"}.get(reserved0) if version == INT8_VERSION else None
+                         f"{VERSION} to {QUANTIZED_VERSION})")
+    quantized = {1: "int8", 2: "bf16"}.get(reserved0) if version == QUANTIZED_VERSION else None
     if header_size != HEADER_SIZE:
         raise _error(f"bad header size {header_size} (expected {HEADER_SIZE})")
     if endian != ENDIAN_MARK:
@@ -286,8 +286,8 @@ def load_frnn(path_or_bytes):
         ("num_directions", ndir in (1, 2)),
         ("reverse", reverse <= 1 and not (reverse and ndir != 1)),
         ("use_bias", use_bias <= 1),
-        ("weights (version 3: 1 = int8, 2 = bf16)" if version == INT8_VERSION
-         else "reserved bytes", (quantized is not None if version == INT8_VERSION
+        ("weights (version 3: 1 = int8, 2 = bf16)" if version == QUANTIZED_VERSION
+         else "reserved bytes", (quantized is not None if version == QUANTIZED_VERSION
                                  else reserved0 == 0) and reserved1 == 0),
         ("dtype (quantized weights: float32)", not (quantized and dtype_code != 0)),
         ("input_size", 1 <= input_size <= MAX_DIM),

@@ -14,7 +14,7 @@
 /* ---- .frnn constants (docs/frnn-format.md) ---- */
 #define FRNN_VERSION 1             /* the plain cell */
 #define FRNN_VERSION_VARIANT 2     /* cell variants: a variant block follows the header */
-#define FRNN_VERSION_INT8 3        /* quantized weights: version 2's layout, header byte 19 =
+#define FRNN_VERSION_QUANTIZED 3        /* quantized weights: version 2's layout, header byte 19 =
                                       1 (int8) or 2 (bf16) */
 #define FRNN_HEADER_SIZE 64
 #define FRNN_VARIANT_SIZE 144      /* bytes of the version-2 variant block */
@@ -46,9 +46,9 @@ struct fr_state {
     char *c;                   /* (num_layers, batch, Hp) */
     size_t layer_bytes;        /* batch * out_stride * elem: one layer of h */
     size_t c_layer_bytes;      /* batch * Hp * elem: one layer of c */
-    /* int8 models: each step runs fr_layer_forward (T = 1, one thread) in this workspace, on
-     * plain state rows (out_stride = c_stride = hidden_size). */
-    int int8;
+    /* int8 / bf16 models: each step runs fr_layer_forward (T = 1, one thread) in this
+     * workspace, on plain state rows (out_stride = c_stride = hidden_size). */
+    int quantized;
     void *ws;
     size_t ws_size;
 };
@@ -70,7 +70,7 @@ const char *fr_strerror(int status)
     case FR_OK: return "ok";
     case FR_EINVAL: return "invalid argument";
     case FR_EWORKSPACE: return "workspace missing or too small";
-    case FR_EUNSUPPORTED: return "kernel variant not available, or a cell variant / int8 weights this function does not run yet";
+    case FR_EUNSUPPORTED: return "kernel variant not available, or a cell variant / int8 or bf16 weights this function does not run yet";
     case FR_EIO: return "file could not be read";
     case FR_EFORMAT: return "malformed .frnn data";
     case FR_EVERSION: return "unsupported .frnn version";
@@ -319,9 +319,9 @@ static int parse_header(const unsigned char *p, size_t len, frnn_header *h, char
         return FR_EFORMAT;
     }
     uint32_t version = rd_u16(p + 4);
-    if (version != FRNN_VERSION && version != FRNN_VERSION_VARIANT && version != FRNN_VERSION_INT8) {
+    if (version != FRNN_VERSION && version != FRNN_VERSION_VARIANT && version != FRNN_VERSION_QUANTIZED) {
         set_err(err, err_size, ".frnn version %u is not supported (this library reads versions "
-                "%d to %d)", (unsigned)version, FRNN_VERSION, FRNN_VERSION_INT8);
+                "%d to %d)", (unsigned)version, FRNN_VERSION, FRNN_VERSION_QUANTIZED);
         return FR_EVERSION;
     }
     if (rd_u16(p + 6) != FRNN_HEADER_SIZE) {
@@ -355,11 +355,11 @@ static int parse_header(const unsigned char *p, size_t len, frnn_header *h, char
     else if (ndir != 1 && ndir != 2) bad = "num_directions";
     else if (reverse > 1 || (reverse && ndir != 1)) bad = "reverse";
     else if (use_bias > 1) bad = "use_bias";
-    else if ((version == FRNN_VERSION_INT8 ? (p[19] != 1 && p[19] != 2) : p[19] != 0)
+    else if ((version == FRNN_VERSION_QUANTIZED ? (p[19] != 1 && p[19] != 2) : p[19] != 0)
              || rd_u32(p + 36) != 0)
-        bad = version == FRNN_VERSION_INT8 ? "weights (version 3: 1 = int8, 2 = bf16)"
+        bad = version == FRNN_VERSION_QUANTIZED ? "weights (version 3: 1 = int8, 2 = bf16)"
                                             : "reserved bytes";
-    else if (version == FRNN_VERSION_INT8 && dtype != 0) bad = "dtype (int8 weights: float32)";
+    else if (version == FRNN_VERSION_QUANTIZED && dtype != 0) bad = "dtype (int8 weights: float32)";
     else if (I < 1 || I > FRNN_MAX_DIM) bad = "input_size";
     else if (H < 1 || H > FRNN_MAX_DIM) bad = "hidden_size";
     else if (L < 1 || L > FRNN_MAX_LAYERS) bad = "num_layers";
@@ -388,7 +388,7 @@ static int parse_header(const unsigned char *p, size_t len, frnn_header *h, char
         int rc = parse_variant(p + FRNN_HEADER_SIZE, h, err, err_size);
         if (rc != FR_OK) return rc;
     }
-    if (version == FRNN_VERSION_INT8) {
+    if (version == FRNN_VERSION_QUANTIZED) {
         if (h->desc.proj_size > 0) {
             set_err(err, err_size, "bad .frnn variant field: proj_size with quantized weights");
             return FR_EFORMAT;
@@ -892,10 +892,10 @@ static int state_plan(const fr_model *m, int batch, state_layout *lay)
     if (!m || batch < 1) return FR_EINVAL;
     const fr_layer_desc *d = &m->layers[0];
     if (d->num_directions != 1 || d->reverse) return FR_ENOTSTREAMABLE;
-    const int int8 = d->weight_format;  /* plain rows (see fr_state) */
-    const uint64_t Hp = int8 ? (uint64_t)d->hidden_size
+    const int quantized = d->weight_format != FR_WEIGHTS_FLOAT;  /* plain rows (fr_state) */
+    const uint64_t Hp = quantized ? (uint64_t)d->hidden_size
                              : (uint64_t)fr_gate_stride(d->dtype, d->hidden_size);
-    const uint64_t Hs = int8 ? Hp : (uint64_t)fr_gate_stride(d->dtype, desc_h_units(d));
+    const uint64_t Hs = quantized ? Hp : (uint64_t)fr_gate_stride(d->dtype, desc_h_units(d));
     const uint64_t e = elem_bytes(d->dtype), L = (uint64_t)m->num_layers;
     uint64_t layer = (uint64_t)batch * Hs * e;  /* < 2^31 * 2^21 * 8: no overflow */
     uint64_t c_layer = (uint64_t)batch * Hp * e;
@@ -912,7 +912,7 @@ static int state_plan(const fr_model *m, int batch, state_layout *lay)
     n += fr_round_up((uint64_t)fr_num_gates(d->cell) * Hp * e, FR_ALIGN);
     lay->ws = (size_t)n;
     lay->ws_size = 0;
-    if (int8) {
+    if (quantized) {
         for (int k = 0; k < m->num_layers; k++) {
             const size_t w = fr_workspace_size(&m->layers[k], batch, 1, 1);
             if (w == 0) return FR_EINVAL;
@@ -945,9 +945,9 @@ int fr_state_init(const fr_model *m, int batch, void *buf, size_t size, fr_state
     memset(base, 0, lay.total - FR_ALIGN);
     fr_state *s = (fr_state *)base;
     const fr_layer_desc *d = &m->layers[0];
-    const int int8 = d->weight_format;
-    const int Hp = int8 ? d->hidden_size : fr_gate_stride(d->dtype, d->hidden_size);
-    const int P = desc_h_units(d), Hs = int8 ? P : fr_gate_stride(d->dtype, P);
+    const int quantized = d->weight_format != FR_WEIGHTS_FLOAT;
+    const int Hp = quantized ? d->hidden_size : fr_gate_stride(d->dtype, d->hidden_size);
+    const int P = desc_h_units(d), Hs = quantized ? P : fr_gate_stride(d->dtype, P);
     const size_t scratch_part = fr_round_up(lay.c_layer, FR_ALIGN);
     s->model = m;
     s->batch = batch;
@@ -964,11 +964,11 @@ int fr_state_init(const fr_model *m, int batch, void *buf, size_t size, fr_state
     s->c = base + lay.c;
     s->layer_bytes = lay.layer;
     s->c_layer_bytes = lay.c_layer;
-    s->int8 = int8;
-    s->ws = int8 ? base + lay.ws : NULL;
+    s->quantized = quantized;
+    s->ws = quantized ? base + lay.ws : NULL;
     s->ws_size = lay.ws_size;
     const void *zeros = base + lay.zeros;
-    for (int k = 0; k < m->num_layers && !int8; k++) {
+    for (int k = 0; k < m->num_layers && !quantized; k++) {
         const fr_weights *w = &m->w[k];
         fr_step_args *a = &s->args[k];
         a->cell = d->cell;
@@ -1068,10 +1068,10 @@ int fr_state_get(const fr_state *s, void *h, void *c)
     return FR_OK;
 }
 
-/* One step of an int8 model: each layer's whole-sequence kernel with T = 1 on one thread (the
- * int8 products come from the same micro-kernels; quantization is per row and step, so the
+/* One step of an int8 / bf16 model: each layer's whole-sequence kernel with T = 1 on one thread (the
+ * quantized products come from the same micro-kernels; quantization is per row and step, so the
  * bits are those of fr_forward), in the state's own workspace: nothing allocated. */
-static int step_int8(const fr_model *m, fr_state *s, const void *x_t, void *y_t)
+static int step_quantized(const fr_model *m, fr_state *s, const void *x_t, void *y_t)
 {
     const int p = s->parity, L = s->num_layers, lstm = m->layers[0].cell == FR_LSTM;
     const size_t lb = s->layer_bytes;
@@ -1095,7 +1095,7 @@ int fr_step(const fr_model *m, fr_state *s, const void *x_t, void *y_t)
     const int p = s->parity, L = s->num_layers;
     const size_t lb = s->layer_bytes;
     const char *x = (const char *)x_t;
-    if (s->int8) return step_int8(m, s, x_t, y_t);
+    if (s->quantized) return step_quantized(m, s, x_t, y_t);
     const fr_step_fn step = fr_kernels_for(s->dtype)->step;  /* follows fr_set_isa */
     const unsigned fpmode = fr_fpmode_enter();  /* denormals as in fr_layer_forward */
     for (int k = 0; k < L; k++) {
