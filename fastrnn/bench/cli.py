@@ -73,6 +73,9 @@ def run(args, prog="fastrnn bench", error=None):
                 error(message)
             print(f"{prog}: {message}", file=sys.stderr)
             return 2
+    if args.plot and args.suite in ("dropin", "quantized"):  # before asking for matplotlib
+        print(f"{prog}: --plot is not available for the {args.suite} suite", file=sys.stderr)
+        return 2
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -126,10 +129,6 @@ def _run_quantized(args, threads, repeats, prog):
 def _run_own_suite(args, threads, repeats, prog, module, run, **kwargs):
     """A suite with its own cases, runner and table (module.CASES, run(...), format_table)."""
     from fastrnn.bench import runner
-    name = args.suite
-    if args.plot:
-        print(f"{prog}: --plot is not available for the {name} suite", file=sys.stderr)
-        return 2
     n = len([c for c in module.CASES if c.quick or not args.quick]) * len(threads)
     bar = None if args.no_progress else runner.Progress(n)
     doc = run(threads, quick=args.quick, repeats=repeats,
