@@ -26,6 +26,7 @@ def _batch(layer, B=3, T=6, seed=0):
 
 
 def test_load_returns_one_layer_and_names_the_choices():
+    pytest.importorskip("h5py", reason="reading .keras weights needs h5py (fastrnn[keras])")
     path = fixture("keras_model.keras")
     with pytest.raises(ValueError, match=r"6 recurrent layers \(lstm_a, gru_rb, .*load_all"):
         fastrnn.load(path)
