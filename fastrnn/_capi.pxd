@@ -55,6 +55,7 @@ cdef extern from "fastrnn.h" nogil:
         int proj_size
         double proj_clip
         int weight_format
+        int packed_recurrent
 
     ctypedef struct fr_qmatrix:
         int rows
@@ -74,6 +75,7 @@ cdef extern from "fastrnn.h" nogil:
         const void *peephole
         const void *projection
         Py_ssize_t proj_ld
+        const void *recurrent_packed
 
     ctypedef struct fr_io:
         int batch
@@ -113,6 +115,8 @@ cdef extern from "fastrnn.h" nogil:
     int fr_num_gates(fr_cell cell)
     int fr_gate_stride(fr_dtype dtype, int hidden_size)
     Py_ssize_t fr_recommended_ld(fr_cell cell, fr_dtype dtype, int hidden_size)
+    size_t fr_packed_recurrent_size(const fr_layer_desc *desc)
+    int fr_pack_recurrent(const fr_layer_desc *desc, const fr_weights *w, void *dst)
     size_t fr_workspace_size(const fr_layer_desc *desc, int batch, int time, int num_threads)
     int fr_layer_forward(const fr_layer_desc *desc, const fr_weights *w, const fr_io *io,
                          void *workspace, size_t workspace_size, int num_threads)

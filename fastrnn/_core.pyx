@@ -130,6 +130,13 @@ cdef inline void* _data(cnp.ndarray a, int typenum, Py_ssize_t size, str what) e
     return cnp.PyArray_DATA(a)
 
 
+cdef cnp.ndarray _aligned_bytes(size_t n):
+    """n bytes (uint8) starting on a 64-byte boundary (a view into a slightly larger array)."""
+    cdef cnp.ndarray raw = np.empty(n + 64, np.uint8)
+    cdef size_t off = (64 - (<size_t>cnp.PyArray_DATA(raw)) % 64) % 64
+    return raw[off:off + n]
+
+
 cdef inline void* _bytes(cnp.ndarray a, size_t need, str what) except NULL:
     """A caller-provided uint8 buffer (workspace, training record) of at least `need` bytes."""
     if a.dtype != np.uint8 or not a.flags.c_contiguous or <size_t>a.nbytes < need or need == 0:
@@ -151,6 +158,7 @@ cdef class LayerEngine:
     cdef object weights  # keeps the arrays alive
     cdef fr_qmatrix q[2][2]  # int8 weights per direction: kernel, recurrent
     cdef object qweights  # keeps the int8 arrays alive
+    cdef object packed  # keeps the frozen recurrent copies alive
 
     def __init__(self, str cell, dtype, bint reset_after, int input_size, int hidden_size,
                  int num_directions, bint reverse, str masked_output, list weights,
@@ -216,6 +224,30 @@ cdef class LayerEngine:
 
     def workspace_size(self, int batch, int time, int num_threads):
         return fr_workspace_size(&self.desc, batch, time, num_threads)
+
+    def freeze_recurrent(self):
+        """Pack every direction's recurrent matrix once (fr_pack_recurrent) and run on those
+        copies from now on: calls skip their per-call packing. Call it only on an engine no
+        other thread uses yet (the layer builds a new engine to freeze). Returns the number
+        of directions packed (0 where packing does not apply: projection, int8 / bf16)."""
+        cdef size_t n = fr_packed_recurrent_size(&self.desc)
+        if n == 0:
+            return 0
+        cdef cnp.ndarray buf
+        cdef int rc
+        packed = []
+        for d in range(self.desc.num_directions):
+            buf = _aligned_bytes(n)
+            rc = fr_pack_recurrent(&self.desc, &self.w[d], cnp.PyArray_DATA(buf))
+            if rc != FR_OK:
+                raise RuntimeError(f"fastrnn core could not pack the weights (status {rc})")
+            buf.flags.writeable = False
+            packed.append(buf)
+        for d in range(self.desc.num_directions):
+            self.w[d].recurrent_packed = cnp.PyArray_DATA(<cnp.ndarray>packed[d])
+        self.desc.packed_recurrent = 1
+        self.packed = packed
+        return len(packed)
 
     def set_int8(self, list qweights):
         """Run on int8 weights from now on (inference only): per direction ((data, scale,

@@ -164,11 +164,84 @@ class _Recurrent:
                 if self._proj:  # (H, P) in a row stride of whole panels
                     dirs[-1]["projection"] = _aligned_zeros((H, _core.gate_stride(dt, P)), dt)
             self._w.append(dirs)
-            self._engines.append(_core.LayerEngine(
-                self._cell, dt, getattr(self, "reset_after", True), I, H, self.num_directions,
-                self.reverse, self.masked_output,
-                [(d["kernel"], d["recurrent"], d["bias"], d["recurrent_bias"],
-                  d.get("peephole"), d.get("projection")) for d in dirs], variant))
+            self._engines.append(self._make_engine(layer, variant))
+        self._frozen = False
+
+    def _make_engine(self, layer, variant):
+        """A C engine bound to the weight arrays of stacked layer `layer`."""
+        dirs = self._w[layer]
+        return _core.LayerEngine(
+            self._cell, self.dtype, getattr(self, "reset_after", True),
+            self._layer_input_size(layer), self.hidden_size, self.num_directions,
+            self.reverse, self.masked_output,
+            [(d["kernel"], d["recurrent"], d["bias"], d["recurrent_bias"],
+              d.get("peephole"), d.get("projection")) for d in dirs], variant)
+
+    # ---- frozen weights ----
+    @property
+    def frozen(self):
+        """True after `freeze()` (and always for int8 / bf16 layers): the weights are
+        read-only and packed once for the kernels."""
+        return self._frozen or bool(self.quantization)
+
+    def freeze(self):
+        """Pack the weights once for the kernels and make them read-only (inference servers).
+
+        A call otherwise lays the recurrent matrix out for its kernels at every call (the
+        weights are live arrays that may change between calls); a frozen layer does it once
+        here, which saves that copy on every call: most on short sequences with large
+        layers (T=25, H=512-1024: a copy costs about two time steps). Results are bitwise the
+        same as unfrozen. Weights stay readable (`gate()`, `state_dict()`, exports) but not
+        writable: `gate()` views are read-only and `load_state_dict()` raises until
+        `unfreeze()`. Training calls work (gradients are computed); updating the weights needs
+        `unfreeze()` first. Quantized layers are always frozen.
+
+        Returns:
+            self (so that `layer = fastrnn.load(path).freeze()` reads naturally).
+
+        Example:
+            >>> import numpy as np, fastrnn
+            >>> lstm = fastrnn.LSTM(8, 16, seed=0)
+            >>> x = np.ones((1, 25, 8), np.float32)
+            >>> y = lstm(x)[0]
+            >>> bool((lstm.freeze()(x)[0] == y).all()), lstm.frozen
+            (True, True)
+        """
+        if self.frozen:
+            return self
+        self._freeze_arrays()
+        variant = _variants.core_descriptor(self)
+        engines = []
+        for layer in range(self.num_layers):
+            engine = self._make_engine(layer, variant)
+            engine.freeze_recurrent()
+            engines.append(engine)
+        # A new list of new engines: a call already running in another thread keeps the
+        # engine it holds, whose arrays stay alive and unchanged.
+        self._engines = engines
+        self._frozen = True
+        return self
+
+    def unfreeze(self):
+        """Undo `freeze()`: writable weights again, packed copies dropped. Returns self.
+
+        Raises:
+            TypeError: an int8 / bf16 layer (its weights exist only in packed form).
+        """
+        if self.quantization:
+            raise TypeError(f"{self!r} holds {self.quantization} weights, which are always "
+                            "frozen: edit the float layer and quantize() again")
+        if not self._frozen:
+            return self
+        variant = _variants.core_descriptor(self)
+        self._engines = [self._make_engine(layer, variant) for layer in range(self.num_layers)]
+        for dirs in self._w:
+            for d in dirs:
+                for a in d.values():
+                    if a is not None:
+                        a.flags.writeable = True
+        self._frozen = False
+        return self
 
     def _view(self, layer, direction, gate_index, part):
         a = self._w[layer][direction].get(part)
@@ -293,6 +366,8 @@ class _Recurrent:
         if self.quantization:
             raise TypeError(f"{self!r} holds {self.quantization} weights and is read-only: load "
                             "the float weights into a float layer, then call quantize()")
+        if self._frozen:
+            raise ValueError(f"{self!r} is frozen (read-only weights): call unfreeze() first")
         if not hasattr(state, "keys"):
             raise TypeError(f"state must be a mapping, got {type(state).__name__}")
         expected = self.state_dict()
@@ -313,7 +388,8 @@ class _Recurrent:
                        self._gates.index(gate[0]) if gate else 0, part)[...] = a
 
     def gate(self, name, layer=0, direction="forward"):
-        """Writable views of one gate's weights; edits are seen by the next call.
+        """Writable views of one gate's weights; edits are seen by the next call (read-only
+        views while the layer is frozen: `freeze()`).
 
         Args:
             name: LSTM "input", "forget", "cell", "output"; GRU "update", "reset",

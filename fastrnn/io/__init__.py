@@ -185,13 +185,14 @@ def _in_memory_format(source):
                     "onnx.ModelProto")
 
 
-def load_all(source, *, dtype=None):
+def load_all(source, *, dtype=None, freeze=False):
     """Every recurrent layer of a file or model.
 
     Args:
         source: any file `fastrnn.load` reads (path or bytes), or an in-memory PyTorch module /
             state_dict, Keras model / layer or `onnx.ModelProto`.
         dtype: "float32" or "float64"; by default that of the weights.
+        freeze: True returns every layer frozen (`layer.freeze()`).
 
     Returns:
         dict: layer name -> `fastrnn.LSTM` / `GRU`, in model order; always a dict, also for a
@@ -201,6 +202,14 @@ def load_all(source, *, dtype=None):
         >>> for name, layer in fastrnn.load_all("model.keras").items():
         ...     print(name, layer)
     """
+    layers = _load_all(source, dtype)
+    if freeze:
+        for layer in layers.values():
+            layer.freeze()
+    return layers
+
+
+def _load_all(source, dtype):
     fmt = _in_memory_format(source)
     if fmt == "torch":
         from .torch import from_torch as load
@@ -316,7 +325,7 @@ def _detect(data, label):
                      "safetensors, Keras .keras/.h5, ONNX or a TF checkpoint index)")
 
 
-def load(path, *, name=None, dtype=None):
+def load(path, *, name=None, dtype=None, freeze=False):
     """One layer from any supported file; the format is detected from the content, never the
     extension (fastrnn `.npz` / `.frnn`, PyTorch `.pt` / `.safetensors`, Keras `.keras` /
     `.h5`, ONNX, TF1 checkpoints).
@@ -326,6 +335,8 @@ def load(path, *, name=None, dtype=None):
         name: the layer to load when the file holds several (Keras layer name, PyTorch
             attribute path, ONNX node name, TF variable scope).
         dtype: "float32" or "float64"; by default that of the weights.
+        freeze: True returns the layer frozen (`layer.freeze()`: weights packed once and
+            read-only; for inference servers).
 
     Returns:
         A `fastrnn.LSTM` or `fastrnn.GRU`, whatever the file holds (`load_all` returns a dict
@@ -339,7 +350,8 @@ def load(path, *, name=None, dtype=None):
         >>> lstm = fastrnn.load("lstm.npz")
     """
     fmt = detect_format(path)
-    return _one(_load_any(path, name, dtype, fmt), path, "name")
+    layer = _one(_load_any(path, name, dtype, fmt), path, "name")
+    return layer.freeze() if freeze else layer
 
 
 def _load_any(path, name, dtype, fmt=None):

@@ -253,6 +253,33 @@ int fr_pack_weights(fr_cell cell, fr_dtype dtype, int hidden_size, int rows, con
     return FR_OK;
 }
 
+size_t fr_packed_recurrent_size(const fr_layer_desc *d)
+{
+    /* fr_workspace_size is 0 exactly when the descriptor is invalid */
+    if (fr_workspace_size(d, 1, 1, 1) == 0 || d->proj_size > 0 || d->weight_format) return 0;
+    const size_t Hp = (size_t)fr_gate_stride(d->dtype, d->hidden_size);
+    return (size_t)fr_num_gates(d->cell) * Hp * (size_t)d->hidden_size * elem_size(d->dtype);
+}
+
+int fr_pack_recurrent(const fr_layer_desc *d, const fr_weights *w, void *dst)
+{
+    if (!fr_packed_recurrent_size(d) || !w || !w->recurrent || !dst) return FR_EINVAL;
+    const int G = fr_num_gates(d->cell), H = d->hidden_size;
+    const int Hp = fr_gate_stride(d->dtype, H);
+    if (w->ld < (ptrdiff_t)G * Hp) return FR_EINVAL;
+    const size_t e = elem_size(d->dtype), nr = FR_PANEL_BYTES / e;
+    const char *src = (const char *)w->recurrent;
+    char *out = (char *)dst;
+    /* [block j][gate g][row k][nr units]: forward_impl.inc's per-call packing, done once */
+    for (size_t j = 0; j < (size_t)Hp / nr; j++)
+        for (int g = 0; g < G; g++)
+            for (int k = 0; k < H; k++) {
+                memcpy(out, src + ((size_t)k * w->ld + (size_t)g * Hp + j * nr) * e, nr * e);
+                out += nr * e;
+            }
+    return FR_OK;
+}
+
 /* ---- thread planning ---- */
 
 /* Work below this many multiply-adds per step and thread is not worth a barrier (~1 us). */
@@ -416,6 +443,8 @@ static void dir_args(const fr_layer_desc *d, const fr_weights *w, const fr_io *i
     a->Wx = w[dir].kernel;
     a->Wh = w[dir].recurrent;
     a->ld = w[dir].ld;
+    a->Whp = d->packed_recurrent && !d->proj_size && !d->weight_format
+             ? w[dir].recurrent_packed : NULL;
     a->bias = w[dir].bias;
     a->rbias = d->cell == FR_GRU ? w[dir].recurrent_bias : NULL;
     a->x = io->x;
@@ -523,6 +552,9 @@ static int check_call(const fr_layer_desc *d, const fr_weights *w, const fr_io *
         } else if (!w[dir].kernel || !w[dir].recurrent || w[dir].ld < (ptrdiff_t)G * Hp)
             return FR_EINVAL;
         if (d->peepholes && !w[dir].peephole) return FR_EINVAL;
+        if (d->packed_recurrent && !d->proj_size && !d->weight_format
+            && !w[dir].recurrent_packed)
+            return FR_EINVAL;
         if (d->proj_size > 0 && (!w[dir].projection
                                  || w[dir].proj_ld < fr_gate_stride(d->dtype, d->proj_size)))
             return FR_EINVAL;

@@ -125,6 +125,9 @@ typedef struct fr_layer_desc {
      * qrecurrent; "Reduced precision" below): inference only, float32, no projection.
      * FR_WEIGHTS_FLOAT (0): float weights (kernel / recurrent). */
     int weight_format;
+    /* 1: fr_weights.recurrent_packed holds the recurrent matrix as fr_pack_recurrent() laid it
+     * out ("frozen" weights; float weights without a projection); 0: not read. */
+    int packed_recurrent;
 } fr_layer_desc;
 
 enum { FR_WEIGHTS_FLOAT = 0, FR_WEIGHTS_INT8 = 1, FR_WEIGHTS_BF16 = 2 };
@@ -146,6 +149,13 @@ typedef struct fr_weights {
     /* With desc->weight_format INT8 or BF16: the quantized matrices ("Reduced precision"
      * below), which replace kernel and recurrent (not read then); not read otherwise. */
     const struct fr_qmatrix *qkernel, *qrecurrent;
+    /* With desc->packed_recurrent: the recurrent matrix laid out once by fr_pack_recurrent()
+     * ("frozen" weights). Float weights without a projection then read it instead of
+     * `recurrent` in their recurrent products, and a call packs nothing per call (results
+     * are bitwise the same either way: only the layout differs). It must hold the current
+     * values of `recurrent`: after editing those, pack again. Not read otherwise, and never
+     * borrowed by fr_model_create (the streaming kernels have their own layout). */
+    const void *recurrent_packed;
 } fr_weights;
 
 /* One call's data. All arrays are C-contiguous in the layer's dtype. */
@@ -226,6 +236,15 @@ ptrdiff_t fr_recommended_ld(fr_cell cell, fr_dtype dtype, int hidden_size);
  * (vector, pass rows = 1 and ld = num_gates * gate_stride) elements. Padding is zeroed. */
 int fr_pack_weights(fr_cell cell, fr_dtype dtype, int hidden_size, int rows,
                     const void *src, void *dst, ptrdiff_t ld);
+
+/* Frozen recurrent weights (fr_weights.recurrent_packed): bytes for one direction of this
+ * layer (0 where packing does not apply: a projection, int8 / bf16 weights, a bad
+ * descriptor), and the copy itself, from w->recurrent (row stride w->ld) into dst (that many
+ * bytes, any alignment of at least the element size; 64 bytes is best). The layout is the one
+ * a call otherwise packs per call: panels of the kernels' SIMD width, gate by gate, rows
+ * contiguous; it is the same for every kernel variant, so fr_set_isa needs no repacking. */
+size_t fr_packed_recurrent_size(const fr_layer_desc *desc);
+int fr_pack_recurrent(const fr_layer_desc *desc, const fr_weights *w, void *dst);
 
 /* Bytes of workspace fr_layer_forward needs for this shape and thread count. */
 size_t fr_workspace_size(const fr_layer_desc *desc, int batch, int time, int num_threads);

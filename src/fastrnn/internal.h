@@ -75,6 +75,7 @@ typedef struct fr_dir_args {
     fr_masked_output masked_output;
     const void *Wx, *Wh;         /* padded canonical, row stride ld */
     ptrdiff_t ld;
+    const void *Whp;             /* Wh packed once ([block][gate][k][panel]) or NULL */
     const void *bias, *rbias;    /* G * Hp or NULL */
     const void *x;               /* (B, T, I) */
     const unsigned char *mask;   /* (B, T) or NULL */

@@ -478,6 +478,9 @@ int fr_model_create(const fr_layer_desc *desc, int num_layers, const fr_weights 
     if (!m) return FR_ENOMEM;
     model_set_layers(m, desc);
     memcpy(m->w, w, (size_t)num_layers * desc->num_directions * sizeof *w);
+    /* The caller's frozen copies may not outlive this model: never borrowed (fastrnn.h). */
+    for (int i = 0; i < num_layers * desc->num_directions; i++) m->w[i].recurrent_packed = NULL;
+    for (int k = 0; k < num_layers; k++) m->layers[k].packed_recurrent = 0;
     *out = m;
     return FR_OK;
 }

@@ -173,6 +173,23 @@ static void run_case(fr_cell cell, int reset_after, fr_dtype dtype, int B, int T
     check(err <= tol, what);
     check(memcmp(y1, y2, e * ny) == 0 && memcmp(hn1, hn2, e * ns) == 0 &&
           (cell != FR_LSTM || memcmp(cn1, cn2, e * ns) == 0), "threads 1 vs 2 bitwise");
+    /* Frozen weights (fr_pack_recurrent once): bitwise the same as the live weights. */
+    fr_layer_desc dp = d;
+    dp.packed_recurrent = 1;
+    void *packed[2] = {NULL, NULL};
+    int rcp = FR_OK;
+    for (int dir = 0; dir < ndir; dir++) {
+        packed[dir] = malloc(fr_packed_recurrent_size(&d));
+        rcp |= fr_pack_recurrent(&d, &w[dir], packed[dir]);
+        w[dir].recurrent_packed = packed[dir];
+    }
+    for (int nt = 1; nt <= 2; nt++) {
+        io.y = y2; io.h_n = hn2; io.c_n = cn2;
+        rcp |= fr_layer_forward(&dp, w, &io, ws, wsz, nt);
+        check(rcp == FR_OK && memcmp(y1, y2, e * ny) == 0 && memcmp(hn1, hn2, e * ns) == 0 &&
+              (cell != FR_LSTM || memcmp(cn1, cn2, e * ns) == 0), "frozen weights bitwise");
+    }
+    for (int dir = 0; dir < ndir; dir++) free(packed[dir]);
     for (int dir = 0; dir < ndir; dir++) {
         free(Wx[dir]); free(Wh[dir]); free(bb[dir]); free(rb[dir]);
         free(pWx[dir]); free(pWh[dir]); free(pb[dir]); free(prb[dir]);
@@ -191,8 +208,20 @@ static void bad_input_cases(void)
     check(fr_layer_forward(&d, &w, &io, ws, sizeof ws, 1) == FR_EINVAL, "ld too small rejected");
     w.ld = fr_recommended_ld(FR_LSTM, FR_FLOAT32, 4);
     check(fr_layer_forward(&d, &w, &io, ws, sizeof ws, 1) == FR_EWORKSPACE, "small workspace rejected");
+    d.packed_recurrent = 1;   /* frozen, but no packed copy given */
+    w.recurrent_packed = NULL;
+    check(fr_layer_forward(&d, &w, &io, ws, sizeof ws, 1) == FR_EINVAL,
+          "packed_recurrent without a copy rejected");
+    d.packed_recurrent = 0;
+    check(fr_pack_recurrent(&d, &w, NULL) == FR_EINVAL, "pack into NULL rejected");
+    d.proj_size = 2;
+    check(fr_packed_recurrent_size(&d) == 0, "no packed size with a projection");
+    d.proj_size = 0;
+    check(fr_packed_recurrent_size(&d) == (size_t)4 * 16 * 4 * sizeof(float),
+          "packed size G * Hp * H elements");
     d.num_directions = 3;
     check(fr_layer_forward(&d, &w, &io, ws, sizeof ws, 1) == FR_EINVAL, "bad directions rejected");
+    check(fr_packed_recurrent_size(&d) == 0, "no packed size for a bad descriptor");
     check(fr_workspace_size(&d, 1, 1, 1) == 0, "workspace size of bad desc is 0");
 }
 
