@@ -242,7 +242,7 @@ static inline size_t fr_dir_bwd_workspace_bytes(size_t elem, int G, int B, int T
     n += fr_round_up((size_t)G * Hp * Ip * elem, FR_ALIGN);
     n += fr_round_up(BT * Ip * elem, FR_ALIGN);
     n += 7 * fr_round_up((size_t)B * Hp * elem, FR_ALIGN);
-    n += (size_t)threads * fr_round_up((size_t)FR_MR * panel * elem, FR_ALIGN);
+    n += (size_t)threads * fr_round_up((size_t)2 * FR_MR * panel * elem, FR_ALIGN);
     return n;
 }
 
