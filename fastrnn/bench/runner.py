@@ -141,19 +141,33 @@ def _stats(seconds, per):
 
 def machine_info():
     cpu = platform.processor() or platform.machine()
+    family = model = None
+    flags = set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "model name":
+                    cpu = value
+                elif key == "cpu family" and family is None:
+                    family = int(value)
+                elif key == "model" and model is None:
+                    model = int(value)
+                elif key == "flags":
+                    flags = set(value.split())
+                    break  # the first processor's block is enough
+    except (OSError, ValueError):
         pass
+    # what decides the kernels: the widest vector ISA and the int8 / bf16 extensions
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni",
+                       "amx_tile") if f in flags]
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
-    return {"cpu": cpu, "usable_cores": cores, "platform": platform.platform(),
+    return {"cpu": cpu, "cpu_family": family, "cpu_model": model, "cpu_isa": isa,
+            "usable_cores": cores, "platform": platform.platform(),
             "python": platform.python_version(), "numpy": np.__version__,
             "fastrnn": fastrnn.__version__, "kernel_variant": _core.get_isa(),
             "openmp": _core.openmp_enabled(), "compiler": _core.compiler()}
