@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import fastrnn
+from fastrnn.bench.record import cpu_label
 from fastrnn.bench.timing import format_seconds as _fmt, interleaved
 
 SCHEMA = "fastrnn-bench-dropin/1"
@@ -385,8 +386,7 @@ def run_dropin(threads, *, dtype="float32", quick=False, repeats=7, min_time=0.0
 
 def format_table(doc):
     m = doc["machine"]
-    lines = [f"fastrnn {m['fastrnn']} drop-in models: {m['cpu']} ({m['usable_cores']} usable "
-             f"cores, kernels {m['kernel_variant']}), {doc['settings']['dtype']}, torch "
+    lines = [f"fastrnn {m['fastrnn']} drop-in models: {cpu_label(m)} (kernels {m['kernel_variant']}), {doc['settings']['dtype']}, torch "
              f"{doc['versions']['torch'] or '-'}, keras {doc['versions']['keras'] or '-'}",
              "ratio = stock time / accelerated time (above 1: fastrnn's layers are faster); "
              "median of the repeats, both models interleaved in one process, same threads",

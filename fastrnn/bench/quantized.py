@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import fastrnn
+from fastrnn.bench.record import cpu_label
 from fastrnn.bench.timing import format_seconds as _fmt, interleaved
 
 SCHEMA = "fastrnn-bench-quantized/1"
@@ -221,8 +222,7 @@ def run_quantized(threads, *, quick=False, repeats=7, min_time=0.02, budget=None
 def format_table(doc):
     m = doc["machine"]
     v = doc["versions"]
-    lines = [f"fastrnn {m['fastrnn']} int8 / bf16 weights: {m['cpu']} ({m['usable_cores']} "
-             f"usable cores, kernels {m['kernel_variant']}, {m['int8_kernel']}, "
+    lines = [f"fastrnn {m['fastrnn']} int8 / bf16 weights: {cpu_label(m)} (kernels {m['kernel_variant']}, {m['int8_kernel']}, "
              f"{m['bf16_kernel']}), torch {v['torch'] or '-'}, onnxruntime "
              f"{v['onnxruntime'] or '-'}",
              "time: median of interleaved repeats, same threads; ratio = that time / fastrnn "

@@ -23,6 +23,7 @@ import numpy as np
 import fastrnn
 from fastrnn import _core
 from fastrnn.bench import limits
+from fastrnn.bench.record import cpu_label
 from fastrnn.bench.peers import FastrnnImpl, Unsupported, all_peers
 from fastrnn.bench.timing import interleaved, lstm_gru_flops
 
@@ -461,7 +462,7 @@ def format_table(doc):
     out.append(f"fastrnn {m['fastrnn']} bench: {doc['settings']['dtype']}, batch-first, "
                f"median [min, max] of {doc['settings']['repeats']} interleaved repeats (at "
                f"least 3 where a case hit its time budget); "
-               f"{m['cpu']}, {m['usable_cores']} cores, kernels {m['kernel_variant']}")
+               f"{cpu_label(m)}, kernels {m['kernel_variant']}")
     out.append(f"{doc['flop_convention']}.")
     for nt, lim in doc["limits"].items():
         # older documents have no "gemm_blas_threads": their BLAS threads were pinned
