@@ -53,6 +53,10 @@ def add_arguments(p, demo=False):
     p.add_argument("--json", metavar="FILE", help="also write all results to FILE as JSON")
     p.add_argument("--plot", metavar="FILE.png",
                    help="also write a plot (needs matplotlib: pip install fastrnn[plot])")
+    p.add_argument("--record", metavar="DIR",
+                   help="also record the run in DIR: <suite>-latest.md / .json (replaced) and "
+                   "one line per run appended to DIR/history.md (date, CPU, commit, geometric "
+                   "mean and minimum vs the best peer per suite)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return p
 
@@ -65,6 +69,12 @@ def run(args, prog="fastrnn bench", error=None):
     """Run the benchmark the parsed `args` describe, print the table; returns the exit status
     (0, or 1 when a peer's output disagreed with fastrnn's or a file could not be written).
     `error(message)`: the parser's usage error (exits 2)."""
+    if args.record and not os.path.isdir(args.record):
+        message = f"--record {args.record}: not a folder"
+        if error is not None:
+            error(message)
+        print(f"{prog}: {message}", file=sys.stderr)
+        return 2
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         folder = os.path.dirname(os.path.abspath(path)) if path else None
         if folder and not os.path.isdir(folder):  # fail before a long run, not after it
@@ -96,12 +106,15 @@ def run(args, prog="fastrnn bench", error=None):
                                budget=2.0 if args.quick else 30.0,
                                progress=not args.no_progress,
                                settings={"suite": args.suite, "quick": args.quick})
-    print(runner.format_table(doc), flush=True)
+    table = runner.format_table(doc)
+    print(table, flush=True)
     try:
         if args.json:
             runner.write_json(doc, args.json)
         if args.plot:
             runner.write_plot(doc, args.plot)
+        if args.record:
+            _record(doc, table, args.record)
     except OSError as exc:
         print(f"{prog}: cannot write {exc.filename or args.json}: {exc.strerror or exc}",
               file=sys.stderr)
@@ -136,14 +149,25 @@ def _run_own_suite(args, threads, repeats, prog, module, run, **kwargs):
               progress=bar, **kwargs)
     if bar:
         bar.close()
-    print(module.format_table(doc), flush=True)
-    if args.json:
-        try:
+    table = module.format_table(doc)
+    print(table, flush=True)
+    try:
+        if args.json:
             runner.write_json(doc, args.json)
-        except OSError as exc:
-            print(f"{prog}: cannot write {args.json}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
+        if args.record:
+            _record(doc, table, args.record)
+    except OSError as exc:
+        print(f"{prog}: cannot write {exc.filename or args.json}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
     return 1 if doc["failures"] else 0
+
+
+def _record(doc, table, folder):
+    from fastrnn.bench import record
+    commit = record.commit_of(os.path.dirname(os.path.abspath(__file__)))
+    for path in record.record(doc, table, folder, commit=commit):
+        print(f"recorded: {path}", file=sys.stderr)
 
 
 def main(argv=None, prog="fastrnn bench"):

@@ -178,6 +178,10 @@ def run_case(case, nthreads, impl_fastrnn, peers, *, dtype, repeats, min_time,
              budget=None):
     """Time one case at one thread count (threads already applied). Returns a result dict."""
     layer = make_layer(case, dtype)
+    if case.kind != "training":
+        # Inference servers freeze their layers (weights packed once, read-only), as ONNX
+        # Runtime and OpenVINO sessions pack theirs once; training updates the weights.
+        layer.freeze()
     data = make_data(case, dtype)
     flops = case_flops(case, data.get("lengths"))
     per = case.T if case.kind == "step" else 1       # step: time per step
