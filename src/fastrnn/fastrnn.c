@@ -596,6 +596,7 @@ static int stream_eligible(const fr_layer_desc *d, const fr_io *io, const fr_tra
     const int rows_ok = io->batch == 1 || (io->batch <= FR_STREAM_MAX_ROWS
                                            && (size_t)d->hidden_size * e <= FR_PANEL_BYTES / 2);
     return !tr && !io->mask && rows_ok && threads == 1 && d->proj_size == 0 && !d->weight_format
+           && !d->packed_recurrent
            && gh * d->hidden_size * e <= FR_STREAM_MAX_WH_BYTES;
 }
 
