@@ -152,3 +152,20 @@ def test_packing_applies_where_the_kernels_read_it():
     assert fastrnn.GRU(4, 20, bidirectional=True)._engines[0].freeze_recurrent() == 2
     proj = fastrnn.LSTM(4, 20, proj_size=5, seed=0)
     assert proj._engines[0].freeze_recurrent() == 0   # projection: nothing to pack
+
+
+@pytest.mark.parametrize("cell,kw", [("lstm", {}), ("gru", {}), ("gru", {"reset_after": False}),
+                                     ("lstm", {"num_layers": 2}),
+                                     ("lstm", {"peepholes": True})])
+@pytest.mark.parametrize("I,H", [(1, 64), (20, 40), (3, 8)])
+def test_frozen_streaming_steps_read_the_packed_copy_bitwise(cell, kw, I, H):
+    """fr_step reads the frozen copy (each gate's rows contiguous) in the plain cells."""
+    cls = fastrnn.LSTM if cell == "lstm" else fastrnn.GRU
+    live, frozen = _pair(cls, I, H, **kw)
+    x = _data(2, 15, I)
+    s0 = s1 = None
+    for t in range(x.shape[1]):
+        y0, s0 = live.step(x[:, t], s0)
+        y1, s1 = frozen.step(x[:, t], s1)
+        np.testing.assert_array_equal(y1, y0)
+    np.testing.assert_array_equal(y1, live(x)[0][:, -1])

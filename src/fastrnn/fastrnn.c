@@ -635,6 +635,7 @@ static void stream_direction(const fr_layer_desc *d, const fr_dir_args *a,
     s.Hp = a->Hp;
     s.Wx = a->Wx;
     s.Wh = a->Wh;
+    s.Whp = a->Whp;
     s.ld = a->ld;
     s.bias = a->bias ? a->bias : zeros;
     s.has_rbias = a->cell == FR_GRU && a->rbias != NULL;

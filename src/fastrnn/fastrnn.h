@@ -153,8 +153,9 @@ typedef struct fr_weights {
      * ("frozen" weights). Float weights without a projection then read it instead of
      * `recurrent` in their recurrent products, and a call packs nothing per call (results
      * are bitwise the same either way: only the layout differs). It must hold the current
-     * values of `recurrent`: after editing those, pack again. Not read otherwise, and never
-     * borrowed by fr_model_create (the streaming kernels have their own layout). */
+     * values of `recurrent`: after editing those, pack again. Not read otherwise. Like the
+     * other weight pointers, fr_model_create borrows it (it must outlive the model), and
+     * fr_step reads it too (each gate's rows contiguous: a faster step at batch 1). */
     const void *recurrent_packed;
 } fr_weights;
 

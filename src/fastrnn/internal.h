@@ -304,6 +304,7 @@ typedef struct fr_step_args {
     int B, I, H, Hp;
     const void *Wx, *Wh;
     ptrdiff_t ld;
+    const void *Whp;             /* Wh packed once (fr_pack_recurrent) or NULL */
     const void *bias, *rbias;
     int has_rbias;
     const void *x;

@@ -470,17 +470,15 @@ int fr_model_create(const fr_layer_desc *desc, int num_layers, const fr_weights 
     if (desc->weight_format) return FR_EUNSUPPORTED;  /* models and fr_step: float weights */
     const ptrdiff_t min_ld = (ptrdiff_t)fr_num_gates(desc->cell)
                              * fr_gate_stride(desc->dtype, desc->hidden_size);
+    const int packed = desc->packed_recurrent && !desc->proj_size;
     for (int i = 0; i < num_layers * desc->num_directions; i++)
         if (!w[i].kernel || !w[i].recurrent || w[i].ld < min_ld
-            || (desc->peepholes && !w[i].peephole))
+            || (desc->peepholes && !w[i].peephole) || (packed && !w[i].recurrent_packed))
             return FR_EINVAL;
     fr_model *m = model_alloc(num_layers, desc->num_directions);
     if (!m) return FR_ENOMEM;
     model_set_layers(m, desc);
     memcpy(m->w, w, (size_t)num_layers * desc->num_directions * sizeof *w);
-    /* The caller's frozen copies may not outlive this model: never borrowed (fastrnn.h). */
-    for (int i = 0; i < num_layers * desc->num_directions; i++) m->w[i].recurrent_packed = NULL;
-    for (int k = 0; k < num_layers; k++) m->layers[k].packed_recurrent = 0;
     *out = m;
     return FR_OK;
 }
@@ -983,6 +981,7 @@ int fr_state_init(const fr_model *m, int batch, void *buf, size_t size, fr_state
         a->Wx = w->kernel;
         a->Wh = w->recurrent;
         a->ld = w->ld;
+        a->Whp = m->layers[k].packed_recurrent && !d->proj_size ? w->recurrent_packed : NULL;
         a->bias = w->bias ? w->bias : zeros;
         a->has_rbias = d->cell == FR_GRU && w->recurrent_bias != NULL;
         a->rbias = a->has_rbias ? w->recurrent_bias : zeros;
