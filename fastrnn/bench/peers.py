@@ -352,6 +352,80 @@ class OnnxRuntimePeer:
         raise Unsupported(f"unknown kind {case.kind}")
 
 
+class _OpenVinoSession:
+    """An OpenVINO compiled model behind ONNX Runtime's `run(output_names, feed)` call, so the
+    ONNX Runtime peer's model building, feeds and checks serve OpenVINO unchanged. One infer
+    request, reused for every call (OpenVINO's synchronous path)."""
+
+    def __init__(self, compiled):
+        self.request = compiled.create_infer_request()
+        self.ports = {}
+        for port in compiled.outputs:
+            for name in port.get_names():
+                self.ports[name] = port
+
+    def run(self, names, feed):
+        result = self.request.infer(feed)
+        return [result[self.ports[n]] for n in names]
+
+
+class OpenVinoPeer(OnnxRuntimePeer):
+    """OpenVINO's CPU plugin on the same ONNX model as the ONNX Runtime peer (its own
+    LSTMSequence / GRUSequence kernels after conversion), compiled with
+    INFERENCE_NUM_THREADS = the row's thread count, PERFORMANCE_HINT=LATENCY, one stream, and
+    INFERENCE_PRECISION_HINT=f32 (`precision="f32"`) or the plugin's default
+    (`precision=None`: on CPUs with AVX-512 BF16 or AMX that default is bf16, so that row
+    computes in bfloat16 and is checked against a looser tolerance, 2e-2)."""
+
+    def __init__(self, precision="f32"):
+        self.precision = precision
+        self.name = "openvino" if precision == "f32" else "openvino-default"
+        self.tolerance = None if precision == "f32" else 2e-2
+        # a bf16 computation is not a peer of fastrnn's float32: shown, never "best peer"
+        # (fastrnn's own bf16 layers: --suite quantized)
+        self.reduced_precision = precision != "f32"
+
+    def setup(self):
+        try:
+            import onnx  # noqa: F401
+            import openvino
+        except ImportError:
+            return "OpenVINO or onnx not installed (pip install fastrnn[bench-all])"
+        self.ov = openvino
+        self.core = openvino.Core()
+        self.version = openvino.__version__
+        self.nthreads = 1
+        if self.precision is None:
+            default = str(self.core.get_property("CPU", "INFERENCE_PRECISION_HINT"))
+            self.default_precision = default
+            if "f32" in default or "float32" in default:
+                return (f"OpenVINO's default precision on this CPU is {default}: the same "
+                        "computation as the openvino row")
+            self.version += f" (precision {default})"
+            self.reduced_precision = "32" not in default
+        return None
+
+    def prepare(self, case, layer, data):
+        run, result = super().prepare(case, layer, data)
+        if case.kind != "masked":
+            return run, result
+        # OpenVINO leaves the outputs past a row's sequence_lens as they come (ONNX says
+        # zeros; measured: nonzero): compare the valid steps, where both must agree.
+        valid = (np.arange(case.T)[None, :] < np.asarray(data["lengths"])[:, None])[:, :, None]
+        return run, lambda: {"y": result()["y"] * valid}
+
+    def _session(self, model):
+        config = {"INFERENCE_NUM_THREADS": self.nthreads, "PERFORMANCE_HINT": "LATENCY",
+                  "NUM_STREAMS": 1}
+        if self.precision:
+            config["INFERENCE_PRECISION_HINT"] = self.precision
+        try:
+            ov_model = self.core.read_model(model.SerializeToString(), b"")
+            return _OpenVinoSession(self.core.compile_model(ov_model, "CPU", config))
+        except Exception as e:  # noqa: BLE001 - a model this plugin cannot compile
+            raise Unsupported(f"OpenVINO cannot run this model: {str(e).splitlines()[0][:150]}")
+
+
 class KerasPeer:
     """Keras 3 on its torch backend (inference through the layer call, training=False)."""
     name = "keras"
@@ -399,4 +473,7 @@ class KerasPeer:
 
 def all_peers():
     """The peers in table order (fastrnn itself is not a peer)."""
-    return [NumpyPeer(), TorchPeer(), OnnxRuntimePeer(), KerasPeer()]
+    from fastrnn.bench.tf_peers import LiteRtPeer, TensorFlowPeer
+    return [NumpyPeer(), TorchPeer(), OnnxRuntimePeer(), OpenVinoPeer("f32"),
+            OpenVinoPeer(None), KerasPeer(), TensorFlowPeer(), TensorFlowPeer(xla=True),
+            LiteRtPeer()]

@@ -19,7 +19,10 @@ def interleaved(funcs, *, repeats=7, warmup=1, min_time=0.0, cooldown=0.0, budge
     drop): each timed block then starts with REWARM_S of untimed calls (at least one), so that it
     measures the steady state, as the blocks of every implementation do alike.
     budget: seconds after which no further round starts once `min_repeats` rounds are done
-    (bounds the run time on a slow or busy machine; fewer repeats then)."""
+    (bounds the run time on a slow or busy machine; fewer repeats then).
+    A callable with `self_timed = True` (a peer running in another process) is called as
+    f(min_time): it repeats its work for at least min_time itself and returns the seconds per
+    call it measured, which are recorded instead of the wall time of the request."""
     pause = cooldown if isinstance(cooldown, dict) else {name: cooldown for name in funcs}
     start = time.perf_counter()
     for f in funcs.values():
@@ -34,6 +37,11 @@ def interleaved(funcs, *, repeats=7, warmup=1, min_time=0.0, cooldown=0.0, budge
                 t0 = time.perf_counter()
                 while time.perf_counter() - t0 < REWARM_S:
                     f()
+            if getattr(f, "self_timed", False):
+                times[name].append(float(f(min_time)))
+                if pause.get(name):
+                    time.sleep(pause[name])
+                continue
             n, t0 = 0, time.perf_counter()
             while True:  # loop tiny calls until min_time so the clock resolution does not matter
                 f()

@@ -1,0 +1,204 @@
+"""TensorFlow 2 (Keras 3 on the TF backend, in a `tf.function`, with and without XLA) and
+LiteRT (a converted float32 model) as benchmark peers.
+
+They run in a child process (fastrnn.bench._tf_worker): Keras 3 picks one backend per process
+and the Keras peer here runs on torch; TensorFlow's thread pools are also fixed once per
+process, so there is one child per thread count, restarted when the count changes and stopped
+when the run ends. The child times its own calls (`self_timed`: the harness uses the time it
+reports, so the pipe's round trip is never charged to TensorFlow); fastrnn is timed in this
+process, interleaved with those requests as with every peer."""
+import contextlib
+import multiprocessing
+import os
+
+import numpy as np
+
+from fastrnn.bench.peers import Unsupported
+
+TIMEOUT_S = 600  # building and XLA-compiling a case, or one timed block
+
+
+class _Worker:
+    """The child process of one thread count."""
+
+    def __init__(self, threads):
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        from fastrnn.bench import _tf_worker
+        self.proc = ctx.Process(target=_tf_worker.run_worker, args=(child, threads),
+                                daemon=True, name=f"fastrnn-bench-tf-{threads}")
+        env_before = os.environ.get("KERAS_BACKEND")
+        os.environ["KERAS_BACKEND"] = "tensorflow"   # inherited by the child at spawn
+        try:
+            self.proc.start()
+        finally:
+            if env_before is None:
+                os.environ.pop("KERAS_BACKEND", None)
+            else:
+                os.environ["KERAS_BACKEND"] = env_before
+        child.close()
+        self.threads = threads
+        status, info = self._recv()
+        self.versions = info if status == "ready" else None
+        self.error = None if status == "ready" else info
+
+    def _recv(self):
+        if not self.conn.poll(TIMEOUT_S):
+            self.close()
+            return "error", f"no answer from the TensorFlow process within {TIMEOUT_S} s"
+        try:
+            return self._unpack(self.conn.recv())
+        except (EOFError, OSError) as e:
+            self.close()
+            return "error", f"the TensorFlow process ended ({type(e).__name__})"
+
+    @staticmethod
+    def _unpack(msg):
+        """("ready" | "error", info) or ("ok", value, extra) -> (status, payload)."""
+        return (msg[0], msg[1]) if len(msg) == 2 else (msg[0], msg[1:])
+
+    def request(self, *msg):
+        """Send a request; returns its payload or raises Unsupported with the child's note."""
+        if not self.proc.is_alive():
+            raise Unsupported("the TensorFlow process is not running")
+        self.conn.send(msg)
+        status, payload = self._recv()
+        if status != "ok":
+            raise Unsupported(str(payload))
+        return payload
+
+    def close(self):
+        if self.proc.is_alive():
+            try:
+                self.conn.send(("stop",))
+            except (OSError, BrokenPipeError):
+                pass
+            self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+        self.conn.close()
+
+
+class _Workers:
+    """One child at a time, for the thread count in use; all stopped by `close`."""
+
+    def __init__(self):
+        self.worker = None
+
+    def get(self, threads):
+        if self.worker is not None and self.worker.threads != threads:
+            self.close()
+        if self.worker is None:
+            self.worker = _Worker(threads)
+        return self.worker
+
+    def close(self):
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
+
+
+_WORKERS = _Workers()
+
+
+def _importable(name):
+    import importlib.util
+    return importlib.util.find_spec(name) is not None
+
+
+class TensorFlowPeer:
+    """Keras 3 LSTM / GRU on the TensorFlow backend inside `tf.function` (jit_compile=True for
+    the XLA row), intra-op threads = the row's thread count, one inter-op thread. Forward and
+    masked (a boolean mask; outputs compared at valid steps, where Keras's carried outputs
+    and fastrnn's zeros do not differ in meaning)."""
+
+    def __init__(self, xla=False):
+        self.engine = "xla" if xla else "tf"
+        self.name = "tensorflow-xla" if xla else "tensorflow"
+        self.nthreads = 1
+        self._key = 0
+
+    def setup(self):
+        if not _importable("tensorflow"):
+            return "TensorFlow not installed (pip install fastrnn[bench-all])"
+        w = _WORKERS.get(self.nthreads)
+        if w.error:
+            return f"TensorFlow unavailable: {w.error}"
+        self.version = w.versions.get("tensorflow")
+        return None
+
+    @contextlib.contextmanager
+    def threads(self, n):
+        before, self.nthreads = self.nthreads, n
+        try:
+            yield
+        finally:
+            self.nthreads = before
+            _WORKERS.close()  # the next thread count starts its own process
+
+    def _spec(self, case, layer, data):
+        if case.variant:
+            raise Unsupported("the TensorFlow peers run the plain cell only")
+        if layer.dtype != np.float32:
+            raise Unsupported("the TensorFlow peers run float32")
+        spec = {"cell": case.cell, "reset_after": case.reset_after, "kind": case.kind,
+                "hidden_size": layer.hidden_size, "input_size": layer.input_size,
+                "batch": case.B, "time": case.T, "weights": layer.to_keras(),
+                "x": data["x"]}
+        if case.kind == "masked":
+            spec["mask"] = np.arange(case.T)[None, :] < np.asarray(data["lengths"])[:, None]
+        return spec
+
+    def prepare(self, case, layer, data):
+        if case.kind not in ("forward", "masked"):
+            raise Unsupported(f"TensorFlow {case.kind} not benchmarked")
+        spec = self._spec(case, layer, data)
+        worker = _WORKERS.get(self.nthreads)
+        if worker.error:
+            raise Unsupported(worker.error)
+        self._key += 1
+        key = self._key
+        y, extra = worker.request("prepare", key, spec, self.engine)
+        if "ops" in extra:
+            self.ops = extra["ops"]
+        if case.kind == "masked":
+            y = y * spec["mask"][:, :, None]   # valid steps only (see the class note)
+
+        def run(min_time=0.0):
+            seconds, _ = worker.request("time", key, min_time)
+            return seconds
+        run.self_timed = True
+        return run, lambda: {"y": y}
+
+
+class LiteRtPeer(TensorFlowPeer):
+    """LiteRT (TensorFlow Lite), the embedded runtime: the Keras layer, unrolled over its fixed
+    T (Keras 3's loop does not convert to builtin ops), exported as a SavedModel and converted
+    by TFLiteConverter to a float32 flat buffer, run by `ai_edge_litert`'s Interpreter (XNNPACK
+    delegate) with num_threads = the row's thread count; input set once, `invoke()` timed.
+    Forward at batch 1 only (the embedded suite: conversion takes seconds per case)."""
+
+    def __init__(self):
+        super().__init__()
+        self.engine = "litert"
+        self.name = "litert"
+
+    def setup(self):
+        if not _importable("ai_edge_litert"):
+            return "LiteRT not installed (pip install ai-edge-litert; fastrnn[bench-all])"
+        note = super().setup()
+        if note:
+            return note
+        self.version = _WORKERS.get(self.nthreads).versions.get("litert")
+        return None
+
+    def prepare(self, case, layer, data):
+        if case.kind != "forward" or case.B != 1:
+            raise Unsupported("LiteRT runs the batch-1 forward cases (embedded suite)")
+        return super().prepare(case, layer, data)
+
+
+def close_workers():
+    """Stop the child process (the runner calls it at the end of a run)."""
+    _WORKERS.close()
