@@ -94,6 +94,9 @@ def run(args, prog="fastrnn bench", error=None):
             return 1
     from fastrnn.bench import runner
 
+    if args.record:  # the code that runs: read before the run, not after it
+        from fastrnn.bench import record
+        args.commit = record.commit_of(os.path.dirname(os.path.abspath(__file__)))
     threads = args.threads or sorted({1, _cores()})
     repeats = args.repeats or (5 if args.quick else 7)
     if args.suite == "dropin":
@@ -114,7 +117,7 @@ def run(args, prog="fastrnn bench", error=None):
         if args.plot:
             runner.write_plot(doc, args.plot)
         if args.record:
-            _record(doc, table, args.record)
+            _record(doc, table, args.record, args.commit)
     except OSError as exc:
         print(f"{prog}: cannot write {exc.filename or args.json}: {exc.strerror or exc}",
               file=sys.stderr)
@@ -155,7 +158,7 @@ def _run_own_suite(args, threads, repeats, prog, module, run, **kwargs):
         if args.json:
             runner.write_json(doc, args.json)
         if args.record:
-            _record(doc, table, args.record)
+            _record(doc, table, args.record, args.commit)
     except OSError as exc:
         print(f"{prog}: cannot write {exc.filename or args.json}: {exc.strerror or exc}",
               file=sys.stderr)
@@ -163,9 +166,8 @@ def _run_own_suite(args, threads, repeats, prog, module, run, **kwargs):
     return 1 if doc["failures"] else 0
 
 
-def _record(doc, table, folder):
+def _record(doc, table, folder, commit):
     from fastrnn.bench import record
-    commit = record.commit_of(os.path.dirname(os.path.abspath(__file__)))
     for path in record.record(doc, table, folder, commit=commit):
         print(f"recorded: {path}", file=sys.stderr)
 
