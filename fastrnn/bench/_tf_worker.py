@@ -75,6 +75,8 @@ def main(conn, threads):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         import tensorflow as tf
+        tf.get_logger().setLevel("ERROR")  # one tf.function per case is by design: no
+        # retracing warnings
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
         import keras
