@@ -87,6 +87,21 @@ def test_tensorflow_peers_match_and_stop_their_process(tensorflow_available, xla
                 if p.name.startswith("fastrnn-bench-tf")]
 
 
+def test_tensorflow_peers_share_their_process_in_one_case(tensorflow_available):
+    """tf and XLA (and LiteRT) prepare one after the other in the same child, then every one
+    is timed: each must still find its own call."""
+    from fastrnn.bench.tf_peers import LiteRtPeer, TensorFlowPeer
+    peers = [TensorFlowPeer(), TensorFlowPeer(xla=True)]
+    try:
+        import ai_edge_litert  # noqa: F401
+        peers.append(LiteRtPeer())
+    except ImportError:
+        pass
+    res = _run(SMALL_GRU, peers)
+    for p in peers:
+        assert res["peers"][p.name]["ok"], res["peers"][p.name]["note"]
+
+
 def test_litert_runs_the_batch_one_cases(tensorflow_available):
     pytest.importorskip("ai_edge_litert", reason="LiteRT not installed (fastrnn[bench-all])")
     from fastrnn.bench.tf_peers import LiteRtPeer

@@ -110,7 +110,9 @@ def main(conn, threads):
                     extra["ops"] = ops
                 else:
                     run, y = _tf_call(tf, keras, spec, jit=engine == "xla")
-                calls = {key: run}  # one case at a time: drop the previous one
+                calls[key] = run  # the case's calls of every engine (tf, xla, litert)
+                while len(calls) > 3:  # earlier cases are done: free their models
+                    del calls[next(iter(calls))]
                 conn.send(("ok", y, extra))
             elif op == "time":
                 _, key, min_time = msg

@@ -43,6 +43,15 @@ class Unsupported(Exception):
     """This peer cannot run this case (the message says why)."""
 
 
+class PeerFailed(Exception):
+    """A peer failed while being timed (e.g. its child process died): `peer` names it; the
+    runner drops it from the case and times the others again."""
+
+    def __init__(self, peer, message):
+        super().__init__(message)
+        self.peer = peer
+
+
 class FastrnnImpl:
     name = "fastrnn"
 

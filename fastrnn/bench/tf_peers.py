@@ -8,12 +8,13 @@ when the run ends. The child times its own calls (`self_timed`: the harness uses
 reports, so the pipe's round trip is never charged to TensorFlow); fastrnn is timed in this
 process, interleaved with those requests as with every peer."""
 import contextlib
+import itertools
 import multiprocessing
 import os
 
 import numpy as np
 
-from fastrnn.bench.peers import Unsupported
+from fastrnn.bench.peers import PeerFailed, Unsupported
 
 TIMEOUT_S = 600  # building and XLA-compiling a case, or one timed block
 
@@ -100,6 +101,7 @@ class _Workers:
 
 
 _WORKERS = _Workers()
+_KEYS = itertools.count(1)  # one key per prepared call, unique across the peers sharing a child
 
 
 def _importable(name):
@@ -117,7 +119,6 @@ class TensorFlowPeer:
         self.engine = "xla" if xla else "tf"
         self.name = "tensorflow-xla" if xla else "tensorflow"
         self.nthreads = 1
-        self._key = 0
 
     def setup(self):
         if not _importable("tensorflow"):
@@ -157,16 +158,20 @@ class TensorFlowPeer:
         worker = _WORKERS.get(self.nthreads)
         if worker.error:
             raise Unsupported(worker.error)
-        self._key += 1
-        key = self._key
+        key = next(_KEYS)
         y, extra = worker.request("prepare", key, spec, self.engine)
         if "ops" in extra:
             self.ops = extra["ops"]
         if case.kind == "masked":
             y = y * spec["mask"][:, :, None]   # valid steps only (see the class note)
 
+        name = self.name
+
         def run(min_time=0.0):
-            seconds, _ = worker.request("time", key, min_time)
+            try:
+                seconds, _ = worker.request("time", key, min_time)
+            except Unsupported as e:
+                raise PeerFailed(name, str(e)) from None
             return seconds
         run.self_timed = True
         return run, lambda: {"y": y}
