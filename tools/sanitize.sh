@@ -32,6 +32,6 @@ python -c "import fastrnn._core as c, sys; sys.exit(0 if c.__file__.startswith('
     || { echo "sanitize.sh: the sanitized build is not the one imported" >&2; exit 1; }
 tests=(tests/test_forward.py tests/test_backward.py tests/test_validation.py tests/test_fuzz_api.py
        tests/test_threads.py tests/test_numerics.py tests/test_dropout.py tests/test_variants.py
-       tests/test_projection.py tests/test_quantized.py)
+       tests/test_projection.py tests/test_quantized.py tests/test_freeze.py)
 [ $# -gt 0 ] && tests=("$@")
 python -m pytest -q -p no:cacheprovider "${tests[@]}"
