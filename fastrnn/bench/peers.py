@@ -406,6 +406,8 @@ class OpenVinoPeer(OnnxRuntimePeer):
         self.nthreads = 1
         if self.precision is None:
             default = str(self.core.get_property("CPU", "INFERENCE_PRECISION_HINT"))
+            if "'" in default:  # "<Type: 'bfloat16'>" -> "bfloat16"
+                default = default.split("'")[1]
             self.default_precision = default
             if "f32" in default or "float32" in default:
                 return (f"OpenVINO's default precision on this CPU is {default}: the same "
