@@ -109,20 +109,7 @@ def run(args, prog="fastrnn bench", error=None):
                                budget=2.0 if args.quick else 30.0,
                                progress=not args.no_progress,
                                settings={"suite": args.suite, "quick": args.quick})
-    table = runner.format_table(doc)
-    print(table, flush=True)
-    try:
-        if args.json:
-            runner.write_json(doc, args.json)
-        if args.plot:
-            runner.write_plot(doc, args.plot)
-        if args.record:
-            _record(doc, table, args.record, args.commit)
-    except OSError as exc:
-        print(f"{prog}: cannot write {exc.filename or args.json}: {exc.strerror or exc}",
-              file=sys.stderr)
-        return 1
-    return 1 if doc["failures"] else 0
+    return _finish(doc, runner.format_table(doc), args, prog, plot=runner.write_plot)
 
 
 def _run_dropin(args, threads, repeats, prog):
@@ -152,24 +139,28 @@ def _run_own_suite(args, threads, repeats, prog, module, run, **kwargs):
               progress=bar, **kwargs)
     if bar:
         bar.close()
-    table = module.format_table(doc)
+    return _finish(doc, module.format_table(doc), args, prog)
+
+
+def _finish(doc, table, args, prog, plot=None):
+    """Print the table, write --json / --plot / --record; the exit status (1: a peer's
+    output disagreed with fastrnn's, or a file could not be written)."""
+    from fastrnn.bench import runner
     print(table, flush=True)
     try:
         if args.json:
             runner.write_json(doc, args.json)
+        if plot and args.plot:
+            plot(doc, args.plot)
         if args.record:
-            _record(doc, table, args.record, args.commit)
+            from fastrnn.bench import record
+            for path in record.record(doc, table, args.record, commit=args.commit):
+                print(f"recorded: {path}", file=sys.stderr)
     except OSError as exc:
         print(f"{prog}: cannot write {exc.filename or args.json}: {exc.strerror or exc}",
               file=sys.stderr)
         return 1
     return 1 if doc["failures"] else 0
-
-
-def _record(doc, table, folder, commit):
-    from fastrnn.bench import record
-    for path in record.record(doc, table, folder, commit=commit):
-        print(f"recorded: {path}", file=sys.stderr)
 
 
 def main(argv=None, prog="fastrnn bench"):
