@@ -20,6 +20,18 @@ def test_run_case_checks_errors_and_times_every_implementation(tmp_path):
         assert peer in res["results"] or any(n.startswith(peer) for n in res["notes"])
 
 
+def test_openvino_bf16_is_the_peer_of_fastrnn_bf16(tmp_path):
+    pytest.importorskip("openvino", reason="OpenVINO not installed (fastrnn[bench-all])")
+    res = quantized.run_case(TINY, 1, str(tmp_path), repeats=2, min_time=0.0)
+    if "openvino-bf16" not in res["results"]:  # no bf16 on this CPU: said so
+        assert any(n.startswith("openvino-bf16 skipped") for n in res["notes"])
+        return
+    r = res["results"]["openvino-bf16"]
+    assert 0 < r["max_abs_err"] <= quantized.MAX_ERROR   # bf16, not float32
+    assert "bf16 vs openvino-bf16" in res["ratios"]
+    assert "int8 vs openvino-bf16" not in res["ratios"]
+
+
 def test_a_peer_that_disagrees_is_reported_and_not_timed(tmp_path, monkeypatch):
     monkeypatch.setattr(quantized, "_torch_qint8",
                         lambda layer: (lambda x: np.zeros((2, 3, 16), np.float32) + 1.0, ""))

@@ -57,7 +57,7 @@ CASES = (
 
 def _versions():
     out = {}
-    for package in ("torch", "onnxruntime"):
+    for package in ("torch", "onnxruntime", "openvino"):
         try:
             out[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -118,6 +118,36 @@ def _ort_dynamic(layer, folder, threads):
     return run, ""
 
 
+def _openvino_bf16(layer, folder, threads):
+    """OpenVINO's CPU plugin on the exported layer with INFERENCE_PRECISION_HINT=bf16 (its
+    default on CPUs with AVX-512 BF16 or AMX): the peer of fastrnn's bf16 layers, or a skip
+    note."""
+    try:
+        import openvino
+    except ImportError:
+        return None, "skipped: openvino is not installed"
+    core = openvino.Core()
+    if "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        return None, "skipped: OpenVINO runs no bf16 on this CPU"
+    src = os.path.join(folder, f"{id(layer)}-ov.onnx")
+    layer.to_onnx(src)
+    compiled = core.compile_model(core.read_model(src), "CPU", {
+        "INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": threads,
+        "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
+    request = compiled.create_infer_request()
+    port = compiled.outputs[0]
+    # time-major model, as for ONNX Runtime: input transposed once, outside the timed call
+    cache = {}
+
+    def run(x, _r=request, _p=port):
+        xt = cache.get(id(x))
+        if xt is None:
+            xt = cache[id(x)] = np.ascontiguousarray(x.transpose(1, 0, 2))
+        return _r.infer({0: xt})[_p]
+    run.batch_major = lambda y: y.transpose(1, 0, 2)
+    return run, ""
+
+
 def run_case(case, nthreads, folder, *, repeats=7, min_time=0.02, budget=None, seed=0):
     cls = fastrnn.LSTM if case.cell == "lstm" else fastrnn.GRU
     layer = cls(case.H, case.H, seed=seed)
@@ -130,7 +160,8 @@ def run_case(case, nthreads, folder, *, repeats=7, min_time=0.02, budget=None, s
            "threads": nthreads, "results": {}, "notes": []}
     errors = {"float32": (0.0, 0.0), "int8": _error(q(x)[0], ref), "bf16": _error(b(x)[0], ref)}
     for peer, build in (("torch-qint8", lambda: _torch_qint8(layer)),
-                        ("ort-dynamic", lambda: _ort_dynamic(layer, folder, nthreads))):
+                        ("ort-dynamic", lambda: _ort_dynamic(layer, folder, nthreads)),
+                        ("openvino-bf16", lambda: _openvino_bf16(layer, folder, nthreads))):
         try:
             fn, note = build()
         except Exception as exc:  # noqa: BLE001 - a peer that cannot build is reported, not fatal
@@ -156,8 +187,11 @@ def run_case(case, nthreads, folder, *, repeats=7, min_time=0.02, budget=None, s
         res["results"][name] = {"median_s": float(np.median(t)), "min_s": float(t.min()),
                                 "max_abs_err": errors[name][0], "mean_abs_err": errors[name][1]}
     med = {n: r["median_s"] for n, r in res["results"].items()}
-    res["ratios"] = {f"int8 vs {n}": med[n] / med["int8"] for n in med if n != "int8"}
+    res["ratios"] = {f"int8 vs {n}": med[n] / med["int8"] for n in med
+                     if n not in ("int8", "openvino-bf16")}
     res["ratios"]["bf16 vs float32"] = med["float32"] / med["bf16"]
+    if "openvino-bf16" in med:
+        res["ratios"]["bf16 vs openvino-bf16"] = med["openvino-bf16"] / med["bf16"]
     return res
 
 
@@ -201,7 +235,7 @@ def run_quantized(threads, *, quick=False, repeats=7, min_time=0.02, budget=None
                 for n in r["notes"] if "FAILED" in n]
     summary = {}
     for key in ("int8 vs float32", "int8 vs torch-qint8", "int8 vs ort-dynamic",
-                "bf16 vs float32"):
+                "bf16 vs float32", "bf16 vs openvino-bf16"):
         vals = np.array([r["ratios"][key] for r in results if key in r.get("ratios", {})])
         if vals.size:
             summary[key] = {"geomean": float(np.exp(np.log(vals).mean())),
@@ -224,13 +258,17 @@ def format_table(doc):
     v = doc["versions"]
     lines = [f"fastrnn {m['fastrnn']} int8 / bf16 weights: {cpu_label(m)} (kernels {m['kernel_variant']}, {m['int8_kernel']}, "
              f"{m['bf16_kernel']}), torch {v['torch'] or '-'}, onnxruntime "
-             f"{v['onnxruntime'] or '-'}",
+             f"{v['onnxruntime'] or '-'}, openvino {v.get('openvino') or '-'}",
              "time: median of interleaved repeats, same threads; ratio = that time / fastrnn "
              "int8's (bf16 vs f32: float32's / bf16's; above 1: faster); err: max / mean abs "
              "output error vs float32",
-             "", "| case | thr | float32 | int8 | bf16 | torch qint8 | ORT dyn-quant | int8 vs f32 | "
-             "vs torch | vs ORT | bf16 vs f32 | err int8 | err bf16 | err torch | err ORT |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "OpenVINO bf16: its CPU plugin with INFERENCE_PRECISION_HINT=bf16; 'bf16 vs OV' = "
+             "its time / fastrnn bf16's",
+             "", "| case | thr | float32 | int8 | bf16 | torch qint8 | ORT dyn-quant | OV bf16 | "
+             "int8 vs f32 | vs torch | vs ORT | bf16 vs f32 | bf16 vs OV | err int8 | err bf16 | "
+             "err torch | err ORT | err OV bf16 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+             "---:|---:|"]
     for r in doc["results"]:
         res, rat = r["results"], r.get("ratios", {})
 
@@ -245,11 +283,14 @@ def format_table(doc):
             return (f"{res[name]['max_abs_err']:.1e} / {res[name]['mean_abs_err']:.0e}"
                     if name in res else "-")
         bf = f"{rat['bf16 vs float32']:.2f}x" if "bf16 vs float32" in rat else "-"
+        bov = (f"{rat['bf16 vs openvino-bf16']:.2f}x" if "bf16 vs openvino-bf16" in rat
+               else "-")
         lines.append(f"| {r['case']} | {r['threads']} | {t('float32')} | {t('int8')} | "
                      f"{t('bf16')} | {t('torch-qint8')} | {t('ort-dynamic')} | "
+                     f"{t('openvino-bf16')} | "
                      f"{ratio('float32')} | {ratio('torch-qint8')} | {ratio('ort-dynamic')} | "
-                     f"{bf} | {err('int8')} | {err('bf16')} | {err('torch-qint8')} | "
-                     f"{err('ort-dynamic')} |")
+                     f"{bf} | {bov} | {err('int8')} | {err('bf16')} | {err('torch-qint8')} | "
+                     f"{err('ort-dynamic')} | {err('openvino-bf16')} |")
     notes = sorted({n for r in doc["results"] for n in r["notes"]})
     if notes:
         lines += [""] + [f"- {n}" for n in notes]
