@@ -37,11 +37,40 @@ def _tf_call(tf, keras, spec, jit):
     return (lambda: fn(*args).numpy()), y
 
 
+def _tf_step_call(tf, keras, spec, jit):
+    """Streaming: the Keras cell (LSTMCell / GRUCell) as a tf.function called once per time
+    step, the state passed back in, as a streaming application calls it. run() makes the T
+    calls of the case and returns the last h."""
+    H, B = spec["hidden_size"], spec["batch"]
+    if spec["cell"] == "lstm":
+        cell = keras.layers.LSTMCell(H)
+    else:
+        cell = keras.layers.GRUCell(H, reset_after=spec["reset_after"])
+    cell.build((B, spec["input_size"]))
+    cell.set_weights(spec["weights"])
+    steps = [tf.constant(spec["x"][:, t]) for t in range(spec["time"])]
+    zero = tf.zeros((B, H), steps[0].dtype)
+    if spec["cell"] == "lstm":
+        fn = tf.function(lambda x, h, c: cell(x, [h, c], training=False)[1], jit_compile=jit)
+        state0 = (zero, zero)
+    else:
+        fn = tf.function(lambda x, h: cell(x, [h], training=False)[1], jit_compile=jit)
+        state0 = (zero,)
+
+    def run():
+        state = state0
+        for x_t in steps:
+            state = fn(x_t, *state)
+        return state[0].numpy()
+    return run, run()
+
+
 def _litert_call(tf, keras, spec, threads):
     """The case converted to a float32 LiteRT model and run by its interpreter. Keras 3's
     recurrent loop does not convert to LiteRT's builtin ops (TensorList ops), so the layer is
     unrolled over its fixed T: the flat buffer then holds per-step FULLY_CONNECTED, LOGISTIC,
-    TANH, MUL and ADD ops, which the interpreter runs through its XNNPACK delegate."""
+    TANH, MUL and ADD ops, which the interpreter runs through its XNNPACK delegate (no fused
+    UNIDIRECTIONAL_SEQUENCE_LSTM: the converter fuses tf_keras (Keras 2) layers only)."""
     import tempfile
 
     from ai_edge_litert.interpreter import Interpreter
@@ -108,6 +137,8 @@ def main(conn, threads):
                 if engine == "litert":
                     run, y, ops = _litert_call(tf, keras, spec, threads)
                     extra["ops"] = ops
+                elif spec["kind"] == "step":
+                    run, y = _tf_step_call(tf, keras, spec, jit=engine == "xla")
                 else:
                     run, y = _tf_call(tf, keras, spec, jit=engine == "xla")
                 calls[key] = run  # the case's calls of every engine (tf, xla, litert)

@@ -365,29 +365,31 @@ def run_benchmark(cases, threads, *, dtype="float32", repeats=7, min_time=0.02, 
     impl = FastrnnImpl()
     results, lims = [], {}
     t0 = time.perf_counter()
-    for nt in threads:
-        with contextlib.ExitStack() as stack:
-            for p in [impl, *available]:
-                stack.enter_context(p.threads(nt))
-            if bar:
-                bar.update(f"measuring the machine limit, {nt} thread(s)")
-            lims[str(nt)] = measure_limits(nt, dtype, square_n)
-            for index, case in enumerate(cases):
-                if bar:
-                    bar.update(f"{case.label} threads={nt}")
-                results.append(run_case(case, nt, impl, available, dtype=dtype,
-                                        repeats=repeats, min_time=min_time, budget=budget))
-                results[-1]["case_index"] = index
-                if bar:
-                    bar.advance(f"{case.label} threads={nt}")
-            lims[str(nt)] = measure_limits(nt, dtype, square_n, before=lims[str(nt)])
-            for r in results:
-                if r["threads"] == nt:
-                    _apply_limits(r, lims[str(nt)], dtype)
-    if bar:
-        bar.close()
     from fastrnn.bench.tf_peers import close_workers
-    close_workers()  # no child process outlives the run
+    try:
+        for nt in threads:
+            with contextlib.ExitStack() as stack:
+                for p in [impl, *available]:
+                    stack.enter_context(p.threads(nt))
+                if bar:
+                    bar.update(f"measuring the machine limit, {nt} thread(s)")
+                lims[str(nt)] = measure_limits(nt, dtype, square_n)
+                for index, case in enumerate(cases):
+                    if bar:
+                        bar.update(f"{case.label} threads={nt}")
+                    results.append(run_case(case, nt, impl, available, dtype=dtype,
+                                            repeats=repeats, min_time=min_time, budget=budget))
+                    results[-1]["case_index"] = index
+                    if bar:
+                        bar.advance(f"{case.label} threads={nt}")
+                lims[str(nt)] = measure_limits(nt, dtype, square_n, before=lims[str(nt)])
+                for r in results:
+                    if r["threads"] == nt:
+                        _apply_limits(r, lims[str(nt)], dtype)
+        if bar:
+            bar.close()
+    finally:
+        close_workers()  # no child process outlives the run, even one cut short
     _add_thread_speedups(results)
     failures = [f"{r['label']} threads={r['threads']}: {n}" for r in results for n in r["notes"]
                 if "FAILED" in n]

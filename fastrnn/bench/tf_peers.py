@@ -111,9 +111,10 @@ def _importable(name):
 
 class TensorFlowPeer:
     """Keras 3 LSTM / GRU on the TensorFlow backend inside `tf.function` (jit_compile=True for
-    the XLA row), intra-op threads = the row's thread count, one inter-op thread. Forward and
+    the XLA row), intra-op threads = the row's thread count, one inter-op thread. Forward,
     masked (a boolean mask; outputs compared at valid steps, where Keras's carried outputs
-    and fastrnn's zeros do not differ in meaning)."""
+    and fastrnn's zeros do not differ in meaning) and step (the Keras LSTMCell / GRUCell in a
+    tf.function called once per time step, the state passed back in). No training rows."""
 
     def __init__(self, xla=False):
         self.engine = "xla" if xla else "tf"
@@ -152,7 +153,7 @@ class TensorFlowPeer:
         return spec
 
     def prepare(self, case, layer, data):
-        if case.kind not in ("forward", "masked"):
+        if case.kind not in ("forward", "masked", "step"):
             raise Unsupported(f"TensorFlow {case.kind} not benchmarked")
         spec = self._spec(case, layer, data)
         worker = _WORKERS.get(self.nthreads)
@@ -164,6 +165,7 @@ class TensorFlowPeer:
             self.ops = extra["ops"]
         if case.kind == "masked":
             y = y * spec["mask"][:, :, None]   # valid steps only (see the class note)
+        out = {"h": y} if case.kind == "step" else {"y": y}
 
         name = self.name
 
@@ -174,15 +176,24 @@ class TensorFlowPeer:
                 raise PeerFailed(name, str(e)) from None
             return seconds
         run.self_timed = True
-        return run, lambda: {"y": y}
+        return run, lambda: out
 
 
 class LiteRtPeer(TensorFlowPeer):
-    """LiteRT (TensorFlow Lite), the embedded runtime: the Keras layer, unrolled over its fixed
-    T (Keras 3's loop does not convert to builtin ops), exported as a SavedModel and converted
-    by TFLiteConverter to a float32 flat buffer, run by `ai_edge_litert`'s Interpreter (XNNPACK
-    delegate) with num_threads = the row's thread count; input set once, `invoke()` timed.
-    Forward at batch 1 only (the embedded suite: conversion takes seconds per case)."""
+    """LiteRT (TensorFlow Lite): the Keras layer, unrolled over its fixed T, exported as a
+    SavedModel and converted by TFLiteConverter (builtin ops only) to a float32 flat buffer,
+    run by `ai_edge_litert`'s Interpreter (XNNPACK delegate) with num_threads = the row's
+    thread count; input set once outside the timed region, `invoke()` timed.
+
+    No fused UNIDIRECTIONAL_SEQUENCE_LSTM op: the converter fuses only functions carrying the
+    `api_implements` annotation of tf_keras (Keras 2) LSTM layers, which Keras 3 layers do not
+    carry. Keras 3's recurrent loop left rolled fails to convert to builtins (its TensorList
+    ops need a static element shape; checked with TensorFlow 2.21), so the layer is unrolled:
+    the flat buffer holds per-step FULLY_CONNECTED, LOGISTIC, TANH, MUL and ADD ops (GRU
+    alike). Forward cases only (B and T are fixed at conversion), T <= MAX_T (the unrolled
+    graph, and its conversion time, grows with T: about 2 s at T=50, 10 s at T=150)."""
+
+    MAX_T = 200
 
     def __init__(self):
         super().__init__()
@@ -199,8 +210,10 @@ class LiteRtPeer(TensorFlowPeer):
         return None
 
     def prepare(self, case, layer, data):
-        if case.kind != "forward" or case.B != 1:
-            raise Unsupported("LiteRT runs the batch-1 forward cases (embedded suite)")
+        if case.kind != "forward":
+            raise Unsupported("LiteRT runs the forward cases (B and T fixed at conversion)")
+        if case.T > self.MAX_T:
+            raise Unsupported(f"LiteRT: the layer is unrolled for conversion; T > {self.MAX_T}")
         return super().prepare(case, layer, data)
 
 
