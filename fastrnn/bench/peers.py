@@ -362,20 +362,44 @@ class OnnxRuntimePeer:
 
 
 class _OpenVinoSession:
-    """An OpenVINO compiled model behind ONNX Runtime's `run(output_names, feed)` call, so the
-    ONNX Runtime peer's model building, feeds and checks serve OpenVINO unchanged. One infer
-    request, reused for every call (OpenVINO's synchronous path)."""
+    """An OpenVINO model behind ONNX Runtime's `run(output_names, feed)` call, so the ONNX
+    Runtime peer's model building, feeds and checks serve OpenVINO unchanged. The model is
+    compiled at its first call with the feed's shapes made static (the ONNX model's batch and
+    time dims are symbolic; OpenVINO's CPU plugin runs static shapes faster: measured 10-15 us
+    less per call at B=1), once per set of shapes. One infer request per compiled model,
+    reused for every call (OpenVINO's synchronous path), with `share_inputs=True`: the numpy
+    inputs are read in place, as ONNX Runtime reads them; outputs are copies, as ONNX
+    Runtime's are."""
 
-    def __init__(self, compiled):
-        self.request = compiled.create_infer_request()
-        self.ports = {}
+    def __init__(self, core, onnx_bytes, config):
+        self.core, self.onnx_bytes, self.config = core, onnx_bytes, config
+        self.compiled = {}   # input shapes -> (infer request, {output name: port})
+        self.last = None     # (shapes, request, ports) of the previous call
+
+    def _compile(self, shapes):
+        import openvino as ov
+
+        try:
+            model = self.core.read_model(self.onnx_bytes, b"")
+            model.reshape({name: ov.PartialShape(list(shape)) for name, shape in shapes})
+            compiled = self.core.compile_model(model, "CPU", self.config)
+        except Exception as e:  # noqa: BLE001 - a model this plugin cannot compile
+            raise Unsupported(f"OpenVINO cannot run this model: {str(e).splitlines()[0][:150]}")
+        ports = {}
         for port in compiled.outputs:
             for name in port.get_names():
-                self.ports[name] = port
+                ports[name] = port
+        return compiled.create_infer_request(), ports
 
     def run(self, names, feed):
-        result = self.request.infer(feed)
-        return [result[self.ports[n]] for n in names]
+        shapes = tuple((k, v.shape) for k, v in feed.items())
+        if self.last is None or self.last[0] != shapes:
+            if shapes not in self.compiled:
+                self.compiled[shapes] = self._compile(shapes)
+            self.last = (shapes, *self.compiled[shapes])
+        _, request, ports = self.last
+        result = request.infer(feed, share_inputs=True)
+        return [result[ports[n]] for n in names]
 
 
 class OpenVinoPeer(OnnxRuntimePeer):
@@ -384,7 +408,9 @@ class OpenVinoPeer(OnnxRuntimePeer):
     INFERENCE_NUM_THREADS = the row's thread count, PERFORMANCE_HINT=LATENCY, one stream, and
     INFERENCE_PRECISION_HINT=f32 (`precision="f32"`) or the plugin's default
     (`precision=None`: on CPUs with AVX-512 BF16 or AMX that default is bf16, so that row
-    computes in bfloat16 and is checked against a looser tolerance, 2e-2)."""
+    computes in bfloat16 and is checked against a looser tolerance, 2e-2). The model is compiled
+    with the case's shapes made static, and inputs are shared, not copied (_OpenVinoSession).
+    No float64 rows: the plugin computes a float64 model in float32 (or lower)."""
 
     def __init__(self, precision="f32"):
         self.precision = precision
@@ -417,6 +443,9 @@ class OpenVinoPeer(OnnxRuntimePeer):
         return None
 
     def prepare(self, case, layer, data):
+        if layer.dtype == np.float64:  # it runs them, with float64 tensors at its edges only
+            raise Unsupported("OpenVINO's CPU plugin computes float64 models in float32 (or "
+                              "its bf16 default)")
         run, result = super().prepare(case, layer, data)
         if case.kind != "masked":
             return run, result
@@ -430,11 +459,7 @@ class OpenVinoPeer(OnnxRuntimePeer):
                   "NUM_STREAMS": 1}
         if self.precision:
             config["INFERENCE_PRECISION_HINT"] = self.precision
-        try:
-            ov_model = self.core.read_model(model.SerializeToString(), b"")
-            return _OpenVinoSession(self.core.compile_model(ov_model, "CPU", config))
-        except Exception as e:  # noqa: BLE001 - a model this plugin cannot compile
-            raise Unsupported(f"OpenVINO cannot run this model: {str(e).splitlines()[0][:150]}")
+        return _OpenVinoSession(self.core, model.SerializeToString(), config)
 
 
 class KerasPeer:
