@@ -117,6 +117,30 @@ static inline fr_f32x8 fr_vsigmoid_f32x8(fr_f32x8 x)
     return 0.5f + 0.5f * fr_vtanh_f32x8(0.5f * x);
 }
 
+/* Four floats, the epilogue lane of 16-byte SIMD targets (ARM NEON, internal.h FR_SIMD_BYTES):
+ * the same operations per lane again, with clamps as compare-and-select (NEON's fmin/fmax
+ * would return NaN where these keep x). */
+typedef float fr_f32x4 __attribute__((vector_size(16)));
+typedef int fr_i32x4 __attribute__((vector_size(16)));
+#define FR_CLAMP_F32X4(name, cmp)                                                           \
+    static inline fr_f32x4 name(float c, fr_f32x4 x)                                        \
+    {                                                                                       \
+        const fr_f32x4 cv = (fr_f32x4){0} + c;                                              \
+        const fr_i32x4 m = cv cmp x;                                                        \
+        return (fr_f32x4)(((fr_i32x4)cv & m) | ((fr_i32x4)x & ~m));                         \
+    }
+FR_CLAMP_F32X4(fr_vmin_f32x4, <)
+FR_CLAMP_F32X4(fr_vmax_f32x4, >)
+#undef FR_CLAMP_F32X4
+static inline fr_f32x4 fr_vtanh_f32x4(fr_f32x4 x)
+{
+    FR_TANH_F32_BODY(fr_f32x4, fr_vmin_f32x4, fr_vmax_f32x4)
+}
+static inline fr_f32x4 fr_vsigmoid_f32x4(fr_f32x4 x)
+{
+    return 0.5f + 0.5f * fr_vtanh_f32x4(0.5f * x);
+}
+
 #if defined(__AVX512F__)
 /* Sixteen floats, for the AVX-512 kernels' epilogues: each lane runs the operations of the
  * eight-wide version, so both give the same bits. */

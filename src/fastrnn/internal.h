@@ -7,9 +7,32 @@
 #include "fastrnn.h"
 #include "qgemm.h"
 
-/* SIMD panel: every micro-kernel works on 32-byte vectors, two per panel. */
+/* Layout: weights are packed in 64-byte panels of units (two 32-byte halves) on every target,
+ * so packed arrays and workspace sizes do not depend on the build. */
 #define FR_VEC_BYTES 32
 #define FR_PANEL_BYTES (2 * FR_VEC_BYTES)
+/* The vector the kernels compute on: one SIMD register of the target (kernels_impl.h and
+ * stream_impl.inc split panels into such vectors). 16 bytes on ARM (NEON q registers: 32 of
+ * them on AArch64, 16 on armv7), 32 elsewhere (x86 AVX2 ymm; the AVX-512 kernels take a whole
+ * panel). A 32-byte generic vector on a 16-byte target is kept in memory by gcc, not in
+ * registers. Every lane runs the same operations whatever the width, so results do not
+ * depend on it. */
+#if defined(__ARM_NEON) || defined(__aarch64__)
+#define FR_SIMD_BYTES 16
+#else
+#define FR_SIMD_BYTES FR_VEC_BYTES
+#endif
+
+/* acc += b * a for a vector b and a scalar a, one fused multiply-add per lane wherever the
+ * target has FMA. gcc fuses the plain expression itself (the build sets -ffp-contract=fast),
+ * except for float vectors on armv7: NEON flushes denormals, so gcc computes them on scalar VFP
+ * registers unless told -funsafe-math-optimizations; there the float32 kernels (FR_F32 defined
+ * by the including file) name NEON's vfma. */
+#if defined(__ARM_NEON) && !defined(__aarch64__) && defined(__ARM_FEATURE_FMA)
+#include <arm_neon.h>
+#define FR_MADD_NEON(acc, b, a)                                                              \
+    ((acc) = (__typeof__(acc))vfmaq_f32((float32x4_t)(acc), (float32x4_t)(b), vdupq_n_f32(a)))
+#endif
 #define FR_MR 6             /* rows per micro-tile */
 #define FR_CHUNK_ROWS (4 * FR_MR) /* rows per gate-outer chunk of a step (forward_impl.inc) */
 /* A batch of at most FR_ROWSTREAM_MAX_ROWS rows, at most FR_ROWSTREAM_MAX_STEPS long, whose
@@ -36,6 +59,33 @@ static inline unsigned fr_fpmode_enter(void)
     return old;
 }
 static inline void fr_fpmode_leave(unsigned old) { _mm_setcsr(old); }
+#elif defined(__aarch64__) && defined(__GNUC__)
+/* FPCR.FZ (bit 24): denormal inputs and results of single and double operations read as 0, as
+ * with x86's FTZ | DAZ, so ARM gives the bits x86 gives (docs/api.md, "Determinism"). */
+static inline unsigned fr_fpmode_enter(void)
+{
+    uint64_t old;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(old));
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(old | ((uint64_t)1 << 24)));
+    return (unsigned)old;
+}
+static inline void fr_fpmode_leave(unsigned old)
+{
+    __asm__ __volatile__("msr fpcr, %0" : : "r"((uint64_t)old));
+}
+#elif defined(__arm__) && defined(__ARM_FP) && defined(__GNUC__)
+/* armv7 FPSCR.FZ (bit 24): scalar VFP operations flush denormals as NEON always does. */
+static inline unsigned fr_fpmode_enter(void)
+{
+    unsigned old;
+    __asm__ __volatile__("vmrs %0, fpscr" : "=r"(old));
+    __asm__ __volatile__("vmsr fpscr, %0" : : "r"(old | (1u << 24)));
+    return old;
+}
+static inline void fr_fpmode_leave(unsigned old)
+{
+    __asm__ __volatile__("vmsr fpscr, %0" : : "r"(old));
+}
 #else
 static inline unsigned fr_fpmode_enter(void) { return 0; }
 static inline void fr_fpmode_leave(unsigned old) { (void)old; }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "fastrnn.h"
+#include "test_util.h"
 
 static unsigned long long rng = 88172645463325252ULL;
 static double urand(void) /* xorshift64 in [-1, 1) */
@@ -157,18 +158,9 @@ static void run_case(fr_cell cell, int reset_after, fr_dtype dtype, int B, int T
              e == 4 ? "f32" : "f64", B, T, I, H, ndir, reverse, carry, mask_kind, fr_isa_name(fr_get_isa()));
     check(rc1 == FR_OK && rc2 == FR_OK, what);
     double tol = e == 4 ? 2e-5 : 1e-12, err = 0;
-    for (size_t i = 0; i < ny; i++) {
-        double v = e == 4 ? ((float *)y1)[i] : ((double *)y1)[i];
-        err = fmax(err, fabs(v - yr[i]));
-    }
-    for (size_t i = 0; i < ns; i++) {
-        double hv = e == 4 ? ((float *)hn1)[i] : ((double *)hn1)[i];
-        err = fmax(err, fabs(hv - hr[i]));
-        if (cell == FR_LSTM) {
-            double cv = e == 4 ? ((float *)cn1)[i] : ((double *)cn1)[i];
-            err = fmax(err, fabs(cv - cr[i]));
-        }
-    }
+    err = tu_max_abs_diff(err, y1, yr, 0, e == 4, ny);
+    err = tu_max_abs_diff(err, hn1, hr, 0, e == 4, ns);
+    if (cell == FR_LSTM) err = tu_max_abs_diff(err, cn1, cr, 0, e == 4, ns);
     if (!(err <= tol)) printf("  max error %.3g (tol %.1g)\n", err, tol);
     check(err <= tol, what);
     check(memcmp(y1, y2, e * ny) == 0 && memcmp(hn1, hn2, e * ns) == 0 &&
