@@ -24,8 +24,10 @@ from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORE = os.path.join("src", "fastrnn")
-BASE_FLAGS = ["-O3", "-std=gnu11", "-fno-trapping-math", "-fno-math-errno", "-fopenmp-simd",
-              "-Wno-psabi"]
+# -ffp-contract=fast: a * b + c fuses into one FMA wherever the target has it (gcc's GNU C default,
+# said for compilers whose default differs), as src/Makefile: the same bits on x86 and ARM.
+BASE_FLAGS = ["-O3", "-std=gnu11", "-fno-trapping-math", "-fno-math-errno", "-ffp-contract=fast",
+              "-fopenmp-simd", "-Wno-psabi"]
 # Python's own CFLAGS carry -fwrapv; under it gcc runs int-indexed `omp simd` loops scalar. The
 # kernels rely on no signed wrap-around (UBSan checks), so their objects are built without it.
 KERNEL_FLAGS = ["-fno-wrapv"]

@@ -1,5 +1,6 @@
 """Threads and build configuration."""
 import os
+import platform
 import sys
 import threading
 
@@ -67,7 +68,7 @@ def get_num_threads():
 
 def show_config(file=None):
     """Print the build and runtime configuration: version of the package and of its C core,
-    Python, compiler, OpenMP (and its version), the kernel variant in use and those the CPU
+    Python, the machine's architecture, compiler, OpenMP (and its version), the kernel variant in use and those the CPU
     offers, the thread count, OMP_NUM_THREADS and FASTRNN_ISA (`fastrnn config` prints the same).
 
     Args:
@@ -84,6 +85,7 @@ def show_config(file=None):
     lines = [
         f"fastrnn {__version__} (C core {_core.c_version()})",
         f"  python:          {sys.version.split()[0]}",
+        f"  machine:         {platform.machine() or 'unknown'}",
         f"  compiler:        {_core.compiler()}",
         f"  openmp:          {'yes' if omp else 'no'}"
         + (f" (version {_core.openmp_version()})" if omp else " (single-threaded build)"),

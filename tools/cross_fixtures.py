@@ -3,7 +3,8 @@ with the results fastrnn gives here; C programs built for another architecture r
 their outputs are compared with these.
 
     python tools/cross_fixtures.py write DIR
-    python tools/cross_fixtures.py compare DIR OUTDIR ARCH
+    python tools/cross_fixtures.py compare DIR OUTDIR ARCH [NAME,NAME...]
+    python tools/cross_fixtures.py names DIR KIND   (float32-stream: what a minimal build runs)
 
 `write`: .frnn files (little-endian, docs/frnn-format.md), raw inputs and this machine's
 outputs. `compare`: OUTDIR holds what the other architecture wrote; exits 1 unless every
@@ -109,10 +110,21 @@ EXPECTED_CLOSE = {
 }
 
 
-def compare(d, out, arch):
+def _manifest(d):
+    return [line.split() for line in open(os.path.join(d, "MANIFEST")) if line.strip()]
+
+
+def float32_stream_names(d):
+    """Cases a float32, stream-only build runs (src/Makefile STREAM_ONLY=1 FLOAT64=0)."""
+    return [name for kind, name, *_ in _manifest(d)
+            if kind == "stream" and not any(w in name for w in ("float64", "int8", "bf16"))]
+
+
+def compare(d, out, arch, only=None):
     bad = 0
-    for line in open(os.path.join(d, "MANIFEST")):
-        kind, name, *_ = line.split()
+    for kind, name, *_ in _manifest(d):
+        if only is not None and name not in only:
+            continue
         dt = np.float64 if "float64" in name else np.float32
         tol = max([v for (a, pat), v in EXPECTED_CLOSE.items() if a == arch and pat in name],
                   default=None)
@@ -141,7 +153,10 @@ def compare(d, out, arch):
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "write":
         main(sys.argv[2])
-    elif len(sys.argv) == 5 and sys.argv[1] == "compare":
-        sys.exit(compare(*sys.argv[2:5]))
+    elif len(sys.argv) in (5, 6) and sys.argv[1] == "compare":
+        only = sys.argv[5].split(",") if len(sys.argv) == 6 else None
+        sys.exit(compare(*sys.argv[2:5], only=only))
+    elif len(sys.argv) == 4 and sys.argv[1] == "names" and sys.argv[3] == "float32-stream":
+        print(",".join(float32_stream_names(sys.argv[2])))
     else:
         sys.exit(__doc__)

@@ -86,6 +86,19 @@ else
     echo "NOTICE: $PYTHON cannot import fastrnn: the .frnn portability check is skipped"
 fi
 
+SIZES="$WORK/sizes.md"
+echo "| architecture | libfastrnn.a (full) | libfastrnn.so stripped (full) | libfastrnn.a (minimal) | libfastrnn.so stripped (minimal) |" > "$SIZES"
+echo "|---|---|---|---|---|" >> "$SIZES"
+kib() { echo "$(( ($1 + 512) / 1024 )) KiB"; }
+record_sizes() {  # arch strip-command full_build_dir minimal_build_dir
+    local full_so min_so
+    full_so=$(mktemp) min_so=$(mktemp)
+    "$2" -o "$full_so" "$3/libfastrnn.so"
+    "$2" -o "$min_so" "$4/libfastrnn.so"
+    echo "| $1 | $(kib "$(stat -c %s "$3/libfastrnn.a")") | $(kib "$(stat -c %s "$full_so")") | $(kib "$(stat -c %s "$4/libfastrnn.a")") | $(kib "$(stat -c %s "$min_so")") |" >> "$SIZES"
+    rm -f "$full_so" "$min_so"
+}
+
 failed=()
 run_case() {  # label command...
     local label=$1; shift
@@ -150,6 +163,37 @@ for a in "${ARCHES[@]}"; do
             fi
         fi
     done
+    # Minimal library (float32, streaming API, no OpenMP): its size, and the same bits.
+    b="$WORK/$a-minimal"
+    rm -rf "$b"
+    mkdir -p "$b"
+    cp -r "$ROOT/src/." "$b/"
+    rm -rf "$b/build"
+    echo "== $a ($t): minimal build (STREAM_ONLY=1 FLOAT64=0 OPENMP=)"
+    if make -s -C "$b" -j2 CC="$t-gcc" OPENMP= STREAM_ONLY=1 FLOAT64=0 CFLAGS="$CFLAGS_OPT $flags" \
+            all > "$b/build.log" 2>&1 \
+       && "$t-gcc" -O2 -std=gnu11 -Wall -Wextra -Werror $flags -I"$b/fastrnn" \
+            "$ROOT/examples/c/stream.c" "$b/build/libfastrnn.a" -lm -o "$b/stream"; then
+        record_sizes "$a" "$t-strip" "$WORK/$a-openmp/build" "$b/build"
+        if [ $have_fixtures = 1 ]; then
+            names=$("$PYTHON" "$ROOT/tools/cross_fixtures.py" names "$FIX" float32-stream)
+            mkdir -p "$b/frnn-out"
+            for name in ${names//,/ }; do
+                "$q" -L "$sysroot" "$b/stream" "$FIX/$name.frnn" "$FIX/$name.x" \
+                    "$b/frnn-out/$name.y" > /dev/null
+            done
+            if "$PYTHON" "$ROOT/tools/cross_fixtures.py" compare "$FIX" "$b/frnn-out" "$a" "$names" \
+               && ! "$q" -L "$sysroot" "$b/stream" "$FIX/lstm_float64.frnn" > "$b/refused.log" 2>&1 \
+               && grep -q "built without float64" "$b/refused.log"; then
+                echo "  ok    $a minimal: float32 models bitwise, a float64 model refused by name"
+            else
+                failed+=("$a minimal")
+            fi
+        fi
+    else
+        tail -20 "$b/build.log"
+        failed+=("$a minimal build")
+    fi
     # The micro-kernels' inner loops: vector FMAs from registers (no spilled accumulators).
     if [ "$a" != riscv64 ] && command -v "$t-objdump" > /dev/null; then
         echo "== $a: micro-kernel inner loops (tools/kernel_loops.py)"
@@ -166,6 +210,25 @@ for a in "${ARCHES[@]}"; do
     fi
 done
 
+# This machine's sizes beside them (x86-64: every kernel variant in one library).
+for cfg in full minimal; do
+    b="$WORK/native-$cfg"
+    rm -rf "$b"
+    mkdir -p "$b"
+    cp -r "$ROOT/src/." "$b/"
+    rm -rf "$b/build"
+    if [ $cfg = full ]; then
+        make -s -C "$b" -j2 CFLAGS="$CFLAGS_OPT" all > "$b/build.log" 2>&1 || failed+=("native build")
+    else
+        make -s -C "$b" -j2 OPENMP= STREAM_ONLY=1 FLOAT64=0 CFLAGS="$CFLAGS_OPT" all \
+            > "$b/build.log" 2>&1 || failed+=("native minimal build")
+    fi
+done
+if [ -f "$WORK/native-full/build/libfastrnn.so" ] && [ -f "$WORK/native-minimal/build/libfastrnn.so" ]; then
+    record_sizes "$(uname -m) (here)" strip "$WORK/native-full/build" "$WORK/native-minimal/build"
+fi
+echo "== library sizes ($CFLAGS_OPT; minimal: STREAM_ONLY=1 FLOAT64=0 OPENMP=)"
+cat "$SIZES"
 if [ ${#failed[@]} -gt 0 ]; then
     echo "cross tests FAILED: ${failed[*]}"
     exit 1

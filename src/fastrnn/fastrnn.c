@@ -32,6 +32,7 @@ static int cpu_has_avx512(void)
 #endif
 }
 
+#if defined(FR_HAVE_AVX2_BUILD) && !defined(FR_STREAM_ONLY)  /* x86 int8 / bf16 (qkernel_table) */
 /* int8 dot products on 512-bit vectors (vpdpbusd); the AVX-512 kernels' checks plus VNNI/BW. */
 static int cpu_has_avx512vnni(void)
 {
@@ -66,6 +67,7 @@ static int cpu_has_avx512bf16(void)
     return 0;
 #endif
 }
+#endif
 
 /* -1 = not chosen yet. Chosen lazily on first use (every racing first caller computes the
  * same value) or by fr_set_isa; atomic so concurrent callers never race. */
@@ -120,29 +122,36 @@ int fr_openmp_enabled(void)
 #endif
 }
 
+/* Kernel tables: forward, forward_proj, project, backward, backward_proj, step. Minimal builds
+ * (src/Makefile FLOAT64=0, STREAM_ONLY=1) leave out entries as NULL; check_desc and the entry
+ * points refuse those calls (FR_EUNSUPPORTED) before any table is read. */
+#ifdef FR_STREAM_ONLY
+#define FR_SEQ_KERNELS(t, isa) NULL, NULL, NULL, NULL, NULL
+#else
+#define FR_SEQ_KERNELS(t, isa)                                                                 \
+    fr_dir_forward_##t##_##isa, fr_dir_forward_proj_##t##_##isa, fr_dir_project_##t##_##isa,   \
+        fr_dir_backward_##t##_##isa, fr_dir_backward_proj_##t##_##isa
+#endif
+#ifdef FR_NO_FLOAT64
+#define FR_KERNEL_TABLE(isa, step_isa)                                                         \
+    {{FR_SEQ_KERNELS(f32, isa), fr_step_layer_f32_##step_isa}, {NULL, NULL, NULL, NULL, NULL, NULL}}
+#else
+#define FR_KERNEL_TABLE(isa, step_isa)                                                         \
+    {{FR_SEQ_KERNELS(f32, isa), fr_step_layer_f32_##step_isa},                                 \
+     {FR_SEQ_KERNELS(f64, isa), fr_step_layer_f64_##step_isa}}
+#endif
+
 const fr_kernels *fr_kernels_for(fr_dtype dtype)
 {
-    static const fr_kernels baseline[2] = {
-        {fr_dir_forward_f32_baseline, fr_dir_forward_proj_f32_baseline, fr_dir_project_f32_baseline, fr_dir_backward_f32_baseline, fr_dir_backward_proj_f32_baseline,
-         fr_step_layer_f32_baseline},
-        {fr_dir_forward_f64_baseline, fr_dir_forward_proj_f64_baseline, fr_dir_project_f64_baseline, fr_dir_backward_f64_baseline, fr_dir_backward_proj_f64_baseline,
-         fr_step_layer_f64_baseline}};
+    static const fr_kernels baseline[2] = FR_KERNEL_TABLE(baseline, baseline);
 #ifdef FR_HAVE_AVX2_BUILD
-    static const fr_kernels avx2[2] = {
-        {fr_dir_forward_f32_avx2, fr_dir_forward_proj_f32_avx2, fr_dir_project_f32_avx2, fr_dir_backward_f32_avx2, fr_dir_backward_proj_f32_avx2,
-         fr_step_layer_f32_avx2},
-        {fr_dir_forward_f64_avx2, fr_dir_forward_proj_f64_avx2, fr_dir_project_f64_avx2, fr_dir_backward_f64_avx2, fr_dir_backward_proj_f64_avx2,
-         fr_step_layer_f64_avx2}};
+    static const fr_kernels avx2[2] = FR_KERNEL_TABLE(avx2, avx2);
     if (fr_get_isa() == FR_ISA_AVX2) return &avx2[dtype == FR_FLOAT64];
 #endif
 #ifdef FR_HAVE_AVX512_BUILD
     /* The streaming step keeps the AVX2 kernels: its blocks are often half a panel wide, and
      * the wider registers measured no faster there. */
-    static const fr_kernels avx512[2] = {
-        {fr_dir_forward_f32_avx512, fr_dir_forward_proj_f32_avx512, fr_dir_project_f32_avx512, fr_dir_backward_f32_avx512, fr_dir_backward_proj_f32_avx512,
-         fr_step_layer_f32_avx2},
-        {fr_dir_forward_f64_avx512, fr_dir_forward_proj_f64_avx512, fr_dir_project_f64_avx512, fr_dir_backward_f64_avx512, fr_dir_backward_proj_f64_avx512,
-         fr_step_layer_f64_avx2}};
+    static const fr_kernels avx512[2] = FR_KERNEL_TABLE(avx512, avx2);
     if (fr_get_isa() == FR_ISA_AVX512) return &avx512[dtype == FR_FLOAT64];
 #endif
     return &baseline[dtype == FR_FLOAT64];
@@ -164,6 +173,10 @@ static int always(void) { return 1; }
 
 static const qkernel_entry *qkernel_table(size_t *n)
 {
+#ifdef FR_STREAM_ONLY  /* no reduced-precision kernels in this build */
+    static const qkernel_entry table[] = {{{"none", NULL, NULL, 0, 0}, -1, FR_ISA_BASELINE, always}};
+    *n = 0;
+#else
     static const qkernel_entry table[] = {
 #ifdef FR_HAVE_AVX2_BUILD
         {{"int8-avx512vnni", fr_qgemm_int8_avx512vnni, fr_quantize_rows_u8_avx512vnni, 4, 1},
@@ -183,6 +196,7 @@ static const qkernel_entry *qkernel_table(size_t *n)
          FR_WEIGHTS_BF16, FR_ISA_BASELINE, always},
     };
     *n = sizeof table / sizeof table[0];
+#endif
     return table;
 }
 
@@ -210,8 +224,16 @@ const fr_qkernels *fr_qkernels_by_name(const char *name)
     return NULL;
 }
 
-const char *fr_int8_kernel_name(void) { return fr_qkernels_current(FR_WEIGHTS_INT8)->name; }
-const char *fr_bf16_kernel_name(void) { return fr_qkernels_current(FR_WEIGHTS_BF16)->name; }
+const char *fr_int8_kernel_name(void)
+{
+    const fr_qkernels *k = fr_qkernels_current(FR_WEIGHTS_INT8);
+    return k ? k->name : "none";  /* none: a stream-only build */
+}
+const char *fr_bf16_kernel_name(void)
+{
+    const fr_qkernels *k = fr_qkernels_current(FR_WEIGHTS_BF16);
+    return k ? k->name : "none";
+}
 
 /* ---- layout helpers ---- */
 
@@ -349,6 +371,9 @@ static int check_desc(const fr_layer_desc *d)
     if (!d) return FR_EINVAL;
     if (d->cell != FR_LSTM && d->cell != FR_GRU) return FR_EINVAL;
     if (d->dtype != FR_FLOAT32 && d->dtype != FR_FLOAT64) return FR_EINVAL;
+#ifdef FR_NO_FLOAT64
+    if (d->dtype == FR_FLOAT64) return FR_EUNSUPPORTED;  /* built without (make FLOAT64=0) */
+#endif
     if (d->input_size < 1 || d->hidden_size < 1) return FR_EINVAL;
     if (d->num_directions != 1 && d->num_directions != 2) return FR_EINVAL;
     if (d->reverse && d->num_directions != 1) return FR_EINVAL;
@@ -670,6 +695,10 @@ static int layer_forward(const fr_layer_desc *d, const fr_weights *w, const fr_i
                          const fr_train *tr, void *workspace, size_t workspace_size,
                          int num_threads)
 {
+#ifdef FR_STREAM_ONLY
+    (void)d; (void)w; (void)io; (void)tr; (void)workspace; (void)workspace_size; (void)num_threads;
+    return FR_EUNSUPPORTED;  /* built for fr_step only (make STREAM_ONLY=1) */
+#endif
     int rc = check_call(d, w, io);
     if (rc != FR_OK) return rc;
     if (!io->y) return FR_EINVAL;
@@ -728,6 +757,9 @@ int fr_layer_backward(const fr_layer_desc *d, const fr_weights *w, const fr_io *
                       const fr_train *tr, const fr_grad_io *g, const fr_grads *grads,
                       void *workspace, size_t workspace_size, int num_threads)
 {
+#ifdef FR_STREAM_ONLY
+    return FR_EUNSUPPORTED;  /* built for fr_step only (make STREAM_ONLY=1) */
+#endif
     int rc = check_call(d, w, io);
     if (rc != FR_OK) return rc;
     if (!tr || !record_ok(d, io, tr)) return FR_EINVAL;
@@ -791,6 +823,9 @@ int fr_layer_backward(const fr_layer_desc *d, const fr_weights *w, const fr_io *
 double fr_fma_peak_gflops(int num_threads, double seconds)
 {
     if (num_threads < 1 || !(seconds > 0.0 && seconds <= 60.0)) return -1.0;
+#ifdef FR_STREAM_ONLY
+    return -1.0;  /* the peak loops live with the sequence kernels */
+#else
 #ifdef FR_HAVE_AVX512_BUILD
     if (fr_isa_available(FR_ISA_AVX512)) return fr_fma_peak_gflops_avx512(num_threads, seconds);
 #endif
@@ -798,4 +833,5 @@ double fr_fma_peak_gflops(int num_threads, double seconds)
     if (fr_isa_available(FR_ISA_AVX2)) return fr_fma_peak_gflops_avx2(num_threads, seconds);
 #endif
     return fr_fma_peak_gflops_baseline(num_threads, seconds);
+#endif
 }

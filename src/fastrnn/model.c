@@ -642,6 +642,20 @@ int fr_model_load_buffer(const void *buf, size_t len, fr_model **out, char *err,
         return FR_EFORMAT;
     }
 
+#ifdef FR_NO_FLOAT64
+    if (h.desc.dtype == FR_FLOAT64) {
+        set_err(err, err_size, "float64 model: this library was built without float64 "
+                "(make FLOAT64=0)");
+        return FR_EUNSUPPORTED;
+    }
+#endif
+#ifdef FR_STREAM_ONLY
+    if (h.desc.weight_format) {
+        set_err(err, err_size, "int8 / bf16 model: this library was built for float streaming "
+                "only (make STREAM_ONLY=1)");
+        return FR_EUNSUPPORTED;
+    }
+#endif
     if (h.desc.weight_format) return load_quantized(p, &h, out, err, err_size);
 
     /* Packed sizes, in checked 64-bit arithmetic, then against size_t (32-bit targets) before

@@ -31,6 +31,7 @@
 #undef FR_LTANH
 #undef FR_LSIGMOID
 
+#ifndef FR_NO_FLOAT64  /* src/Makefile FLOAT64=0 leaves float64 out */
 #define FR_T double
 #define FR_NAME(x) FR_CAT3(x, f64, FR_ISA)
 #define FR_TANH fr_tanh_f64
@@ -46,3 +47,4 @@
 #undef FR_LANE
 #undef FR_LTANH
 #undef FR_LSIGMOID
+#endif
