@@ -16,7 +16,8 @@ NAME.y (T, units), what `layer(x[None])` returns here. examples/c/stream.c built
 architecture reads NAME.frnn and NAME.x and writes its own NAME.y; cross_test.sh compares the
 two (docs/api.md, "Determinism", says which cases must match bit for bit). Batched, masked
 cases for tests/c/frnn_forward_driver.c: NAME.frnn, NAME.x (B, T, I), NAME.len (int32, B) and
-NAME.y/.h[/.c] (what the driver writes). MANIFEST lists every case and how to run it."""
+NAME.y/.h[/.c] (what the driver writes). Raw inputs also come big-endian (NAME.xbe,
+NAME.lenbe) for big-endian hosts. MANIFEST lists every case and how to run it."""
 import os
 import sys
 
@@ -63,6 +64,17 @@ def forward_cases():
     yield "fwd_lstm_float64", _layer(L, 2, 11, dtype="float64", reverse=True)
 
 
+def _raw(a, path):
+    """Raw samples for the C programs, which read them in host byte order: little-endian at
+    `path`, big-endian at `path + "be"` (for big-endian hosts; the .frnn file is the same)."""
+    a.astype(a.dtype.newbyteorder("<")).tofile(path)
+    a.astype(a.dtype.newbyteorder(">")).tofile(path + "be")
+
+
+# Big-endian architectures the check knows: their C programs write host-order outputs.
+BIG_ENDIAN = {"s390x"}
+
+
 def _np_dtype(layer):
     return np.float64 if str(layer.dtype) == "float64" else np.float32
 
@@ -78,7 +90,7 @@ def main(out):
             x = (x * 1e-39).astype(dt)  # float32 denormals: products, h and c stay denormal
         y, _ = layer(x[None])
         save_frnn(layer, os.path.join(out, name + ".frnn"))
-        x.tofile(os.path.join(out, name + ".x"))
+        _raw(x, os.path.join(out, name + ".x"))
         np.ascontiguousarray(y[0], dtype=dt).tofile(os.path.join(out, name + ".y"))
         manifest.append(f"stream {name}")
     for name, layer in forward_cases():
@@ -88,8 +100,8 @@ def main(out):
         lengths = np.array([T, 1, T // 2, T - 3, 7], dtype=np.int32)
         y, state = layer(x, lengths=lengths)
         save_frnn(layer, os.path.join(out, name + ".frnn"))
-        x.tofile(os.path.join(out, name + ".x"))
-        lengths.tofile(os.path.join(out, name + ".len"))
+        _raw(x, os.path.join(out, name + ".x"))
+        _raw(lengths, os.path.join(out, name + ".len"))
         np.ascontiguousarray(y, dtype=dt).tofile(os.path.join(out, name + ".y"))
         hs = state if not isinstance(state, tuple) else state[0]
         np.ascontiguousarray(hs, dtype=dt).tofile(os.path.join(out, name + ".h"))
@@ -105,8 +117,10 @@ def main(out):
 EXPECTED_CLOSE = {
     # armv7's glibc computes tanh / exp (float64 activations) with other rounding than x86-64's
     ("armv7", "float64"): 1e-14,
-    # RISC-V has no flush-to-zero mode: denormals are computed, not flushed as on x86 and ARM
+    # RISC-V and s390x have no flush-to-zero mode: denormals are computed, not flushed as on x86
+    # and ARM
     ("riscv64", "denormal"): 1e-37,
+    ("s390x", "denormal"): 1e-37,
 }
 
 
@@ -133,7 +147,9 @@ def compare(d, out, arch, only=None):
         for ext in exts:
             mine = np.fromfile(os.path.join(d, f"{name}.{ext}"), dt)
             path = os.path.join(out, f"{name}.{ext}")
-            theirs = np.fromfile(path, dt) if os.path.exists(path) else None
+            order = ">" if arch in BIG_ENDIAN else "<"
+            theirs = (np.fromfile(path, np.dtype(dt).newbyteorder(order)).astype(dt)
+                      if os.path.exists(path) else None)
             if theirs is None or theirs.shape != mine.shape:
                 words.append(f"{ext}: missing or wrong size")
                 bad += 1

@@ -117,6 +117,17 @@ static inline float fr_f32_bits(uint32_t u)
     return v;
 }
 
+/* The two bfloat16 of a pair (k even, then k odd in memory) as float32 bits, from the 32-bit word
+ * read: the odd one is the word's upper half on a little-endian host, its lower half on a
+ * big-endian one, so both add the products in the same order. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define FR_PAIR_ODD(u) ((uint32_t)(u) << 16)
+#define FR_PAIR_EVEN(u) ((uint32_t)(u) & 0xffff0000u)
+#else
+#define FR_PAIR_ODD(u) ((uint32_t)(u) & 0xffff0000u)
+#define FR_PAIR_EVEN(u) ((uint32_t)(u) << 16)
+#endif
+
 void fr_qgemm_bf16_baseline(int M, int n, const unsigned char *a, ptrdiff_t lda,
                             const float *s, const fr_qmatrix *w, int c0, const float *bias,
                             float *out, ptrdiff_t ldo)
@@ -133,12 +144,12 @@ void fr_qgemm_bf16_baseline(int M, int n, const unsigned char *a, ptrdiff_t lda,
                 uint32_t pair, wq[FR_QPANEL];
                 memcpy(&pair, ar + 4 * k2, 4);
                 memcpy(wq, q, sizeof wq);
-                const float odd = fr_f32_bits(pair & 0xffff0000u);
-                const float even = fr_f32_bits(pair << 16);
+                const float odd = fr_f32_bits(FR_PAIR_ODD(pair));
+                const float even = fr_f32_bits(FR_PAIR_EVEN(pair));
                 for (int u = 0; u < FR_QPANEL; u++) {
                     float acc = o[p + u];
-                    acc = acc + odd * fr_f32_bits(wq[u] & 0xffff0000u);
-                    acc = acc + even * fr_f32_bits(wq[u] << 16);
+                    acc = acc + odd * fr_f32_bits(FR_PAIR_ODD(wq[u]));
+                    acc = acc + even * fr_f32_bits(FR_PAIR_EVEN(wq[u]));
                     o[p + u] = acc;
                 }
             }
