@@ -52,6 +52,12 @@ OPENMP_TEST = textwrap.dedent("""
 
 
 def _is_x86_64():
+    """Whether the wheel is for x86-64 (its AVX2 / AVX-512 kernels are built then): the target,
+    not the build machine, which differ when cibuildwheel cross-builds macOS x86_64 on arm64
+    (it sets _PYTHON_HOST_PLATFORM=macosx-*-x86_64)."""
+    host = os.environ.get("_PYTHON_HOST_PLATFORM")
+    if host:
+        return host.endswith(("x86_64", "amd64"))
     return platform.machine().lower() in ("x86_64", "amd64")
 
 
