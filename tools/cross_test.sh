@@ -102,6 +102,13 @@ record_sizes() {  # arch strip-command full_build_dir minimal_build_dir
     rm -f "$full_so" "$min_so"
 }
 
+fresh_src() {  # DIR: a clean copy of src/ to build in
+    rm -rf "$1"
+    mkdir -p "$1"
+    cp -r "$ROOT/src/." "$1/"
+    rm -rf "$1/build"
+}
+
 failed=()
 run_case() {  # label command...
     local label=$1; shift
@@ -124,10 +131,7 @@ for a in "${ARCHES[@]}"; do
     [ "$a" = s390x ] && be=be
     for omp in openmp serial; do
         b="$WORK/$a-$omp"
-        rm -rf "$b"
-        mkdir -p "$b"
-        cp -r "$ROOT/src/." "$b/"
-        rm -rf "$b/build"
+        fresh_src "$b"
         ompflag=-fopenmp
         [ $omp = openmp ] || ompflag=
         echo "== $a ($t, $omp): build"
@@ -170,10 +174,7 @@ for a in "${ARCHES[@]}"; do
     done
     # Minimal library (float32, streaming API, no OpenMP): its size, and the same bits.
     b="$WORK/$a-minimal"
-    rm -rf "$b"
-    mkdir -p "$b"
-    cp -r "$ROOT/src/." "$b/"
-    rm -rf "$b/build"
+    fresh_src "$b"
     echo "== $a ($t): minimal build (STREAM_ONLY=1 FLOAT64=0 OPENMP=)"
     if make -s -C "$b" -j2 CC="$t-gcc" OPENMP= STREAM_ONLY=1 FLOAT64=0 CFLAGS="$CFLAGS_OPT $flags" \
             all > "$b/build.log" 2>&1 \
@@ -218,10 +219,7 @@ done
 # This machine's sizes beside them (x86-64: every kernel variant in one library).
 for cfg in full minimal; do
     b="$WORK/native-$cfg"
-    rm -rf "$b"
-    mkdir -p "$b"
-    cp -r "$ROOT/src/." "$b/"
-    rm -rf "$b/build"
+    fresh_src "$b"
     if [ $cfg = full ]; then
         make -s -C "$b" -j2 CFLAGS="$CFLAGS_OPT" all > "$b/build.log" 2>&1 || failed+=("native build")
     else

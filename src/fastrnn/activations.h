@@ -60,6 +60,16 @@ static inline float fr_sigmoid_f32(float x)
     return 0.5f + 0.5f * fr_tanh_f32(0.5f * x);
 }
 
+/* Clamps on generic vectors (type T, its integer twin IT): select c where `c cmp x` holds (false
+ * for NaN, which keeps x). */
+#define FR_CLAMP_GENERIC(name, T, IT, cmp)                                                  \
+    static inline T name(float c, T x)                                                      \
+    {                                                                                       \
+        const T cv = (T){0} + c;                                                            \
+        const IT m = cv cmp x;                                                              \
+        return (T)(((IT)cv & m) | ((IT)x & ~m));                                            \
+    }
+
 /* Eight floats at once, for the kernels' epilogues: gcc vectorises the scalar clamps above as
  * compares and blends, while min/max instructions give the same results (NaN included) and made
  * a whole LSTM epilogue 1.5x faster. */
@@ -93,18 +103,9 @@ FR_CLAMP_F32X8(fr_vmin_f32x8, _mm_min_ps)
 FR_CLAMP_F32X8(fr_vmax_f32x8, _mm_max_ps)
 #undef FR_CLAMP_F32X8
 #else
-/* Generic vectors: select c where `c cmp x` holds (false for NaN, which keeps x). */
 typedef int fr_i32x8 __attribute__((vector_size(32)));
-#define FR_CLAMP_F32X8(name, cmp)                                                           \
-    static inline fr_f32x8 name(float c, fr_f32x8 x)                                        \
-    {                                                                                       \
-        const fr_f32x8 cv = (fr_f32x8){0} + c;                                              \
-        const fr_i32x8 m = cv cmp x;                                                        \
-        return (fr_f32x8)(((fr_i32x8)cv & m) | ((fr_i32x8)x & ~m));                         \
-    }
-FR_CLAMP_F32X8(fr_vmin_f32x8, <)
-FR_CLAMP_F32X8(fr_vmax_f32x8, >)
-#undef FR_CLAMP_F32X8
+FR_CLAMP_GENERIC(fr_vmin_f32x8, fr_f32x8, fr_i32x8, <)
+FR_CLAMP_GENERIC(fr_vmax_f32x8, fr_f32x8, fr_i32x8, >)
 #endif
 
 static inline fr_f32x8 fr_vtanh_f32x8(fr_f32x8 x)
@@ -122,16 +123,8 @@ static inline fr_f32x8 fr_vsigmoid_f32x8(fr_f32x8 x)
  * would return NaN where these keep x). */
 typedef float fr_f32x4 __attribute__((vector_size(16)));
 typedef int fr_i32x4 __attribute__((vector_size(16)));
-#define FR_CLAMP_F32X4(name, cmp)                                                           \
-    static inline fr_f32x4 name(float c, fr_f32x4 x)                                        \
-    {                                                                                       \
-        const fr_f32x4 cv = (fr_f32x4){0} + c;                                              \
-        const fr_i32x4 m = cv cmp x;                                                        \
-        return (fr_f32x4)(((fr_i32x4)cv & m) | ((fr_i32x4)x & ~m));                         \
-    }
-FR_CLAMP_F32X4(fr_vmin_f32x4, <)
-FR_CLAMP_F32X4(fr_vmax_f32x4, >)
-#undef FR_CLAMP_F32X4
+FR_CLAMP_GENERIC(fr_vmin_f32x4, fr_f32x4, fr_i32x4, <)
+FR_CLAMP_GENERIC(fr_vmax_f32x4, fr_f32x4, fr_i32x4, >)
 static inline fr_f32x4 fr_vtanh_f32x4(fr_f32x4 x)
 {
     FR_TANH_F32_BODY(fr_f32x4, fr_vmin_f32x4, fr_vmax_f32x4)
