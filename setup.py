@@ -4,7 +4,9 @@
   warns and produces a single-threaded (still correct) extension. FASTRNN_NO_OPENMP=1 opts out.
 - Portable by default: the core is compiled for the platform's baseline ISA, and on x86-64 the
   hot kernels are compiled a second time with -mavx2 -mfma and chosen at run time from CPUID
-  (FASTRNN_ISA=baseline forces the portable kernels). No -march=native, no -ffast-math;
+  (FASTRNN_ISA=baseline forces the portable kernels); on AArch64 the int8 kernel is compiled a
+  second time for the ARMv8.2 dot-product instructions, used where the CPU has them (HWCAP).
+  No -march=native, no -ffast-math;
   FASTRNN_NATIVE=1 opts into -march=native for a local build.
 - FASTRNN_SANITIZE=address,undefined builds with those sanitizers (-O1 -g, no recovery from
   undefined behaviour); run Python with the ASan runtime preloaded (see tools/sanitize.sh).
@@ -59,6 +61,14 @@ def _is_x86_64():
     if host:
         return host.endswith(("x86_64", "amd64"))
     return platform.machine().lower() in ("x86_64", "amd64")
+
+
+def _is_aarch64():
+    """Whether the wheel is for AArch64 (its dot-product int8 kernel is built then)."""
+    host = os.environ.get("_PYTHON_HOST_PLATFORM")
+    if host:
+        return host.endswith(("aarch64", "arm64"))
+    return platform.machine().lower() in ("aarch64", "arm64")
 
 
 def _probe_openmp(compiler):
@@ -156,6 +166,13 @@ class BuildExt(build_ext):
                     include_dirs=[CORE],
                     extra_postargs=ext.extra_compile_args + KERNEL_FLAGS + AVX512_FLAGS,
                 )
+            if _is_aarch64():
+                # int8 on the ARMv8.2 dot-product instructions, chosen at run time (HWCAP)
+                objs += self.compiler.compile(
+                    [os.path.join(CORE, "qgemm_neondot.c")], output_dir=self.build_temp,
+                    include_dirs=[CORE],
+                    extra_postargs=ext.extra_compile_args + KERNEL_FLAGS + INT8_FLAGS
+                    + ["-march=armv8.2-a+dotprod"])
             ext.extra_objects = list(objs)
         self.openmp_flags = omp
         super().build_extensions()

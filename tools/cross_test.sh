@@ -136,7 +136,8 @@ for a in "${ARCHES[@]}"; do
         [ $omp = openmp ] || ompflag=
         echo "== $a ($t, $omp): build"
         if ! make -s -C "$b" -j2 CC="$t-gcc" OPENMP="$ompflag" CFLAGS="$CFLAGS_OPT $flags" \
-                all build/test_core build/test_backward build/test_stream build/frnn_fuzz \
+                all build/test_core build/test_backward build/test_stream build/test_qgemm \
+                build/frnn_fuzz \
                 > "$b/build.log" 2>&1; then
             tail -30 "$b/build.log"
             failed+=("$a-$omp build")
@@ -147,10 +148,18 @@ for a in "${ARCHES[@]}"; do
                 "$b/build/libfastrnn.a" $ompflag -lm -o "$b/${prog%%:*}"
         done
         echo "== $a ($t, $omp): C tests under $(basename "$q")"
-        for prog in test_core test_backward test_stream frnn_fuzz; do
+        for prog in test_core test_backward test_stream test_qgemm frnn_fuzz; do
             # test_stream writes build/test_stream.frnn relative to the working directory
             run_case "$a $omp $prog" bash -c "cd '$b' && '$q' -L '$sysroot' ./build/$prog"
         done
+        if [ "$a" = aarch64 ]; then
+            # QEMU's default CPU has the ARMv8.2 dot product (the int8-neondot kernel runs);
+            # a Cortex-A57 has not: the dispatch falls back to the portable int8 kernel
+            for prog in test_qgemm test_stream; do
+                run_case "$a $omp $prog (Cortex-A57: no dot product)" \
+                    bash -c "cd '$b' && '$q' -cpu cortex-a57 -L '$sysroot' ./build/$prog"
+            done
+        fi
         if [ $have_fixtures = 1 ]; then
             out="$b/frnn-out"
             mkdir -p "$out"
@@ -164,6 +173,13 @@ for a in "${ARCHES[@]}"; do
                         "$FIX/$name.len$be" - - "$out/$name" || ok=0
                 fi
             done < "$FIX/MANIFEST"
+            if [ "$a" = aarch64 ]; then  # the int8 models once more on the portable int8 kernel
+                for name in lstm_int8 gru_int8; do
+                    "$q" -cpu cortex-a57 -L "$sysroot" "$b/stream" "$FIX/$name.frnn" "$FIX/$name.x" \
+                        "$out/$name.a57.y" | grep -q "kernels: int8-baseline" || ok=0
+                    cmp -s "$out/$name.a57.y" "$FIX/$name.y" || { echo "  $name on Cortex-A57 differs"; ok=0; }
+                done
+            fi
             echo "== $a ($t, $omp): .frnn files written by Python on $(uname -m), outputs vs $(uname -m)"
             if [ $ok = 1 ] && "$PYTHON" "$ROOT/tools/cross_fixtures.py" compare "$FIX" "$out" "$a"; then
                 echo "  ok    $a $omp portability"

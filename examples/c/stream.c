@@ -57,6 +57,9 @@ int main(int argc, char **argv)
            d->cell == FR_LSTM ? "LSTM" : "GRU",
            d->cell == FR_GRU ? (d->reset_after ? " (reset after)" : " (reset before)") : "",
            fr_model_num_layers(model), I, H, d->dtype == FR_FLOAT32 ? "float32" : "float64");
+    printf("kernels: %s\n", d->weight_format == FR_WEIGHTS_INT8   ? fr_int8_kernel_name()
+                            : d->weight_format == FR_WEIGHTS_BF16 ? fr_bf16_kernel_name()
+                                                                  : fr_isa_name(fr_get_isa()));
 
     /* The input signal: a file, or 4000 samples of a sine chirp on every input feature. */
     long T = 4000;

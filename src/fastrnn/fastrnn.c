@@ -69,6 +69,22 @@ static int cpu_has_avx512bf16(void)
 }
 #endif
 
+#if defined(FR_HAVE_NEONDOT_BUILD) && !defined(FR_STREAM_ONLY)
+#if defined(__linux__)
+#include <sys/auxv.h>
+#endif
+/* AArch64 int8 dot products (ARMv8.2 sdot): the kernel's HWCAP bit on Linux; elsewhere (no
+ * portable query) the baseline int8 kernel, which gives the same results. */
+static int cpu_has_neondot(void)
+{
+#if defined(__linux__)
+    return (getauxval(AT_HWCAP) & (1UL << 20)) != 0;  /* HWCAP_ASIMDDP */
+#else
+    return 0;
+#endif
+}
+#endif
+
 /* -1 = not chosen yet. Chosen lazily on first use (every racing first caller computes the
  * same value) or by fr_set_isa; atomic so concurrent callers never race. */
 static _Atomic int g_isa = -1;
@@ -189,6 +205,10 @@ static const qkernel_entry *qkernel_table(size_t *n)
          FR_WEIGHTS_BF16, FR_ISA_AVX512, cpu_has_avx512bf16},
         {{"bf16-avx2", fr_qgemm_bf16_avx2, fr_round_rows_bf16_f32_avx2, 2, 4}, FR_WEIGHTS_BF16,
          FR_ISA_AVX2, cpu_has_avx2_fma},
+#endif
+#ifdef FR_HAVE_NEONDOT_BUILD
+        {{"int8-neondot", fr_qgemm_int8_neondot, fr_quantize_rows_u8_baseline, 4, 1},
+         FR_WEIGHTS_INT8, FR_ISA_BASELINE, cpu_has_neondot},
 #endif
         {{"int8-baseline", fr_qgemm_int8_baseline, fr_quantize_rows_u8_baseline, 4, 1},
          FR_WEIGHTS_INT8, FR_ISA_BASELINE, always},

@@ -85,6 +85,14 @@ void fr_qgemm_int8_avx512vnni(int M, int n, const unsigned char *a, ptrdiff_t ld
                               float *out, ptrdiff_t ldo);
 #endif
 
+#if defined(__aarch64__)
+/* ARMv8.2 dot product (sdot), chosen at run time (qgemm_neondot.c). */
+#define FR_HAVE_NEONDOT_BUILD 1
+void fr_qgemm_int8_neondot(int M, int n, const unsigned char *a, ptrdiff_t lda, const float *s,
+                           const fr_qmatrix *w, int c0, const float *bias, float *out,
+                           ptrdiff_t ldo);
+#endif
+
 /* Quantize M float32 rows of K values (x, ldx apart) into unsigned-byte rows (a, lda apart,
  * padded to 4 * fr_qk4(K) with the offset) and their scales s (fastrnn.h gives the rule).
  * One source (qquant.inc) compiled per variant: divisions, additions and comparisons only, so
