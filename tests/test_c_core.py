@@ -22,10 +22,10 @@ def test_c_core_standalone(tmp_path, openmp):
     print(proc.stdout[-3000:], proc.stderr[-3000:])
     assert proc.returncode == 0
     # One "N passed, M failed" line per C test program (test_core, test_backward, test_stream,
-    # frnn_fuzz).
+    # test_qgemm, frnn_fuzz).
     summaries = [line for line in proc.stdout.splitlines()
                  if line.endswith(" failed") and ", " in line]
-    assert len(summaries) == 4, summaries
+    assert len(summaries) == 5, summaries
     for line in summaries:
         passed, failed = (int(part.split()[0]) for part in line.split(","))
         assert failed == 0 and passed > 1000, line
