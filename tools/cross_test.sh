@@ -67,7 +67,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     echo "installing ${missing[*]} with apt-get"
     if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-           $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" binutils-multiarch; } \
+           $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
            > /tmp/fastrnn-cross-apt.log 2>&1; then
         tail -5 /tmp/fastrnn-cross-apt.log
         skip "apt-get could not install ${missing[*]} (log: /tmp/fastrnn-cross-apt.log)"
