@@ -661,7 +661,9 @@ int fr_model_load_buffer(const void *buf, size_t len, fr_model **out, char *err,
     /* Packed sizes, in checked 64-bit arithmetic, then against size_t (32-bit targets) before
      * allocating. Per (layer, direction), each part starting on a 64-byte boundary: kernel
      * (I, ld), recurrent (R, ld), bias (G * Hp), GRU recurrent bias (G * Hp), peepholes
-     * (3 * Hp), projection (H, Pp) with Pp = fr_gate_stride(dtype, P) (proj_ld = Pp). */
+     * (3 * Hp), projection (H, Pp) with Pp = fr_gate_stride(dtype, P) (proj_ld = Pp), and
+     * without a projection the recurrent matrix once more in the kernels' own layout
+     * (fr_pack_recurrent: frozen weights, which fr_step and fr_forward then read; same bits). */
     const fr_layer_desc *d0 = &h.desc;
     const int G = fr_num_gates(d0->cell), H = d0->hidden_size, D = d0->num_directions;
     const int R = desc_h_units(d0), P = d0->proj_size;
@@ -669,16 +671,18 @@ int fr_model_load_buffer(const void *buf, size_t len, fr_model **out, char *err,
     const size_t e = elem_bytes(d0->dtype);
     const ptrdiff_t ld = fr_recommended_ld(d0->cell, d0->dtype, H);
     const int nvec = d0->cell == FR_GRU ? 2 : 1;
+    const uint64_t frozen = P == 0 ? (uint64_t)fr_packed_recurrent_size(d0) : 0;
     uint64_t packed = 0, t, tmp_elems = 0;
     int ok = 1;
     for (int k = 0; k < h.num_layers && ok; k++) {
         uint64_t in = k == 0 ? (uint64_t)d0->input_size : (uint64_t)D * R, rows, part = 0;
-        /* each of the (up to 6) parts rounds up by at most 63 bytes: 6 * 64 covers them */
+        /* each of the (up to 7) parts rounds up by at most 63 bytes: 7 * 64 covers them */
         uint64_t elems = (uint64_t)nvec * G * Hp + (d0->peepholes ? 3 * (uint64_t)Hp : 0);
         ok = add_u64(in, (uint64_t)R, &rows) && mul_u64(rows, (uint64_t)ld, &part)
              && add_u64(part, elems, &part)
              && mul_u64((uint64_t)H, (uint64_t)Pp, &t) && add_u64(part, t, &part)
-             && mul_u64(part, e, &part) && add_u64(part, 6 * 64, &part)
+             && mul_u64(part, e, &part) && add_u64(part, 7 * 64, &part)
+             && add_u64(part, frozen, &part)
              && mul_u64(part, (uint64_t)D, &part) && add_u64(packed, part, &packed)
              && mul_u64(rows, (uint64_t)G * H, &t);
         if (ok && t > tmp_elems) tmp_elems = t;
@@ -727,7 +731,8 @@ int fr_model_load_buffer(const void *buf, size_t len, fr_model **out, char *err,
             char *rbias = bias + fr_round_up((size_t)G * Hp * e, 64);
             char *peep = rbias + (nvec == 2 ? fr_round_up((size_t)G * Hp * e, 64) : 0);
             char *proj = peep + (d0->peepholes ? fr_round_up((size_t)3 * Hp * e, 64) : 0);
-            dst = proj + (P > 0 ? fr_round_up((size_t)H * Pp * e, 64) : 0);
+            char *frozen_rec = proj + (P > 0 ? fr_round_up((size_t)H * Pp * e, 64) : 0);
+            dst = frozen_rec + fr_round_up((size_t)frozen, 64);
             fr_pack_weights(d0->cell, d0->dtype, H, I, plain, kernel, ld);
             fr_pack_weights(d0->cell, d0->dtype, H, R, plain + (size_t)I * G * H * e, recurrent, ld);
             fr_pack_weights(d0->cell, d0->dtype, H, 1, vec, bias, (ptrdiff_t)G * Hp);
@@ -756,7 +761,12 @@ int fr_model_load_buffer(const void *buf, size_t len, fr_model **out, char *err,
             w->peephole = d0->peepholes ? peep : NULL;
             w->projection = P > 0 ? proj : NULL;
             w->proj_ld = P > 0 ? (ptrdiff_t)Pp : 0;
+            if (frozen) {
+                fr_pack_recurrent(&m->layers[k], w, frozen_rec);
+                w->recurrent_packed = frozen_rec;
+            }
         }
+        m->layers[k].packed_recurrent = frozen != 0;
     }
     free(plain);
     *out = m;

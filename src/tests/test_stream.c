@@ -122,6 +122,9 @@ static void forward_case(fr_cell cell, int ra, fr_dtype dt, int I, int H, int L,
     if (rc != FR_OK) { printf("  %s\n", err); free(img); tm_free(&tm); return; }
     check(fr_model_num_layers(m) == L && fr_model_layer(m, L - 1)->input_size == (L > 1 ? D * H : I)
           && fr_model_layer(m, L) == NULL, "model descriptors");
+    /* loaded float models carry frozen recurrent weights (fr_pack_recurrent at load) */
+    check(fr_model_layer(m, 0)->packed_recurrent == 1 && fr_model_layer(m, L - 1)->packed_recurrent == 1,
+          "loaded model: recurrent weights packed once");
     /* the same bytes through a file */
     FILE *f = fopen("build/test_stream.frnn", "wb");  /* relative to src/, where make runs it */
     check(f != NULL, "create build/test_stream.frnn (run from src/)");
