@@ -83,7 +83,7 @@ def run(args, prog="fastrnn bench", error=None):
                 error(message)
             print(f"{prog}: {message}", file=sys.stderr)
             return 2
-    if args.plot and args.suite in ("dropin", "quantized"):  # before asking for matplotlib
+    if args.plot and args.suite in ("dropin", "quantized", "pipeline"):  # before matplotlib
         print(f"{prog}: --plot is not available for the {args.suite} suite", file=sys.stderr)
         return 2
     if args.plot:
@@ -103,6 +103,9 @@ def run(args, prog="fastrnn bench", error=None):
         return _run_dropin(args, threads, repeats, prog)
     if args.suite == "quantized":
         return _run_quantized(args, threads, repeats, prog)
+    if args.suite == "pipeline":
+        from fastrnn.bench import pipeline
+        return _run_own_suite(args, threads, repeats, prog, pipeline, pipeline.run_pipeline)
     cases = suites.select(args.suite, quick=args.quick)
     doc = runner.run_benchmark(cases, threads, dtype=args.dtype, repeats=repeats,
                                min_time=0.01 if args.quick else 0.02,

@@ -48,6 +48,13 @@ def summary_cells(doc):
     and quantized suites a dict of their own ratios."""
     summary = doc.get("summary")
     suite = doc.get("settings", {}).get("suite", "?")
+    if suite == "pipeline":  # slowdowns next to other runtimes, not ratios against peers
+        rows = summary or []
+        worst = max((r["vs_one_thread"] for r in rows), default=None)
+        return [(suite, "-" if worst is None else
+                 f"after a neighbour vs 1 thread alone: worst {worst:.2f}x; targets met "
+                 f"{sum(r['meets_one_thread'] for r in rows)}/{len(rows)} (vs 1 thread), "
+                 f"{sum(r['meets_alone'] for r in rows)}/{len(rows)} (vs alone)")]
     quick = " (quick)" if doc.get("settings", {}).get("quick") else ""
     if isinstance(summary, list):
         by_suite = {}

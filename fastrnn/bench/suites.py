@@ -121,8 +121,9 @@ SUITES = {"embedded": _embedded, "server": _server, "batch": _batch, "training":
           "masked": _masked, "variants": _variants}
 # "dropin" times whole PyTorch / Keras models (fastrnn.bench.dropin), not layer cases: it is
 # not part of "all" and needs torch (and Keras for its Keras rows). "quantized" times int8
-# layers against float32 and the peers' own quantized LSTMs (fastrnn.bench.quantized).
-SUITE_CHOICES = ("quick-default", *SUITES, "all", "dropin", "quantized")
+# layers against float32 and the peers' own quantized LSTMs (fastrnn.bench.quantized);
+# "pipeline" times fastrnn right after other runtimes' ops (fastrnn.bench.pipeline).
+SUITE_CHOICES = ("quick-default", *SUITES, "all", "dropin", "quantized", "pipeline")
 
 
 def select(suite, quick=False):
@@ -134,6 +135,8 @@ def select(suite, quick=False):
         raise ValueError("the dropin suite times whole models: see fastrnn.bench.dropin")
     if suite == "quantized":
         raise ValueError("the quantized suite has its own cases: see fastrnn.bench.quantized")
+    if suite == "pipeline":
+        raise ValueError("the pipeline suite has its own cases: see fastrnn.bench.pipeline")
     names = list(SUITES) if suite in ("all", "quick-default") else [suite]
     cases = [c for n in names for c in SUITES[n]()]
     if quick or suite == "quick-default":
