@@ -66,10 +66,53 @@ def get_num_threads():
     return n
 
 
+# Threaded runtimes whose idle workers may keep spinning on the cores fastrnn's threads use
+# (README, "Running next to other runtimes"): shared-library names as they appear in
+# /proc/self/maps.
+_OPENMP_LIBS = ("libgomp", "libiomp5", "libomp")
+
+
+def _loaded_libraries(maps_path="/proc/self/maps"):
+    """Paths of the shared libraries mapped into this process (Linux); [] where unknown."""
+    try:
+        with open(maps_path) as f:
+            paths = {line.split(None, 5)[5].strip() for line in f if len(line.split(None, 5)) == 6}
+    except OSError:
+        return []
+    return sorted(p for p in paths if ".so" in os.path.basename(p))
+
+
+def runtime_warnings(libraries=None, modules=None):
+    """Warnings about other threaded runtimes in this process that can slow fastrnn's
+    multi-threaded calls, or that fastrnn's threads can slow: another OpenMP runtime next to
+    fastrnn's own, ONNX Runtime or OpenVINO imported. Detected from the libraries mapped into
+    the process (Linux) and the imported modules; their settings cannot be read, so these say
+    what to check. numpy's BLAS is always there (and threaded): the README says what it costs
+    instead. [] with one thread."""
+    libraries = _loaded_libraries() if libraries is None else libraries
+    modules = sys.modules if modules is None else modules
+    if get_num_threads() < 2:
+        return []
+    names = [os.path.basename(p) for p in libraries]
+    out = []
+    omp = sorted({n for n in names if n.startswith(_OPENMP_LIBS)})
+    if len(omp) > 1:
+        out.append(f"{len(omp)} OpenMP runtimes in this process ({', '.join(omp)}): each has its "
+                   "own threads, which spin after a call unless OMP_WAIT_POLICY=PASSIVE")
+    if "onnxruntime" in modules:
+        out.append("onnxruntime is imported: its sessions spin after each run unless "
+                   "session.intra_op.allow_spinning is '0'")
+    if "openvino" in modules:
+        out.append("openvino is imported: give it and fastrnn threads that add up to the cores")
+    return out
+
+
 def show_config(file=None):
     """Print the build and runtime configuration: version of the package and of its C core,
     Python, the machine's architecture, compiler, OpenMP (and its version), the kernel variant in use and those the CPU
-    offers, the thread count, OMP_NUM_THREADS and FASTRNN_ISA (`fastrnn config` prints the same).
+    offers, the thread count, OMP_NUM_THREADS, FASTRNN_ISA and OMP_WAIT_POLICY, and warnings
+    about other threaded runtimes in the process (`runtime_warnings`; `fastrnn config` prints
+    the same).
 
     Args:
         file: a text stream to print to; None = sys.stdout.
@@ -93,5 +136,7 @@ def show_config(file=None):
         f"  threads:         {get_num_threads()}"
         f" (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})",
         f"  FASTRNN_ISA:     {os.environ.get('FASTRNN_ISA', 'unset')}",
+        f"  OMP_WAIT_POLICY: {os.environ.get('OMP_WAIT_POLICY', 'unset')}",
     ]
+    lines += [f"  warning:         {w}" for w in runtime_warnings()]
     print("\n".join(lines), file=file)
