@@ -74,5 +74,6 @@ def test_cli_runs_the_suite_and_refuses_plot(monkeypatch, tmp_path, capsys):
     assert json.loads(out.read_text())["settings"]["suite"] == "pipeline"
     assert "fastrnn after another runtime's op" in capsys.readouterr().out
     assert bench_main(["--suite", "pipeline", "--plot", str(tmp_path / "p.png")]) == 2
+    assert bench_main(["--suite", "pipeline", "--dtype", "float64"]) == 2  # float32 layers only
     with pytest.raises(ValueError, match="own cases"):
         suites.select("pipeline")

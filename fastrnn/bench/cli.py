@@ -105,6 +105,10 @@ def run(args, prog="fastrnn bench", error=None):
         return _run_quantized(args, threads, repeats, prog)
     if args.suite == "pipeline":
         from fastrnn.bench import pipeline
+        if args.dtype != "float32":
+            print(f"{prog}: the pipeline suite runs float32 layers (--dtype float32)",
+                  file=sys.stderr)
+            return 2
         return _run_own_suite(args, threads, repeats, prog, pipeline, pipeline.run_pipeline)
     cases = suites.select(args.suite, quick=args.quick)
     doc = runner.run_benchmark(cases, threads, dtype=args.dtype, repeats=repeats,

@@ -185,13 +185,15 @@ typedef struct qkernel_entry {
     int (*cpu_ok)(void);
 } qkernel_entry;
 
+#ifndef FR_STREAM_ONLY
 static int always(void) { return 1; }
+#endif
 
 static const qkernel_entry *qkernel_table(size_t *n)
 {
 #ifdef FR_STREAM_ONLY  /* no reduced-precision kernels in this build */
-    static const qkernel_entry table[] = {{{"none", NULL, NULL, 0, 0}, -1, FR_ISA_BASELINE, always}};
     *n = 0;
+    return NULL;
 #else
     static const qkernel_entry table[] = {
 #ifdef FR_HAVE_AVX2_BUILD
@@ -216,8 +218,8 @@ static const qkernel_entry *qkernel_table(size_t *n)
          FR_WEIGHTS_BF16, FR_ISA_BASELINE, always},
     };
     *n = sizeof table / sizeof table[0];
-#endif
     return table;
+#endif
 }
 
 /* The best variant of a format at the selected ISA: VNNI / BF16 where AVX-512 is selected and

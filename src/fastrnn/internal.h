@@ -23,15 +23,32 @@
 #define FR_SIMD_BYTES FR_VEC_BYTES
 #endif
 
-/* acc += b * a for a vector b and a scalar a, one fused multiply-add per lane wherever the
- * target has FMA. gcc fuses the plain expression itself (the build sets -ffp-contract=fast),
- * except for float vectors on armv7: NEON flushes denormals, so gcc computes them on scalar VFP
- * registers unless told -funsafe-math-optimizations; there the float32 kernels (FR_F32 defined
- * by the including file) name NEON's vfma. */
+/* The float32 epilogue lane of one SIMD register (kernels_impl.h, stream_kernels.h; the AVX-512
+ * kernels use a panel-wide one): activations.h's 4- or 8-wide vectors. */
+#if FR_SIMD_BYTES == 16
+#define FR_SIMD_LANE_F32 fr_f32x4
+#define FR_SIMD_VTANH_F32 fr_vtanh_f32x4
+#define FR_SIMD_VSIGMOID_F32 fr_vsigmoid_f32x4
+#else
+#define FR_SIMD_LANE_F32 fr_f32x8
+#define FR_SIMD_VTANH_F32 fr_vtanh_f32x8
+#define FR_SIMD_VSIGMOID_F32 fr_vsigmoid_f32x8
+#endif
+
+/* acc += b * a for a kernel vector b and a scalar a (float or double), one fused multiply-add
+ * per lane wherever the target has FMA. gcc fuses the plain expression itself (the build sets
+ * -ffp-contract=fast), except for float vectors on armv7: NEON flushes denormals, so gcc
+ * computes them on scalar VFP registers unless told -funsafe-math-optimizations; there float32
+ * names NEON's vfma (both branches compile for both types; one is chosen by a's type). */
 #if defined(__ARM_NEON) && !defined(__aarch64__) && defined(__ARM_FEATURE_FMA)
 #include <arm_neon.h>
-#define FR_MADD_NEON(acc, b, a)                                                              \
-    ((acc) = (__typeof__(acc))vfmaq_f32((float32x4_t)(acc), (float32x4_t)(b), vdupq_n_f32(a)))
+#define FR_MADD(acc, b, a)                                                                   \
+    _Generic((a),                                                                           \
+        float: ((acc) = (__typeof__(acc))vfmaq_f32((float32x4_t)(acc), (float32x4_t)(b),     \
+                                                    vdupq_n_f32((float)(a)))),                 \
+        default: ((acc) += (b) * (a)))
+#else
+#define FR_MADD(acc, b, a) ((acc) += (b) * (a))
 #endif
 #define FR_MR 6             /* rows per micro-tile */
 #define FR_CHUNK_ROWS (4 * FR_MR) /* rows per gate-outer chunk of a step (forward_impl.inc) */

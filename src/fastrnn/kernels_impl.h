@@ -18,22 +18,16 @@
 #define FR_LANE fr_f32x16
 #define FR_LTANH fr_vtanh_f32x16
 #define FR_LSIGMOID fr_vsigmoid_f32x16
-#elif FR_SIMD_BYTES == 16  /* one NEON register */
-#define FR_LANE fr_f32x4
-#define FR_LTANH fr_vtanh_f32x4
-#define FR_LSIGMOID fr_vsigmoid_f32x4
 #else
-#define FR_LANE fr_f32x8
-#define FR_LTANH fr_vtanh_f32x8
-#define FR_LSIGMOID fr_vsigmoid_f32x8
+#define FR_LANE FR_SIMD_LANE_F32
+#define FR_LTANH FR_SIMD_VTANH_F32
+#define FR_LSIGMOID FR_SIMD_VSIGMOID_F32
 #endif
 #define FR_INT8 1  /* float32 layers also run int8 weights (forward_impl.inc) */
-#define FR_F32 1
 #include "forward_impl.inc"
 #include "backward_impl.inc"
 #include "proj_impl.inc"
 #undef FR_INT8
-#undef FR_F32
 #undef FR_T
 #undef FR_NAME
 #undef FR_TANH

@@ -8,21 +8,13 @@
 #define FR_CAT3(a, b, c) FR_CAT3_(a, b, c)
 
 #define FR_T float
-#define FR_F32 1
 #define FR_NAME(x) FR_CAT3(x, f32, FR_ISA)
 #define FR_TANH fr_tanh_f32
 #define FR_SIGMOID fr_sigmoid_f32
-#if FR_SIMD_BYTES == 16  /* one NEON register */
-#define FR_LANE fr_f32x4
-#define FR_LTANH fr_vtanh_f32x4
-#define FR_LSIGMOID fr_vsigmoid_f32x4
-#else
-#define FR_LANE fr_f32x8
-#define FR_LTANH fr_vtanh_f32x8
-#define FR_LSIGMOID fr_vsigmoid_f32x8
-#endif
+#define FR_LANE FR_SIMD_LANE_F32
+#define FR_LTANH FR_SIMD_VTANH_F32
+#define FR_LSIGMOID FR_SIMD_VSIGMOID_F32
 #include "stream_impl.inc"
-#undef FR_F32
 #undef FR_T
 #undef FR_NAME
 #undef FR_TANH
