@@ -53,22 +53,22 @@ OPENMP_TEST = textwrap.dedent("""
 """)
 
 
-def _is_x86_64():
-    """Whether the wheel is for x86-64 (its AVX2 / AVX-512 kernels are built then): the target,
-    not the build machine, which differ when cibuildwheel cross-builds macOS x86_64 on arm64
-    (it sets _PYTHON_HOST_PLATFORM=macosx-*-x86_64)."""
+def _target_machine():
+    """The machine the wheel is for, lower case: the target, not the build machine, which
+    differ when cibuildwheel cross-builds macOS x86_64 on arm64 (it sets
+    _PYTHON_HOST_PLATFORM=macosx-*-x86_64)."""
     host = os.environ.get("_PYTHON_HOST_PLATFORM")
-    if host:
-        return host.endswith(("x86_64", "amd64"))
-    return platform.machine().lower() in ("x86_64", "amd64")
+    return (host.rsplit("-", 1)[-1] if host else platform.machine()).lower()
+
+
+def _is_x86_64():
+    """Whether the AVX2 / AVX-512 kernels are built (x86-64 targets)."""
+    return _target_machine() in ("x86_64", "amd64")
 
 
 def _is_aarch64():
-    """Whether the wheel is for AArch64 (its dot-product int8 kernel is built then)."""
-    host = os.environ.get("_PYTHON_HOST_PLATFORM")
-    if host:
-        return host.endswith(("aarch64", "arm64"))
-    return platform.machine().lower() in ("aarch64", "arm64")
+    """Whether the dot-product int8 kernel is built (AArch64 targets)."""
+    return _target_machine() in ("aarch64", "arm64")
 
 
 def _probe_openmp(compiler):

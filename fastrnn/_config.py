@@ -76,7 +76,8 @@ def _loaded_libraries(maps_path="/proc/self/maps"):
     """Paths of the shared libraries mapped into this process (Linux); [] where unknown."""
     try:
         with open(maps_path) as f:
-            paths = {line.split(None, 5)[5].strip() for line in f if len(line.split(None, 5)) == 6}
+            fields = [line.split(None, 5) for line in f]
+        paths = {parts[5].strip() for parts in fields if len(parts) == 6}
     except OSError:
         return []
     return sorted(p for p in paths if ".so" in os.path.basename(p))
@@ -109,10 +110,10 @@ def runtime_warnings(libraries=None, modules=None):
 
 def show_config(file=None):
     """Print the build and runtime configuration: version of the package and of its C core,
-    Python, the machine's architecture, compiler, OpenMP (and its version), the kernel variant in use and those the CPU
-    offers, the thread count, OMP_NUM_THREADS, FASTRNN_ISA and OMP_WAIT_POLICY, and warnings
-    about other threaded runtimes in the process (`runtime_warnings`; `fastrnn config` prints
-    the same).
+    Python, the machine's architecture, compiler, OpenMP (and its version), the kernel variant
+    in use and those the CPU offers, the thread count, OMP_NUM_THREADS, FASTRNN_ISA and
+    OMP_WAIT_POLICY, and warnings about other threaded runtimes in the process
+    (`runtime_warnings`; `fastrnn config` prints the same).
 
     Args:
         file: a text stream to print to; None = sys.stdout.
