@@ -1,5 +1,6 @@
 """The `fastrnn` command (also `python -m fastrnn`): `fastrnn bench`, `fastrnn demo`,
-`fastrnn config`, `fastrnn inspect FILE`, `fastrnn convert FILE -o OUT`.
+`fastrnn config`, `fastrnn inspect FILE`, `fastrnn convert FILE -o OUT`,
+`fastrnn predict MODEL INPUT -o OUTPUT`.
 
 Exit status: 0 on success, 1 when the work failed (a file that cannot be read or written, a
 benchmark peer that disagreed), 2 for a command line that is wrong (argparse's convention).
@@ -9,11 +10,13 @@ import os
 import re
 import sys
 
-COMMANDS = ("bench", "demo", "config", "inspect", "convert")
+COMMANDS = ("bench", "demo", "config", "inspect", "convert", "predict")
 # Library messages as the command line words them: keyword arguments become flags
 _CLI_WORDING = ((re.compile(r"\bname=(\.\.\.)?(?![\w'\"])"), "--name NAME"),
                 (re.compile(r"\bformat=(\.\.\.)?(?![\w'\"])"), "--format FORMAT"),
                 (re.compile(r"\bsequence_lens=True\b"), "--sequence-lens"),
+                (re.compile(r"\bresume=True\b"), "--resume"),
+                (re.compile(r"\bcolumn=\.\.\."), "--column COLUMN"),
                 # a Python-only way out, which the command line does not have
                 (re.compile(r",? or load them all with fastrnn\.load_all\(\)"), ""),
                 # a Python list of names, ['enc', 'dec'], as the list it is: enc, dec
@@ -73,6 +76,7 @@ def build_parser():
     convert.add_argument("--sequence-lens", action="store_true",
                          help="onnx only: give the graph an int32 (batch,) sequence_lens input "
                          "for ragged batches")
+    _add_predict(commands)
     for command_parser in commands.choices.values():  # each command reports its own misuse
         command_parser.set_defaults(usage_error=command_parser.error)
     return parser
@@ -98,7 +102,128 @@ def main(argv=None):
         from . import show_config
         show_config()
         return 0
+    if args.command == "predict":
+        return _predict_command(args)
     return _io_command(args)
+
+
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _add_predict(commands):
+    predict = commands.add_parser(
+        "predict", help="score a Parquet data set of sequences with a model",
+        description="Score every row of a Parquet file or directory of them with a model "
+        "(any file `fastrnn inspect` reads; a file with several recurrent layers runs them as "
+        "a stack unless --name picks one) and write OUTPUT, a directory of Parquet part files "
+        "with the id, the output and an error for each row (null unless the row is bad). The "
+        "input is streamed in chunks; rows of similar length are batched together to cut "
+        "padding. A bad row (wrong feature size, NaN, an empty sequence) is reported with its "
+        "id and the job goes on unless --strict. Needs pyarrow: pip install "
+        "\"fastrnn[predict]\".")
+    predict.add_argument("model", metavar="MODEL", help="the model file")
+    predict.add_argument("input", metavar="INPUT", help="a Parquet file or a directory of them")
+    predict.add_argument("-o", "--output", metavar="OUTPUT", required=True,
+                         help="the directory to write (empty or absent, unless --resume)")
+    predict.add_argument("--column", metavar="COLUMN",
+                         help="the sequence column: a list of per-step vectors, a fixed-size "
+                         "array or a fixed-shape tensor (default: the only such column)")
+    predict.add_argument("--id-column", metavar="COLUMN",
+                         help="the column identifying rows, copied to the output (default: "
+                         "the input row number, as a column 'row')")
+    predict.add_argument("--reduce", choices=("last", "all"), default="last",
+                         help="last: the output at each row's last valid step (default); "
+                         "all: the outputs of every valid step, a list per row")
+    predict.add_argument("--name", metavar="NAME",
+                         help="the one layer to run when MODEL holds several (`fastrnn "
+                         "inspect MODEL` lists them); default: all of them as a stack")
+    predict.add_argument("--batch-size", type=_positive, default=64, metavar="N",
+                         help="rows per call of the model (default 64)")
+    predict.add_argument("--chunk-rows", type=_positive, default=4096, metavar="N",
+                         help="rows read, length-grouped and written per part file (default "
+                         "4096)")
+    predict.add_argument("--no-grouping", action="store_true",
+                         help="batch rows in input order instead of by length (more padding, "
+                         "the same results)")
+    predict.add_argument("--strict", action="store_true",
+                         help="stop at the first bad row (exit status 1)")
+    predict.add_argument("--resume", action="store_true",
+                         help="continue an interrupted run into the same OUTPUT: finished "
+                         "chunks are kept, no row is written twice")
+    predict.add_argument("--engine", choices=("local", "ray", "dask"), default="local",
+                         help="where chunks are scored: local (this process, default), ray or "
+                         "dask (worker processes, each loading the model once)")
+    predict.add_argument("--workers", type=_positive, metavar="N",
+                         help="ray / dask: worker processes (default 2)")
+    predict.add_argument("--threads", type=_positive, metavar="N",
+                         help="fastrnn threads per worker (default: 1 on ray / dask, "
+                         "fastrnn's setting locally)")
+    predict.add_argument("--address", metavar="ADDRESS",
+                         help="ray / dask: the cluster to use (default: start a local one)")
+    predict.add_argument("--no-progress", action="store_true",
+                         help="no progress bar or progress lines on stderr")
+
+
+_BAD_ROWS_SHOWN = 20  # bad rows printed one per line; the rest are counted
+
+
+def _predict_command(args):
+    from . import predict as P
+    prog = "fastrnn predict"
+    if args.engine == "local" and (args.workers or args.address):
+        args.usage_error("--workers and --address apply to --engine ray or dask")
+    shown = []
+
+    def on_bad_row(bad):
+        if len(shown) < _BAD_ROWS_SHOWN:
+            where = "" if args.id_column is None else f" (id {bad.id})"
+            print(f"{prog}: bad row {bad.row}{where}: {bad.reason}", file=sys.stderr)
+        shown.append(bad)
+
+    progress = None if args.no_progress else P.Progress(sys.stderr)
+    try:
+        report = P.predict_parquet(
+            args.model, args.input, args.output, column=args.column, id_column=args.id_column,
+            reduce=args.reduce, batch_size=args.batch_size, chunk_rows=args.chunk_rows,
+            group=not args.no_grouping, strict=args.strict, resume=args.resume,
+            engine=args.engine, workers=args.workers, threads=args.threads,
+            address=args.address, name=args.name, progress=progress, on_bad_row=on_bad_row)
+    except KeyboardInterrupt:
+        if progress is not None:
+            progress.finish()
+        print(f"{prog}: interrupted; finished chunks are kept in {args.output} (--resume "
+              "continues)", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, KeyError, ImportError, OSError) as exc:
+        if progress is not None:
+            progress.finish()
+        plain = (args.model, args.input, args.output, args.name, args.column, args.id_column)
+        print(f"{prog}: {cli_message(exc, plain)}", file=sys.stderr)
+        return 1
+    if progress is not None:
+        progress.finish()
+    if len(shown) > _BAD_ROWS_SHOWN:
+        print(f"{prog}: ... {len(shown) - _BAD_ROWS_SHOWN} more bad rows (their ids and reasons "
+              f"are in the output's error column)", file=sys.stderr)
+    print(_predict_summary(report))
+    return 0
+
+
+def _predict_summary(report):
+    s = report.stats
+    rate = report.new_rows / report.seconds if report.seconds else 0.0
+    resumed = f", {report.resumed_chunks} chunks from before kept" if report.resumed_chunks else ""
+    return (f"wrote {report.output}: {s.rows:,} rows ({s.rows - s.bad_rows:,} scored, "
+            f"{s.bad_rows:,} bad){resumed}; padding {s.padding_ratio:.1%} of the steps computed "
+            f"({s.ungrouped_padding_ratio:.1%} without length grouping); "
+            f"{len(report.parts)} part files in {report.seconds:.1f} s ({rate:,.0f} rows/s)")
 
 
 def _io_command(args):
