@@ -52,13 +52,18 @@ class BadRowError(ValueError):
     """A row that cannot be scored, raised with `strict=True`: `.row_id`, `.row`, `.reason`."""
 
     def __init__(self, row_id, row, reason):
-        super().__init__(f"row {row} (id {row_id!r}): {reason}")
+        where = f"id {row_id!r}" if row is None else f"row {row} (id {row_id!r})"
+        super().__init__(f"{where}: {reason}")
         self.row_id, self.row, self.reason = row_id, row, reason
+
+    def __reduce__(self):  # engines send it back from their workers
+        return type(self), (self.row_id, self.row, self.reason)
 
 
 @dataclass(frozen=True)
 class BadRow:
-    """A row reported instead of scored: its id, its input row number and why."""
+    """A row reported instead of scored: its id, its input row number (None where the
+    engine does not know it: Ray and Dask batches) and why."""
     id: object
     row: int
     reason: str
@@ -234,6 +239,14 @@ class ModelSource:
         return f"ModelSource({where}, digest {self.digest[:12]})"
 
 
+def as_source(model, *, name=None):
+    """`model` itself when it is a `ModelSource` (and no name), else `ModelSource(model,
+    name=name)`."""
+    if isinstance(model, ModelSource) and name is None:
+        return model
+    return ModelSource(model, name=name)
+
+
 def _layers_of(io, source, name):
     if name is not None and name != "stack":
         return [io.load(source, name=name, freeze=True)]
@@ -259,7 +272,7 @@ def load_model(model, *, name=None):
     if _is_layer(model) or (isinstance(model, (list, tuple)) and model
                             and all(_is_layer(m) for m in model)):
         return Model(model)
-    return ModelSource(model, name=name).load()
+    return as_source(model, name=name).load()
 
 
 _LOADED = {}  # digest -> Model: one load per process, however many tasks it runs
@@ -495,7 +508,7 @@ def predict_table(model, table, *, column=None, id_column=None, reduce="last", b
         group: batch rows of similar length together (less padding; the same results).
         strict: raise `BadRowError` at the first bad row instead of reporting it.
         first_row: the input row number of the table's first row (for "row" ids and
-            reports).
+            reports); None: unknown (an engine's batch), which needs `id_column`.
 
     Returns:
         (result, bad_rows, stats): `result` a table with the id column, "output" (null for a
@@ -514,11 +527,13 @@ def predict_table(model, table, *, column=None, id_column=None, reduce="last", b
         table = pa.Table.from_batches([table])
     column = choose_column(table.schema, column, id_column)
     n = table.num_rows
+    if id_column is None and first_row is None:
+        raise ValueError("id_column is required when the rows' numbers are unknown")
     ids = table.column(id_column) if id_column is not None else \
         pa.array(np.arange(first_row, first_row + n, dtype=np.int64))
     seqs = decode_sequences(table.column(column), model.input_size, model.dtype)
-    bad_rows = [BadRow(ids[r].as_py(), first_row + r, why) for r, why in
-                sorted(seqs.reasons.items())]
+    bad_rows = [BadRow(ids[r].as_py(), None if first_row is None else first_row + r, why)
+                for r, why in sorted(seqs.reasons.items())]
     if strict and bad_rows:
         raise BadRowError(bad_rows[0].id, bad_rows[0].row, bad_rows[0].reason)
     good = np.flatnonzero(seqs.lengths > 0)
@@ -770,7 +785,7 @@ def predict_parquet(model, input, output, *, column=None, id_column=None, reduce
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
     began = time.perf_counter()
-    source = ModelSource(model, name=name)
+    source = as_source(model, name=name)
     files = parquet_files(input)
     schema = pa.parquet.read_schema(files[0])
     column = choose_column(schema, column, id_column)
@@ -935,7 +950,7 @@ def _clock(seconds):
 
 
 __all__ = ["Model", "ModelSource", "BadRow", "BadRowError", "ScoreStats", "PredictReport",
-           "Progress", "Chunk", "Sequences", "load_model", "cached_model", "predict_table",
+           "Progress", "Chunk", "Sequences", "as_source", "load_model", "cached_model", "predict_table",
            "predict_parquet", "decode_sequences", "choose_column", "sequence_columns",
            "plan_batches", "plan_chunks", "read_chunks", "padded_steps", "pad_batch",
            "parquet_files", "output_type", "output_schema", "require_pyarrow"]

@@ -1,0 +1,184 @@
+"""Batch scoring on Ray (`pip install "fastrnn[ray]"`): Ray Data and `fastrnn predict
+--engine ray`.
+
+    import ray, fastrnn.ray
+    ds = ray.data.read_parquet("s3://bucket/sequences/")
+    scores = fastrnn.ray.predict(ds, "model.npz", id_column="id", concurrency=8, num_cpus=2)
+    scores.write_parquet("s3://bucket/scores/")
+
+Each actor loads the model once (from the model file's bytes, sent with the actor's
+constructor, not with every batch) and runs fastrnn with as many threads as the CPUs Ray
+gives it. The batching, checks and outputs are `fastrnn.predict.predict_table`'s: the same
+bits as one local call per row; a bad row gets its reason in the "error" column.
+"""
+import numpy as np
+
+from .predict import as_source, cached_model, predict_table
+
+INSTALL_HINT = 'pip install "fastrnn[ray]"'
+
+
+def _ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"the ray engine needs Ray Data, which is not installed: {INSTALL_HINT}"
+                          ) from exc
+    return ray
+
+
+class Predictor:
+    """A callable class for `ray.data.Dataset.map_batches(batch_format="pyarrow")`: one
+    instance per actor, the model loaded once in its constructor.
+
+    Args:
+        model: a model file (path or bytes: what `fastrnn.load` reads; several recurrent
+            layers run as a stack), a layer or layers, or a `fastrnn.predict.ModelSource`.
+        column, id_column, reduce, batch_size, group, strict: as for
+            `fastrnn.predict.predict_table` (`id_column` is required: Ray Data has no global
+            row numbers).
+        threads: fastrnn threads in this actor; match the actor's num_cpus.
+        name: the layer of a model file with several to run alone.
+
+    Example:
+        >>> ds.map_batches(Predictor, fn_constructor_kwargs={"model": "model.npz",
+        ...     "id_column": "id", "threads": 2}, batch_format="pyarrow", concurrency=4,
+        ...     num_cpus=2)
+    """
+
+    def __init__(self, model, *, column=None, id_column=None, reduce="last", batch_size=64,
+                 group=True, strict=False, threads=1, name=None):
+        from . import set_num_threads
+        if id_column is None:
+            raise ValueError("id_column is required on Ray: its batches carry no row numbers")
+        set_num_threads(int(threads))
+        self.model = cached_model(as_source(model, name=name))
+        self.options = dict(column=column, id_column=id_column, reduce=reduce,
+                            batch_size=batch_size, group=group, strict=strict)
+
+    def __call__(self, batch):
+        """Score one batch (a `pyarrow.Table`): id, output, error per row."""
+        table, _, _ = predict_table(self.model, batch, first_row=None, **self.options)
+        return table
+
+
+def predict(dataset, model, *, column=None, id_column=None, reduce="last", batch_size=64,
+            group=True, strict=False, concurrency=None, num_cpus=1, rows_per_batch=4096,
+            name=None):
+    """Score a Ray Dataset of sequences: a lazy Dataset with the id column, "output" and
+    "error" (null unless the row is bad) for each row.
+
+    Args:
+        dataset: a `ray.data.Dataset` with a sequence column and an id column.
+        model: as for `Predictor`; a path is read once here and its bytes go to each actor.
+        column, id_column, reduce, batch_size, group, strict: as for `Predictor`.
+        concurrency: actors (an int, or (min, max) to autoscale); None: the CPUs Ray has
+            divided by num_cpus.
+        num_cpus: CPUs per actor; fastrnn runs that many threads in each.
+        rows_per_batch: rows per `map_batches` batch (the window of length grouping).
+        name: the layer of a model file with several to run alone.
+
+    Raises:
+        ImportError: Ray Data is not installed.
+        ValueError: no id_column.
+
+    Example:
+        >>> fastrnn.ray.predict(ray.data.read_parquet("seqs/"), "model.npz", id_column="id")
+    """
+    ray = _ray()
+    if id_column is None:
+        raise ValueError("id_column is required on Ray: its batches carry no row numbers")
+    source = as_source(model, name=name)
+    if concurrency is None:
+        cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else 1
+        concurrency = max(1, cpus // max(1, int(np.ceil(num_cpus))))
+    return dataset.map_batches(
+        Predictor, batch_format="pyarrow", batch_size=rows_per_batch,
+        fn_constructor_kwargs=dict(model=source, column=column, id_column=id_column,
+                                   reduce=reduce, batch_size=batch_size, group=group,
+                                   strict=strict, threads=max(1, int(num_cpus))),
+        concurrency=concurrency, num_cpus=num_cpus)
+
+
+class _ChunkWorker:
+    """An actor of `fastrnn predict --engine ray`: the model loaded once, then chunks."""
+
+    def __init__(self, source, threads):
+        from . import set_num_threads
+        set_num_threads(threads)
+        self.model = cached_model(source)
+
+    def score(self, table, first_row, options):
+        return predict_table(self.model, table, first_row=first_row, **options)
+
+    def pid(self):
+        import os
+        return os.getpid()
+
+
+class ChunkPool:
+    """The actors `fastrnn.predict.predict_parquet(engine="ray")` sends its chunks to.
+
+    Actors are restarted by Ray when their process dies, and the chunks they held are run
+    again (max_restarts / max_task_retries), so a lost worker costs time, not rows.
+
+    Args:
+        source: a `fastrnn.predict.ModelSource`.
+        workers: actors.
+        threads: CPUs and fastrnn threads per actor.
+        address: the Ray cluster (None: the one this process is connected to, or a new local
+            one with workers * threads CPUs).
+    """
+
+    def __init__(self, source, *, workers=2, threads=1, address=None):
+        ray = _ray()
+        self.ray = ray
+        self.started = not ray.is_initialized()
+        if self.started:
+            ray.init(address=address, num_cpus=None if address else workers * threads,
+                     include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        actor = ray.remote(num_cpus=threads, max_restarts=-1, max_task_retries=-1)(
+            _ChunkWorker)
+        # the model's bytes go with each actor's constructor: a restarted actor loads them
+        # again without depending on an object that may have been lost with a node
+        self.actors = [actor.remote(source, threads) for _ in range(workers)]
+
+    def run(self, chunks, options, in_flight=2):
+        """Yield (chunk, predict_table's result) as actors finish them; at most `in_flight`
+        chunks queued per actor, so reading keeps just ahead of scoring."""
+        ray = self.ray
+        free = [a for a in self.actors for _ in range(in_flight)]
+        pending, chunks = {}, iter(chunks)
+        exhausted = False
+        while True:
+            while free and not exhausted:
+                item = next(chunks, None)
+                if item is None:
+                    exhausted = True
+                    break
+                chunk, table = item
+                actor = free.pop(0)
+                pending[actor.score.remote(table, chunk.row, options)] = (chunk, actor)
+            if not pending:
+                return
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            chunk, actor = pending.pop(ref)
+            free.append(actor)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayTaskError as exc:
+                cause = getattr(exc, "cause", None)
+                raise (cause if isinstance(cause, Exception) else exc) from None
+            yield chunk, result
+
+    def close(self):
+        """Stop the actors, and Ray itself if this pool started it."""
+        for actor in self.actors:
+            self.ray.kill(actor)
+        if self.started:
+            self.ray.shutdown()
+
+
+__all__ = ["Predictor", "predict", "ChunkPool", "INSTALL_HINT"]
