@@ -761,7 +761,9 @@ def predict_parquet(model, input, output, *, column=None, id_column=None, reduce
         chunk_rows: rows per chunk: the unit of work, of resuming and of length grouping.
         resume: continue the run recorded in `output` (same input, model and settings).
         engine: "local" (this process, fastrnn's threads), "ray" or "dask" (chunks scored by
-            the engine's workers, each loading the model once).
+            the engine's workers, each loading the model once), or an open
+            `fastrnn.ray.ChunkPool` / `fastrnn.dask.ChunkPool` to reuse across runs (left
+            open; its model is the one it was made with).
         workers: ray / dask: worker processes (default 2); local: ignored.
         threads: fastrnn threads per worker (default: fastrnn's setting locally, 1 per worker
             on ray / dask).
@@ -780,7 +782,8 @@ def predict_parquet(model, input, output, *, column=None, id_column=None, reduce
     """
     pa = require_pyarrow()
     _check_options(reduce, batch_size)
-    if engine not in ENGINES:
+    if isinstance(engine, str) and engine not in ENGINES or \
+            not isinstance(engine, str) and not hasattr(engine, "run"):
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
@@ -859,6 +862,8 @@ class _executor:
         self.pool = None
 
     def __enter__(self):
+        if not isinstance(self.engine, str):
+            return self.engine.run  # an open pool: the caller's to close
         if self.engine == "local":
             return self._local
         if self.engine == "ray":
