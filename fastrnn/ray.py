@@ -65,7 +65,7 @@ class Predictor:
 
 def predict(dataset, model, *, column=None, id_column=None, reduce="last", batch_size=64,
             group=True, strict=False, concurrency=None, num_cpus=1, rows_per_batch=4096,
-            name=None):
+            name=None, predictor=None):
     """Score a Ray Dataset of sequences: a lazy Dataset with the id column, "output" and
     "error" (null unless the row is bad) for each row.
 
@@ -78,6 +78,11 @@ def predict(dataset, model, *, column=None, id_column=None, reduce="last", batch
         num_cpus: CPUs per actor; fastrnn runs that many threads in each.
         rows_per_batch: rows per `map_batches` batch (the window of length grouping).
         name: the layer of a model file with several to run alone.
+        predictor: the callable class to run: `Predictor` (default) or a subclass of it
+            (that post-processes its tables, say).
+
+    A dead actor is restarted and its batches rerun (max_restarts and max_task_retries
+    unlimited), so a lost worker costs time, not rows.
 
     Raises:
         ImportError: Ray Data is not installed.
@@ -94,11 +99,11 @@ def predict(dataset, model, *, column=None, id_column=None, reduce="last", batch
         cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else 1
         concurrency = max(1, cpus // max(1, int(np.ceil(num_cpus))))
     return dataset.map_batches(
-        Predictor, batch_format="pyarrow", batch_size=rows_per_batch,
+        predictor or Predictor, batch_format="pyarrow", batch_size=rows_per_batch,
         fn_constructor_kwargs=dict(model=source, column=column, id_column=id_column,
                                    reduce=reduce, batch_size=batch_size, group=group,
                                    strict=strict, threads=max(1, int(num_cpus))),
-        concurrency=concurrency, num_cpus=num_cpus)
+        concurrency=concurrency, num_cpus=num_cpus, max_restarts=-1, max_task_retries=-1)
 
 
 class _ChunkWorker:

@@ -152,10 +152,8 @@ def test_ray_data_survives_a_killed_worker(cluster, model_file, tmp_path):
     seqs = rows(120, rng)
     ids = [f"k{i}" for i in range(120)]
     ds = ray.data.from_arrow([table_of(seqs[i:i + 20], ids[i:i + 20]) for i in range(0, 120, 20)])
-    scored = ds.map_batches(KillOnce, fn_constructor_kwargs={"model": str(path),
-                                                             "id_column": "id"},
-                            batch_format="pyarrow", batch_size=10, concurrency=2, num_cpus=1,
-                            max_restarts=-1, max_task_retries=-1)
+    scored = fastrnn.ray.predict(ds, str(path), id_column="id", concurrency=2,
+                                 rows_per_batch=10, predictor=KillOnce)
     check(pa.concat_tables(ray.get(scored.to_arrow_refs())), seqs, ids, layer)
     assert os.path.exists(KillOnce.marker)
 
