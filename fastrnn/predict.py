@@ -399,29 +399,27 @@ def decode_sequences(array, input_size, dtype=np.float32):
     for r in np.flatnonzero(row_valid & (lengths == 0)):
         reasons[int(r)] = "empty sequence"
     values = np.asarray(flat.to_numpy(zero_copy_only=False), dtype)  # nulls become NaN
-    row_of_step = np.repeat(np.arange(n), lengths)
     if step_sizes is None or (step_sizes == input_size).all():
         values = values.reshape(-1, input_size)
     else:
-        ok = step_sizes == input_size
-        for r in np.unique(row_of_step[~ok]):
-            first = int(np.flatnonzero(~ok & (row_of_step == r))[0])
-            step = first - int(np.searchsorted(row_of_step, r))
-            size = step_sizes[first]
-            reasons[int(r)] = (f"step {step} is missing (null)" if size < 0 else
-                               f"step {step} has {size} features, the model expects "
-                               f"input_size={input_size}")
-        keep = np.repeat(np.isin(np.arange(n), list(reasons), invert=True), lengths)
-        offsets = np.cumsum(np.maximum(step_sizes, 0)) - np.maximum(step_sizes, 0)
+        wrong = step_sizes != input_size
+        row_starts = np.cumsum(lengths) - lengths
+        for r, step in _first_flagged_steps(wrong, lengths).items():
+            size = step_sizes[row_starts[r] + step]
+            reasons[r] = (f"step {step} is missing (null)" if size < 0 else
+                          f"step {step} has {size} features, the model expects "
+                          f"input_size={input_size}")
+        bad = np.zeros(n, bool)
+        bad[list(reasons)] = True
+        keep = ~np.repeat(bad, lengths)
+        sizes = np.maximum(step_sizes, 0)
+        offsets = np.cumsum(sizes) - sizes  # where each step's values begin in `values`
         values = values[offsets[keep][:, None] + np.arange(input_size)]
-        lengths = np.where(np.isin(np.arange(n), list(reasons)), 0, lengths)
-        row_of_step = np.repeat(np.arange(n), lengths)
+        lengths = np.where(bad, 0, lengths)
     finite = np.isfinite(values).all(axis=1)
     if not finite.all():
-        for r in np.unique(row_of_step[~finite]):
-            first = int(np.flatnonzero(~finite & (row_of_step == r))[0])
-            step = first - int(np.searchsorted(row_of_step, r))
-            reasons[int(r)] = f"NaN, infinite or missing value at step {step}"
+        for r, step in _first_flagged_steps(~finite, lengths).items():
+            reasons[r] = f"NaN, infinite or missing value at step {step}"
     if reasons:
         bad = np.zeros(n, bool)
         bad[list(reasons)] = True
@@ -429,6 +427,16 @@ def decode_sequences(array, input_size, dtype=np.float32):
         lengths = np.where(bad, 0, lengths)
     starts = np.cumsum(lengths) - lengths
     return Sequences(values, lengths, starts, reasons)
+
+
+def _first_flagged_steps(flagged, lengths):
+    """{row: index within the row of its first flagged step} for the rows with one; `flagged`
+    has one entry per step of rows laid out one after the other with `lengths`."""
+    steps = np.flatnonzero(flagged)
+    rows = np.repeat(np.arange(len(lengths)), lengths)[steps]
+    found, first = np.unique(rows, return_index=True)  # steps ascend, so the first is first
+    starts = np.cumsum(lengths) - lengths
+    return {int(r): int(steps[i] - starts[r]) for r, i in zip(found, first)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -667,6 +675,49 @@ def _file_chunks(path, wanted, columns, chunk_rows):
         yield wanted[index], pa.Table.from_batches(buffer)
 
 
+def read_ahead(items, depth=2):
+    """Iterate `items` from a background thread, up to `depth` items ahead: reading and
+    decompressing Parquet (which releases the GIL) overlaps with scoring. Errors are raised
+    where the item would have been; closing the iterator stops the thread."""
+    import queue
+    import threading
+    box = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(entry):
+        while not stop.is_set():
+            try:
+                box.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def fill():
+        try:
+            for item in items:
+                if not put((None, item)):
+                    return
+            put((None, end))
+        except BaseException as exc:  # handed to the consumer
+            put((exc, None))
+
+    thread = threading.Thread(target=fill, name="fastrnn-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            error, item = box.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 class _Manifest:
     """Finished chunks of an output directory, rewritten atomically after each part file."""
 
@@ -817,7 +868,7 @@ def predict_parquet(model, input, output, *, column=None, id_column=None, reduce
     parts = []
     with _executor(engine, source, workers, threads, address) as run:
         for chunk, (table, chunk_bad, chunk_stats) in run(
-                read_chunks(files, todo, columns, chunk_rows), options):
+                read_ahead(read_chunks(files, todo, columns, chunk_rows)), options):
             for bad in chunk_bad:
                 if on_bad_row is not None:
                     on_bad_row(bad)
@@ -957,5 +1008,5 @@ def _clock(seconds):
 __all__ = ["Model", "ModelSource", "BadRow", "BadRowError", "ScoreStats", "PredictReport",
            "Progress", "Chunk", "Sequences", "as_source", "load_model", "cached_model", "predict_table",
            "predict_parquet", "decode_sequences", "choose_column", "sequence_columns",
-           "plan_batches", "plan_chunks", "read_chunks", "padded_steps", "pad_batch",
+           "plan_batches", "plan_chunks", "read_chunks", "read_ahead", "padded_steps", "pad_batch",
            "parquet_files", "output_type", "output_schema", "require_pyarrow"]

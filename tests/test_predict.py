@@ -156,6 +156,20 @@ def test_bad_rows_are_reported_with_their_ids_and_the_others_scored():
     assert exc.value.row_id == "r1" and exc.value.row == 1
 
 
+def test_bad_steps_are_located_within_their_rows():
+    layer = fastrnn.GRU(2, 3, seed=2)
+    good = [[0.1, 0.2]] * 4
+    rows = [good, good[:3] + [[1.0]], good, good[:2] + [[float("nan"), 0.0]] + good,
+            [[1.0, 2.0, 3.0]] + good, good[:1]]
+    out, bad, _ = P.predict_table(layer, pa.table({"x": pa.array(rows)}), batch_size=2)
+    assert [(b.row, b.reason) for b in bad] == [
+        (1, "step 3 has 1 features, the model expects input_size=2"),
+        (3, "NaN, infinite or missing value at step 2"),
+        (4, "step 0 has 3 features, the model expects input_size=2")]
+    for i in (0, 2, 5):
+        assert_bitwise(outputs_of(out)[i], direct([layer], np.array(rows[i], np.float32)))
+
+
 def test_reduce_all_keeps_bad_rows_null():
     layer = fastrnn.GRU(2, 3, seed=1)
     rows = [[[1.0, 2.0], [0.0, 1.0]], [], [[1.0, 1.0]]]
@@ -522,3 +536,29 @@ def test_example_data_set_runs_through_the_command(tmp_path, capsys):
     table = pq.read_table(tmp_path / "scores")
     assert sorted(table.column("id").to_pylist()) == [f"seq-{i:07d}" for i in range(300)]
     assert table.schema.field("output").type.list_size == 64
+
+
+def test_read_ahead_keeps_order_passes_errors_and_stops_when_closed():
+    import threading
+    assert list(P.read_ahead(iter(range(50)), depth=3)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise OSError("disk gone")
+    it = P.read_ahead(failing())
+    assert next(it) == 1
+    with pytest.raises(OSError, match="disk gone"):
+        next(it)
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+    it = P.read_ahead(endless(), depth=2)
+    assert [next(it), next(it)] == [0, 1]
+    it.close()
+    assert not [t for t in threading.enumerate() if t.name == "fastrnn-read-ahead"]
+    assert len(produced) <= 5  # read at most depth ahead, then stopped
