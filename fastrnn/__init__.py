@@ -14,7 +14,8 @@ except ImportError as exc:  # say why, instead of Python's "partially initialize
     from ._missing_extension import explain
     raise explain(exc, __file__) from None
 
-from ._config import get_num_threads, set_num_threads, show_config
+from ._config import (get_contention, get_num_threads, reset_contention, set_num_threads,
+                      show_config)
 from ._phase import get_learning_phase, learning_phase, set_learning_phase
 from .layers import GRU, LSTM
 from .masks import mask_from_ids, mask_from_values
@@ -25,5 +26,5 @@ __all__ = [
     "LSTM", "GRU", "mask_from_values", "mask_from_ids", "set_num_threads", "get_num_threads",
     "show_config", "set_learning_phase", "get_learning_phase", "learning_phase", "__version__",
     "from_torch", "from_keras", "from_onnx", "from_tf_checkpoint", "load", "load_all",
-    "load_weights", "save", "convert",
+    "load_weights", "save", "convert", "get_contention", "reset_contention",
 ]

@@ -135,6 +135,17 @@ cdef extern from "fastrnn.h" nogil:
     int fr_isa_available(fr_isa isa)
     const char *fr_isa_name(fr_isa isa)
     int fr_openmp_enabled()
+    ctypedef struct fr_contention:
+        long long calls
+        long long contended
+        long long capped
+        int cap_threads
+        int cap_calls
+        int last_threads
+        int last_taken
+    void fr_get_contention(fr_contention *out)
+    void fr_reset_contention()
+    void fr_debug_delay(int thread, int unit, int usec, int busy)
     double fr_fma_peak_gflops(int num_threads, double seconds)
     size_t fr_qmatrix_data_size(int rows, int cols)
     int fr_quantize_int8(const float *w, int rows, int cols, Py_ssize_t ld, signed char *q,

@@ -66,6 +66,34 @@ def get_num_threads():
     return n
 
 
+def get_contention():
+    """How fastrnn's threads fared on busy cores (README, "Running next to other runtimes").
+
+    In a multi-threaded forward call, a thread that stops running for longer than a step (and
+    250 us) has its rows or hidden units taken over by the others (its core was taken by
+    another runtime's threads). After two such calls in a row, the following calls use at most
+    the threads that kept up: 4 calls at first, twice as many each time it happens again (at
+    most 256), then every thread again. Outputs are the same bits whichever threads ran them.
+
+    Returns:
+        dict: ``calls`` (multi-threaded forward calls), ``contended`` (of those, calls in which
+        work moved to another thread), ``capped`` (calls run with fewer threads because of
+        that), ``cap_threads`` (the cap now, 0 = none), ``cap_calls`` (calls left under it),
+        ``last_threads`` and ``last_taken`` (the last forward call's threads and the parts
+        taken over in it). Process-wide counters since the start or `reset_contention()`.
+
+    Example:
+        >>> sorted(fastrnn.get_contention())[:3]
+        ['calls', 'cap_calls', 'cap_threads']
+    """
+    return _core.contention()
+
+
+def reset_contention():
+    """Zero `get_contention()`'s counters and lift a cap on threads now in force."""
+    _core.reset_contention()
+
+
 # Threaded runtimes whose idle workers may keep spinning on the cores fastrnn's threads use
 # (README, "Running next to other runtimes"): shared-library names as they appear in
 # /proc/self/maps.
@@ -139,5 +167,11 @@ def show_config(file=None):
         f"  FASTRNN_ISA:     {os.environ.get('FASTRNN_ISA', 'unset')}",
         f"  OMP_WAIT_POLICY: {os.environ.get('OMP_WAIT_POLICY', 'unset')}",
     ]
+    busy = get_contention()
+    if busy["contended"]:
+        lines.append(f"  busy cores:      work taken over from a stalled thread in "
+                     f"{busy['contended']} of {busy['calls']} multi-threaded calls"
+                     + (f"; the next {busy['cap_calls']} calls use at most "
+                        f"{busy['cap_threads']} threads" if busy["cap_threads"] else ""))
     lines += [f"  warning:         {w}" for w in runtime_warnings()]
     print("\n".join(lines), file=file)

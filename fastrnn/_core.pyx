@@ -17,7 +17,8 @@ cnp.import_array()
 
 __all__ = ["LayerEngine", "gate_stride", "recommended_ld", "workspace_size", "get_isa",
            "set_isa", "available_isas", "openmp_enabled", "openmp_max_threads", "openmp_version",
-           "compiler", "c_version", "StreamModel", "frnn_validate"]
+           "compiler", "c_version", "StreamModel", "frnn_validate", "contention",
+           "reset_contention", "debug_delay"]
 
 cdef extern from *:
     """
@@ -96,6 +97,25 @@ def available_isas():
 
 def openmp_enabled():
     return bool(fr_openmp_enabled())
+
+
+def contention():
+    """The C core's busy-core counters (fastrnn.h, fr_get_contention) as a dict."""
+    cdef fr_contention c
+    fr_get_contention(&c)
+    return {"calls": c.calls, "contended": c.contended, "capped": c.capped,
+            "cap_threads": c.cap_threads, "cap_calls": c.cap_calls,
+            "last_threads": c.last_threads, "last_taken": c.last_taken}
+
+
+def reset_contention():
+    fr_reset_contention()
+
+
+def debug_delay(int thread, int unit, int usec, bint busy=False):
+    """Testing only: thread `thread` of the next multi-threaded forward call sleeps `usec` us
+    at unit `unit` (0: the prelude, then the steps), as if its core were taken."""
+    fr_debug_delay(thread, unit, usec, busy)
 
 
 def openmp_max_threads():

@@ -12,6 +12,15 @@ san="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 make -C src clean >/dev/null
 make -C src test CFLAGS="$san" LDFLAGS="-fsanitize=address,undefined"
 make -C src clean >/dev/null
+# The threads' work sharing (src/fastrnn/team.h) under ThreadSanitizer: its test's buffers are
+# ordered only by the team's atomics, so a missing acquire or release is a reported race.
+if [ -f "$(${CC:-cc} -print-file-name=libtsan.so)" ]; then
+    make -C src build/test_team CFLAGS="-O1 -g -fsanitize=thread" LDFLAGS="-fsanitize=thread" OPENMP=
+    TSAN_OPTIONS=halt_on_error=1 src/build/test_team
+    make -C src clean >/dev/null
+else
+    echo "NOTICE: no ThreadSanitizer runtime for ${CC:-cc}; test_team not run under it"
+fi
 
 # Tracked and untracked-but-not-ignored files only: no build products, no virtualenv.
 git ls-files -z --cached --others --exclude-standard | (cd "$root" && xargs -0 cp --parents -t "$scratch")

@@ -334,7 +334,7 @@ static int plan_threads(const fr_layer_desc *d, int B, int requested, fr_split *
     int G = fr_num_gates(d->cell), H = d->hidden_size;
     int nblocks = fr_gate_stride(d->dtype, H) / (int)(FR_PANEL_BYTES / elem_size(d->dtype));
     double macs = (double)B * G * H * ((double)H + d->input_size);
-    int nt = requested < 1 ? 1 : requested;
+    int nt = requested < 1 ? 1 : requested > FR_MAX_THREADS ? FR_MAX_THREADS : requested;
 #ifndef _OPENMP
     nt = 1;
 #endif
@@ -346,6 +346,100 @@ static int plan_threads(const fr_layer_desc *d, int B, int requested, fr_split *
     *split = FR_SPLIT_HIDDEN;
     if (nt > nblocks) nt = nblocks;
     return nt < 1 ? 1 : nt;
+}
+
+/* ---- sharing busy cores (fastrnn.h: fr_get_contention; team.h) ---- */
+
+#define FR_BACKOFF_FIRST 4    /* calls under the cap the first time */
+#define FR_BACKOFF_MAX 256
+/* Contended calls in a row before a cap: one alone is as likely an interrupt or a short burst
+ * of another thread (measured: a plain spinner on the other core stalled 4-7 of 60 short
+ * 2-thread calls, and the other 53-56 still ran 1.4-1.9x faster than one thread). */
+#define FR_CAP_AFTER 2
+
+static _Atomic long long g_calls, g_contended, g_capped;
+static _Atomic int g_cap_threads, g_cap_calls, g_backoff = FR_BACKOFF_FIRST, g_streak;
+static _Atomic int g_last_threads, g_last_taken;
+
+/* The threads a forward call may use now: fewer while a cap is in force. */
+static int contention_threads(int nt)
+{
+    const int cap = atomic_load(&g_cap_threads);
+    if (nt <= 1 || cap <= 0 || cap >= nt) return nt;
+    if (atomic_fetch_sub(&g_cap_calls, 1) > 0) {
+        atomic_fetch_add(&g_capped, 1);
+        return cap;
+    }
+    atomic_store(&g_cap_threads, 0);  /* the cap ran out: try every thread again */
+    return nt;
+}
+
+/* After a forward call on `threads` threads in which `taken` parts moved to another thread
+ * (-1: not a team call). */
+static void contention_report(int threads, int taken)
+{
+    atomic_store(&g_last_threads, threads);
+    atomic_store(&g_last_taken, taken > 0 ? taken : 0);
+    if (threads <= 1 || taken < 0) return;
+    atomic_fetch_add(&g_calls, 1);
+    if (taken > 0) {
+        atomic_fetch_add(&g_contended, 1);
+        if (atomic_fetch_add(&g_streak, 1) + 1 < FR_CAP_AFTER) return;
+        const int backoff = atomic_load(&g_backoff);
+        atomic_store(&g_cap_calls, backoff);
+        atomic_store(&g_cap_threads, threads - taken < 1 ? 1 : threads - taken);
+        atomic_store(&g_backoff, backoff * 2 > FR_BACKOFF_MAX ? FR_BACKOFF_MAX : backoff * 2);
+    } else if (atomic_load(&g_cap_threads) == 0) {
+        atomic_store(&g_streak, 0);  /* every thread kept up: start over */
+        atomic_store(&g_backoff, FR_BACKOFF_FIRST);
+    }
+}
+
+void fr_get_contention(fr_contention *out)
+{
+    if (!out) return;
+    out->calls = atomic_load(&g_calls);
+    out->contended = atomic_load(&g_contended);
+    out->capped = atomic_load(&g_capped);
+    out->cap_threads = atomic_load(&g_cap_threads);
+    out->cap_calls = out->cap_threads ? atomic_load(&g_cap_calls) : 0;
+    if (out->cap_calls < 0) out->cap_calls = 0;
+    out->last_threads = atomic_load(&g_last_threads);
+    out->last_taken = atomic_load(&g_last_taken);
+}
+
+void fr_reset_contention(void)
+{
+    atomic_store(&g_cap_threads, 0);
+    atomic_store(&g_cap_calls, 0);
+    atomic_store(&g_backoff, FR_BACKOFF_FIRST);
+    atomic_store(&g_streak, 0);
+    atomic_store(&g_calls, 0);
+    atomic_store(&g_contended, 0);
+    atomic_store(&g_capped, 0);
+    atomic_store(&g_last_threads, 0);
+    atomic_store(&g_last_taken, 0);
+}
+
+static _Atomic int g_delay_thread = -1, g_delay_unit, g_delay_usec, g_delay_busy;
+
+void fr_debug_delay(int thread, int unit, int usec, int busy)
+{
+    atomic_store(&g_delay_unit, unit);
+    atomic_store(&g_delay_usec, usec);
+    atomic_store(&g_delay_busy, busy != 0);
+    atomic_store(&g_delay_thread, usec > 0 ? thread : -1);
+}
+
+/* team.h: the armed delay for this thread and unit, once (0: none). */
+int fr_debug_delay_for(int thread, int unit, int busy)
+{
+    int armed = atomic_load_explicit(&g_delay_thread, memory_order_relaxed);
+    if (armed < 0 || armed != thread || atomic_load(&g_delay_unit) != unit
+        || atomic_load(&g_delay_busy) != busy)
+        return 0;
+    if (!atomic_compare_exchange_strong(&g_delay_thread, &armed, -1)) return 0;
+    return atomic_load(&g_delay_usec);
 }
 
 /* ---- cell variants ---- */
@@ -733,18 +827,23 @@ static int layer_forward(const fr_layer_desc *d, const fr_weights *w, const fr_i
     if (!workspace || workspace_size < need) return FR_EWORKSPACE;
 
     fr_split split;
-    int threads = plan_threads(d, io->batch, nt, &split);
+    int threads = plan_threads(d, io->batch, contention_threads(nt), &split);
     const fr_kernels *kernels = fr_kernels_for(d->dtype);
     const int stream = stream_eligible(d, io, tr, threads);
+    int taken = d->proj_size > 0 || stream ? -1 : 0;
     for (int dir = 0; dir < d->num_directions; dir++) {
         fr_dir_args a;
         dir_args(d, w, io, tr, dir, threads, split, &a);
         if (tr && tr->in_mask) drop_input(d, io, tr, dir, (void *)a.x);
         a.ws = align_up(workspace);
+        int dir_taken = 0;
+        a.team_taken = &dir_taken;
         if (d->proj_size > 0) kernels->forward_proj(&a);
         else if (stream) stream_direction(d, &a, kernels, a.ws);
         else kernels->forward(&a);
+        if (taken >= 0) taken += dir_taken;
     }
+    contention_report(threads, taken);
     return FR_OK;
 }
 

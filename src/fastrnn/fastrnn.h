@@ -40,6 +40,11 @@
  * num_threads > 1 runs an OpenMP parallel region inside the call (when built with OpenMP).
  * Results are bitwise identical for any num_threads: every output element is computed with
  * the same operations in the same order whatever the work split.
+ *
+ * Busy cores: in the forward pass a thread that falls behind by a descheduled slice (its core
+ * shared with another runtime's spinning pool) has its work taken over by the others, and the
+ * following calls use fewer threads for a while (fr_get_contention). num_threads is then an
+ * upper bound; the results are the same bits.
  */
 #ifndef FASTRNN_H
 #define FASTRNN_H
@@ -319,6 +324,28 @@ int fr_isa_available(fr_isa isa);
 const char *fr_isa_name(fr_isa isa);
 /* 1 if the library was compiled with OpenMP. */
 int fr_openmp_enabled(void);
+
+/* Sharing the cores. When the threads of two forward calls in a row took over work of a
+ * thread that stopped running (team.h), the calls that follow use at most the threads that
+ * kept up, for `cap_calls` calls (4 at first, doubling while it keeps happening, at most 256),
+ * then try the full count again. Process-wide; the counters are for diagnostics and tests. */
+typedef struct fr_contention {
+    long long calls;        /* multi-threaded forward calls */
+    long long contended;    /* of those, calls in which work moved to another thread */
+    long long capped;       /* calls that ran with fewer threads because of the cap */
+    int cap_threads;        /* 0: no cap now */
+    int cap_calls;          /* calls left under the cap */
+    int last_threads;       /* threads of the last forward call (any thread's) */
+    int last_taken;         /* parts that moved to another thread in it */
+} fr_contention;
+void fr_get_contention(fr_contention *out);
+/* Forget the cap and zero the counters. */
+void fr_reset_contention(void);
+/* Testing only: make thread `thread` of the next multi-threaded forward call sleep `usec`
+ * microseconds at unit `unit` (0: the prelude, then one per step), before claiming it
+ * (busy = 0: as if not running) or while running it (busy = 1: descheduled mid-work), once.
+ * usec = 0 disarms. Not for concurrent calls. */
+void fr_debug_delay(int thread, int unit, int usec, int busy);
 
 /* The machine's FP32 arithmetic limit, measured now: num_threads threads (ignored without
  * OpenMP) each run independent register-only fused multiply-add chains for about `seconds`

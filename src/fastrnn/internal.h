@@ -50,6 +50,9 @@
 #else
 #define FR_MADD(acc, b, a) ((acc) += (b) * (a))
 #endif
+#define FR_MAX_THREADS 64   /* threads of one call (team.h: one part each) */
+/* fr_debug_delay's armed delay for this thread and unit of a team (team.h), once; 0: none. */
+int fr_debug_delay_for(int thread, int unit, int busy);
 #define FR_MR 6             /* rows per micro-tile */
 #define FR_CHUNK_ROWS (4 * FR_MR) /* rows per gate-outer chunk of a step (forward_impl.inc) */
 /* A batch of at most FR_ROWSTREAM_MAX_ROWS rows, at most FR_ROWSTREAM_MAX_STEPS long, whose
@@ -164,6 +167,7 @@ typedef struct fr_dir_args {
     void *ws;                    /* FR_ALIGN-aligned workspace of dir_workspace_bytes() */
     int num_threads;             /* threads to use (already planned) */
     fr_split split;
+    int *team_taken;             /* fr_dir_forward: parts moved to another thread (team.h), or NULL */
     fr_cell_variant var;         /* var.on = 0: the plain cell */
     /* LSTM projection (proj_impl.inc): P > 0 output units, Pp = P padded to a panel;
      * Wp (H, proj_ld); h0 / h_n / y rows hold P units. */

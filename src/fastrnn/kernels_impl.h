@@ -1,10 +1,11 @@
 /* Instantiates the direction kernels for float32 and float64 under the current ISA flags.
  * Included by exactly one kernels_<isa>.c per instruction set; FR_ISA names the suffix. */
 #include <string.h>
+#include "internal.h"
 #ifdef _OPENMP
 #include <omp.h>
+#include "team.h"
 #endif
-#include "internal.h"
 #include "activations.h"
 
 #define FR_CAT3_(a, b, c) a##_##b##_##c

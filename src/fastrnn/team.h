@@ -1,0 +1,214 @@
+/* A team of threads sharing one call's work without waiting on a descheduled member.
+ *
+ * Why: another runtime in the process (an ONNX Runtime or OpenBLAS pool spinning after its op)
+ * can hold one of the cores fastrnn's threads run on. A thread that shares its core runs in
+ * slices of about a millisecond; with a barrier per step every step then waits for it, and a
+ * 2-thread call became 2-5x slower than one thread (bench --suite pipeline).
+ *
+ * How: the work is cut into parts (one per thread: a block of rows or of hidden units) and each
+ * part into units (the prelude, then the steps), run in order. A part's state is one atomic
+ * word: its next unit, its owner and whether that unit is being run. The owner claims a unit
+ * (busy), runs it and releases it (next unit). A thread with nothing to run watches the other
+ * parts: one whose next unit could run but has not been claimed for longer than the patience
+ * (its owner is not running) is taken over; one whose unit has been running that long is asked
+ * to hand itself over when that unit ends. A part's units compute the same bits whichever thread
+ * runs them, so outputs do not depend on who ran what. The caller learns how many parts moved
+ * (fr_team.taken) and uses fewer threads for the next calls (fastrnn.c, plan_threads).
+ *
+ * Memory order: a unit's writes are published by the release store (or RMW) that ends it and
+ * read after the acquire that starts the next unit of the part (claim) or of any part (the
+ * finished count). */
+#ifndef FASTRNN_TEAM_H
+#define FASTRNN_TEAM_H
+
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+#include "internal.h"
+
+#define FR_TEAM_MAX FR_MAX_THREADS /* parts (threads) of one call */
+#define FR_TEAM_NOBODY 127      /* owner of a part handed over and not yet taken */
+/* A member late by less than this is noise (an interrupt, a hypervisor tick), not a busy core:
+ * a core shared with a spinning thread is lost for slices of about a millisecond. */
+#define FR_TEAM_PATIENCE_NS 250000
+#define FR_TEAM_YIELD_NS 50000  /* spin this long without work, then also yield the core */
+
+typedef struct {
+    _Alignas(64) _Atomic int64_t word; /* next unit << 8 | owner << 1 | busy */
+    _Atomic int want;                  /* another thread waits on this part: hand it over */
+} fr_team_part;
+
+typedef struct {
+    _Alignas(64) _Atomic int64_t finished; /* units finished, all parts */
+    _Alignas(64) _Atomic int taken;        /* parts that changed thread during the call */
+    /* the shortest run of a prelude / step unit so far: the expected time of one (a unit whose
+     * thread was descheduled takes longer, so the shortest is the one to trust) */
+    _Atomic int64_t unit_ns[2];
+    int nparts, nunits;
+    int lockstep;     /* unit u of any part needs unit u - 1 of every part (hidden-unit split) */
+    int sync_prelude; /* unit 1 of any part needs unit 0 of every part */
+    fr_team_part part[FR_TEAM_MAX];
+} fr_team;
+
+typedef void (*fr_team_unit_fn)(void *ctx, int thread, int part, int unit);
+
+static inline int64_t fr_team_word(int unit, int owner, int busy)
+{
+    return ((int64_t)unit << 8) | ((int64_t)owner << 1) | busy;
+}
+static inline int fr_team_unit(int64_t w) { return (int)(w >> 8); }
+static inline int fr_team_owner(int64_t w) { return (int)((w >> 1) & 127); }
+static inline int fr_team_busy(int64_t w) { return (int)(w & 1); }
+
+static inline int64_t fr_team_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline void fr_team_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__) || (defined(__arm__) && defined(__ARM_ARCH) && __ARM_ARCH >= 7)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Called by one thread before the team starts; part p is first owned by thread p. */
+static inline void fr_team_init(fr_team *t, int nparts, int nunits, int lockstep,
+                                int sync_prelude)
+{
+    atomic_init(&t->finished, 0);
+    atomic_init(&t->taken, 0);
+    atomic_init(&t->unit_ns[0], 0);
+    atomic_init(&t->unit_ns[1], 0);
+    t->nparts = nparts;
+    t->nunits = nunits;
+    t->lockstep = lockstep;
+    t->sync_prelude = sync_prelude;
+    for (int p = 0; p < nparts; p++) {
+        atomic_init(&t->part[p].word, fr_team_word(0, p, 0));
+        atomic_init(&t->part[p].want, 0);
+    }
+}
+
+/* Whether every unit unit u depends on is finished. */
+static inline int fr_team_ready(fr_team *t, int u)
+{
+    if (u == 0 || (!t->lockstep && !(u == 1 && t->sync_prelude))) return 1;
+    const int64_t need = t->lockstep ? (int64_t)u * t->nparts : t->nparts;
+    return atomic_load_explicit(&t->finished, memory_order_acquire) >= need;
+}
+
+static inline void fr_team_sleep_us(int us)
+{
+    struct timespec ts = {us / 1000000, (long)(us % 1000000) * 1000};
+    while (nanosleep(&ts, &ts) != 0) {}
+}
+
+/* Run the team's units on this thread until every part is finished. */
+static inline void fr_team_run(fr_team *t, int me, int nthreads, fr_team_unit_fn run, void *ctx)
+{
+    const int64_t total = (int64_t)t->nparts * t->nunits;
+    uint64_t owned = 0;
+    if (me < t->nparts) owned = (uint64_t)1 << me;
+    /* Parts whose thread the runtime did not start (fewer threads than asked): free at once. */
+    if (me == 0)
+        for (int p = nthreads; p < t->nparts; p++) {
+            int64_t w = fr_team_word(0, p, 0);
+            atomic_compare_exchange_strong_explicit(&t->part[p].word, &w,
+                                                    fr_team_word(0, FR_TEAM_NOBODY, 0),
+                                                    memory_order_relaxed, memory_order_relaxed);
+        }
+    int64_t seen_word[FR_TEAM_MAX], seen_since[FR_TEAM_MAX];
+    for (int p = 0; p < t->nparts; p++) seen_word[p] = -1, seen_since[p] = 0;
+    int64_t idle_since = -1;
+
+    for (;;) {
+        int progressed = 0;
+        for (uint64_t m = owned; m; m &= m - 1) {
+            const int p = __builtin_ctzll(m);
+            fr_team_part *part = &t->part[p];
+            int64_t w = atomic_load_explicit(&part->word, memory_order_acquire);
+            const int u = fr_team_unit(w);
+            if (fr_team_owner(w) != me || u >= t->nunits) {
+                owned &= ~((uint64_t)1 << p);
+                continue;
+            }
+            if (!fr_team_ready(t, u)) continue;
+            int delay = fr_debug_delay_for(me, u, 0);
+            if (delay) {
+                fr_team_sleep_us(delay);
+                continue;  /* look again: the part may have been taken meanwhile */
+            }
+            if (!atomic_compare_exchange_strong_explicit(&part->word, &w, w | 1,
+                                                         memory_order_acquire,
+                                                         memory_order_relaxed))
+                continue;
+            if ((delay = fr_debug_delay_for(me, u, 1))) fr_team_sleep_us(delay);
+            const int64_t t0 = fr_team_now_ns();
+            run(ctx, me, p, u);
+            const int64_t took = fr_team_now_ns() - t0;
+            int64_t best = atomic_load_explicit(&t->unit_ns[u > 0], memory_order_relaxed);
+            while ((best == 0 || took < best)
+                   && !atomic_compare_exchange_weak_explicit(&t->unit_ns[u > 0], &best, took,
+                                                             memory_order_relaxed,
+                                                             memory_order_relaxed)) {}
+            /* Hand the part over if another thread asked while this unit ran long. */
+            const int handover = atomic_exchange_explicit(&part->want, 0, memory_order_relaxed);
+            atomic_store_explicit(&part->word,
+                                  fr_team_word(u + 1, handover ? FR_TEAM_NOBODY : me, 0),
+                                  memory_order_release);
+            atomic_fetch_add_explicit(&t->finished, 1, memory_order_acq_rel);
+            if (handover) owned &= ~((uint64_t)1 << p);
+            progressed = 1;
+        }
+        if (progressed) {
+            idle_since = -1;
+            continue;
+        }
+        if (atomic_load_explicit(&t->finished, memory_order_acquire) >= total) break;
+
+        /* Nothing of ours can run: look at the other parts. */
+        const int64_t now = fr_team_now_ns();
+        if (idle_since < 0) idle_since = now;
+        for (int q = 0; q < t->nparts; q++) {
+            if (owned >> q & 1) continue;
+            fr_team_part *part = &t->part[q];
+            int64_t w = atomic_load_explicit(&part->word, memory_order_acquire);
+            const int u = fr_team_unit(w);
+            if (u >= t->nunits) continue;
+            const int orphan = fr_team_owner(w) == FR_TEAM_NOBODY;
+            if (!orphan && w != seen_word[q]) {
+                seen_word[q] = w;
+                seen_since[q] = now;
+                continue;
+            }
+            /* Patience: as long as such a unit takes (an idle part: running it ourselves costs
+             * no more than waiting longer), twice that for a running one. */
+            int64_t patience = atomic_load_explicit(&t->unit_ns[u > 0], memory_order_relaxed);
+            if (fr_team_busy(w)) patience *= 2;
+            if (patience < FR_TEAM_PATIENCE_NS) patience = FR_TEAM_PATIENCE_NS;
+            if (!orphan && now - seen_since[q] < patience) continue;
+            if (fr_team_busy(w)) {
+                atomic_store_explicit(&part->want, 1, memory_order_relaxed);
+            } else if (orphan || fr_team_ready(t, u)) {
+                if (atomic_compare_exchange_strong_explicit(&part->word, &w,
+                                                            fr_team_word(u, me, 0),
+                                                            memory_order_acquire,
+                                                            memory_order_relaxed)) {
+                    owned |= (uint64_t)1 << q;
+                    atomic_store_explicit(&part->want, 0, memory_order_relaxed);
+                    atomic_fetch_add_explicit(&t->taken, 1, memory_order_relaxed);
+                }
+            }
+        }
+        if (now - idle_since > FR_TEAM_YIELD_NS) sched_yield();  /* we may share a core */
+        else fr_team_relax();
+    }
+}
+
+#endif
