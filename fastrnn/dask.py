@@ -17,6 +17,8 @@ row; a bad row gets its reason in the "error" column.
 """
 import time
 
+import numpy as np
+
 from .predict import (ERROR_COLUMN, OUTPUT_COLUMN, ModelSource, as_source, cached_model,
                       output_type, predict_table, require_pyarrow)
 
@@ -76,7 +78,6 @@ def _score_frame(frame, model, options):
 
 def _score_records(records, model, options):
     pa = require_pyarrow()
-    import numpy as np
     records = list(records)
     column, id_column = options["column"], options["id_column"]
     if not records:
@@ -139,15 +140,13 @@ def predict(data, model, *, column=None, id_column=None, reduce="last", batch_si
     import pandas as pd
     if not isinstance(data, dd.DataFrame):
         raise ValueError(f"data must be a dask DataFrame or Bag, got a {type(data).__name__}")
-    for name in ([column] if column is not None else list(data._meta.columns)):
-        if name != id_column and pd.api.types.is_string_dtype(data._meta[name].dtype) and \
-                column is not None:
-            raise ValueError(
-                f"column {name!r} holds strings: dask turns object columns (Python lists) into "
-                "strings (its dataframe.convert-string setting); give ragged rows as a "
-                "pd.ArrowDtype list column, e.g. pd.arrays.ArrowExtensionArray(pa.array(rows, "
-                "pa.list_(pa.list_(pa.float32())))), as dd.read_parquet(..., "
-                "dtype_backend='pyarrow') reads them")
+    if column is not None and pd.api.types.is_string_dtype(data._meta[column].dtype):
+        raise ValueError(
+            f"column {column!r} holds strings: dask turns object columns (Python lists) into "
+            "strings (its dataframe.convert-string setting); give ragged rows as a "
+            "pd.ArrowDtype list column, e.g. pd.arrays.ArrowExtensionArray(pa.array(rows, "
+            "pa.list_(pa.list_(pa.float32())))), as dd.read_parquet(..., "
+            "dtype_backend='pyarrow') reads them")
     meta = pd.DataFrame(index=data._meta.index)
     meta[id_column] = data._meta[id_column]
     pa = require_pyarrow()

@@ -213,7 +213,7 @@ class ModelSource:
                 raise ValueError("name= chooses a layer of a file; give the layer itself")
             self.files = tuple(_npz_bytes(layer) for layer in
                                ([layers] if _is_layer(layers) else layers))
-            self.name = "stack" if len(self.files) > 1 else None
+            self.name = None
         h = hashlib.sha256()
         for blob in self.files:
             h.update(hashlib.sha256(blob).digest())
@@ -248,7 +248,7 @@ def as_source(model, *, name=None):
 
 
 def _layers_of(io, source, name):
-    if name is not None and name != "stack":
+    if name is not None:
         return [io.load(source, name=name, freeze=True)]
     return list(io.load_all(source, freeze=True).values())
 
@@ -338,6 +338,8 @@ def choose_column(schema, column=None, id_column=None):
         if name is not None and name not in names:
             raise KeyError(f"no {what} {name!r} in the input; its columns are "
                            f"{', '.join(names)}")
+    if column is not None and column == id_column:
+        raise ValueError(f"{column!r} cannot be both the sequence column and the id column")
     if column is not None:
         if _column_kind(pa, schema.field(column).type) is None:
             raise ValueError(f"column {column!r} is {schema.field(column).type}, not a "
@@ -347,6 +349,9 @@ def choose_column(schema, column=None, id_column=None):
     candidates = [n for n in sequence_columns(schema) if n != id_column]
     if len(candidates) == 1:
         return candidates[0]
+    if not candidates and id_column in sequence_columns(schema):
+        raise ValueError(f"the only sequence column, {id_column!r}, is the id column; give "
+                         "the rows' ids in another column")
     if not candidates:
         raise ValueError(f"no column of the input holds sequences (columns: {', '.join(names)}); "
                          "a sequence is a list of per-step vectors (list<list<float>>)")
@@ -745,6 +750,9 @@ class _Manifest:
                                 "part": part, "stats": stats.as_dict(),
                                 "bad_rows": [[_jsonable(b.id), b.row, b.reason]
                                              for b in bad_rows]}
+        self.save()
+
+    def save(self):
         _write_atomically(self.path, json.dumps(
             {"version": _MANIFEST_VERSION, "settings": self.settings, "done": self.done},
             indent=0).encode())
@@ -849,6 +857,8 @@ def predict_parquet(model, input, output, *, column=None, id_column=None, reduce
                 "chunk_rows": chunk_rows}
     manifest = _Manifest(output, settings)
     _prepare_output(output, manifest, resume)
+    if not manifest.done:
+        manifest.save()  # the directory is a run's from the start (an empty input included)
     chunks = plan_chunks(files, chunk_rows)
     total = chunks[-1].row + chunks[-1].stop - chunks[-1].start if chunks else 0
     done = {c.key for c in chunks if c.key in manifest.done
@@ -889,18 +899,19 @@ def _prepare_output(output, manifest, resume):
         raise FileExistsError(17, "the output must be a directory; a file is there", output)
     os.makedirs(output, exist_ok=True)
     present = [n for n in os.listdir(output) if not n.startswith(".")]
-    if resume:
-        if os.path.exists(manifest.path):
-            manifest.load()
-        elif present:
-            raise FileExistsError(17, "cannot resume: files but no manifest "
-                                  f"({MANIFEST}) in the output directory", output)
-        for n in os.listdir(output):  # parts a killed run left half-written
-            if n.startswith(".part-") and ".tmp-" in n:
-                os.remove(os.path.join(output, n))
+    if not resume:
+        if present:
+            raise FileExistsError(17, "the output directory is not empty (resume=True "
+                                  "continues the run recorded there)", output)
+        return
+    if os.path.exists(manifest.path):
+        manifest.load()
     elif present:
-        raise FileExistsError(17, "the output directory is not empty (resume=True continues "
-                              "the run recorded there)", output)
+        raise FileExistsError(17, f"cannot resume: files but no manifest ({MANIFEST}) in the "
+                              "output directory", output)
+    for n in os.listdir(output):  # parts a killed run left half-written
+        if n.startswith(".part-") and ".tmp-" in n:
+            os.remove(os.path.join(output, n))
 
 
 class _executor:
@@ -1006,7 +1017,8 @@ def _clock(seconds):
 
 
 __all__ = ["Model", "ModelSource", "BadRow", "BadRowError", "ScoreStats", "PredictReport",
-           "Progress", "Chunk", "Sequences", "as_source", "load_model", "cached_model", "predict_table",
-           "predict_parquet", "decode_sequences", "choose_column", "sequence_columns",
-           "plan_batches", "plan_chunks", "read_chunks", "read_ahead", "padded_steps", "pad_batch",
-           "parquet_files", "output_type", "output_schema", "require_pyarrow"]
+           "Progress", "Chunk", "Sequences", "as_source", "load_model", "cached_model",
+           "predict_table", "predict_parquet", "decode_sequences", "choose_column",
+           "sequence_columns", "plan_batches", "plan_chunks", "read_chunks", "read_ahead",
+           "padded_steps", "pad_batch", "parquet_files", "output_type", "output_schema",
+           "require_pyarrow"]
