@@ -3,15 +3,18 @@ local engine and on Ray and Dask with 1 and 2 workers (1 fastrnn thread each), a
 pipeline with `torch.nn.LSTM` (packed sequences) in the workers; the padding ratio with and
 without length grouping.
 
-    python bench/scale.py                       # 20,000 rows, about 3 minutes on 2 cores
+    python bench/scale.py                       # 20,000 rows, a few minutes on 2 cores
     python bench/scale.py --rows 4000 --engines local,ray --json scale.json
 
-The data set is examples/make_sequences.py's (16 features, 1-200 steps, log-uniform lengths)
-and the model its 2-layer LSTM (16 -> 64). Each configuration scores the whole data set once
-into a fresh directory after a warm-up run on a slice (clusters and workers already started,
-models loaded), so the time is the steady cost of reading, scoring and writing. Targets: 2
-workers >= 1.7x 1 worker per engine; engine overhead <= 15% vs local at 1 worker; fastrnn
->= 1.5x the torch pipeline.
+Engines: local, ray and dask are `fastrnn predict --engine` (chunks read and written in this
+process, scored in the workers); ray-data and dask-df read and write in the workers
+(`fastrnn.ray.predict` on `ray.data.read_parquet`, `fastrnn.dask.predict` on
+`dd.read_parquet`), as a multi-node job does. The data set is examples/make_sequences.py's
+(16 features, 1-200 steps, log-uniform lengths) and the model its 2-layer LSTM (16 -> 64).
+Each configuration scores the whole data set once into a fresh directory after a warm-up run
+on a slice (clusters and workers already started, models loaded), so the time is the steady
+cost of reading, scoring and writing. Targets: 2 workers >= 1.7x 1 worker per engine; engine
+overhead <= 15% vs local at 1 worker; fastrnn >= 1.5x the torch pipeline.
 """
 import argparse
 import importlib.util
@@ -114,11 +117,54 @@ def run_config(engine, workers, implementation, model_path, data, warm, out_root
     return seconds, report
 
 
+def run_native(engine, workers, implementation, model_path, data, warm, out_root, chunk_rows):
+    """The engine's own reading and writing (what a multi-node job runs): Ray Data
+    read_parquet -> fastrnn.ray.predict -> write_parquet, or dd.read_parquet ->
+    fastrnn.dask.predict -> to_parquet. Returns (seconds, rows)."""
+    import pyarrow.parquet as pq
+
+    from fastrnn import predict as P
+    source = (torch_source_class()(model_path, 1) if implementation == "torch"
+              else P.ModelSource(model_path))
+    out = os.path.join(out_root, f"{engine}-{workers}-{implementation}")
+    if engine == "ray-data":
+        import ray
+
+        import fastrnn.ray
+
+        def job(src, dst):
+            ds = ray.data.read_parquet(src)
+            fastrnn.ray.predict(ds, source, id_column="id", concurrency=workers, num_cpus=1,
+                                rows_per_batch=chunk_rows).write_parquet(dst)
+        job(warm, out + "-warm")
+        began = time.perf_counter()
+        job(data, out)
+        seconds = time.perf_counter() - began
+    else:
+        import dask.dataframe as dd
+        import distributed
+
+        import fastrnn.dask
+        with distributed.LocalCluster(n_workers=workers, threads_per_worker=1,
+                                      dashboard_address=None) as cluster, \
+                distributed.Client(cluster) as client:
+            def job(src, dst):
+                ddf = dd.read_parquet(src, split_row_groups=True)
+                fastrnn.dask.predict(ddf, source, id_column="id", client=client).to_parquet(dst)
+            job(warm, out + "-warm")
+            began = time.perf_counter()
+            job(data, out)
+            seconds = time.perf_counter() - began
+    return seconds, pq.read_table(out, columns=["id"]).num_rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=20_000, help="rows (default 20000)")
-    parser.add_argument("--engines", default="local,ray,dask",
-                        help="comma-separated: local, ray, dask (default all)")
+    parser.add_argument("--engines", default="local,ray,dask,ray-data,dask-df",
+                        help="comma-separated: local, ray, dask (the command's engines), "
+                        "ray-data, dask-df (the engines' own Parquet reading and writing); "
+                        "default all")
     parser.add_argument("--no-torch", action="store_true", help="skip the torch pipeline")
     parser.add_argument("--chunk-rows", type=int, default=1024,
                         help="rows per chunk (default 1024)")
@@ -139,7 +185,7 @@ def main(argv=None):
         warm = os.path.join(tmp, "warm.parquet")
         first = pq.read_table(P.parquet_files(data)[0])
         pq.write_table(first.slice(0, min(first.num_rows, 2 * args.chunk_rows)), warm)
-        if "ray" in engines:
+        if "ray" in engines or "ray-data" in engines:
             import ray
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
@@ -149,18 +195,24 @@ def main(argv=None):
                 if engine == "local" and workers == 2:
                     continue  # the local engine is one process (its threads: `--threads`)
                 for implementation in implementations:
-                    seconds, report = run_config(engine, workers, implementation, model, data,
-                                                 warm, tmp, args.chunk_rows)
-                    rate = report.stats.rows / seconds
+                    if engine in ("ray-data", "dask-df"):
+                        seconds, rows = run_native(engine, workers, implementation, model,
+                                                   data, warm, tmp, args.chunk_rows)
+                        stats = {}
+                    else:
+                        seconds, report = run_config(engine, workers, implementation, model,
+                                                     data, warm, tmp, args.chunk_rows)
+                        rows = report.stats.rows
+                        stats = dict(padding=report.stats.padding_ratio,
+                                     padding_ungrouped=report.stats.ungrouped_padding_ratio,
+                                     steps=report.stats.steps)
+                    rate = rows / seconds
                     results.append(dict(engine=engine, workers=workers,
-                                        implementation=implementation, rows=report.stats.rows,
-                                        seconds=seconds, rows_per_s=rate,
-                                        padding=report.stats.padding_ratio,
-                                        padding_ungrouped=report.stats.ungrouped_padding_ratio,
-                                        steps=report.stats.steps))
+                                        implementation=implementation, rows=rows,
+                                        seconds=seconds, rows_per_s=rate, **stats))
                     print(f"{engine:5s} {workers} worker(s) {implementation:7s} "
                           f"{rate:9,.0f} rows/s ({seconds:.2f} s)", flush=True)
-        if "ray" in engines:
+        if "ray" in engines or "ray-data" in engines:
             ray.shutdown()
         check_torch_agrees(model, data)
     finally:
@@ -207,7 +259,9 @@ def table(results):
             f"{r['rows_per_s'] / local['rows_per_s']:.2f}x" if local else "",
             f"{torch_r['rows_per_s']:,.0f}" if torch_r else "",
             f"{r['rows_per_s'] / torch_r['rows_per_s']:.2f}x" if torch_r else ""))
-    r = results[0]
+    r = next((r for r in results if "padding" in r), None)
+    if r is None:
+        return "\n".join(lines)
     lines.append("")
     lines.append(f"padding: {r['padding']:.1%} of the computed steps with length grouping, "
                  f"{r['padding_ungrouped']:.1%} without; {r['steps'] / r['rows']:.1f} steps "
