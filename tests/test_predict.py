@@ -583,3 +583,24 @@ def test_empty_tables_and_inputs(tmp_path):
     again = P.predict_parquet(tmp_path / "m.npz", tmp_path / "empty.parquet", tmp_path / "o",
                               id_column="id", resume=True)
     assert again.stats.rows == 0
+
+
+def test_optional_modules_are_imported_only_when_used():
+    code = ("import sys, fastrnn, fastrnn.predict, fastrnn.ray, fastrnn.dask, fastrnn.__main__; "
+            "print(sorted({'pyarrow', 'ray', 'dask', 'distributed', 'pandas'} & "
+            "set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[]\n"
+
+
+def test_command_without_pyarrow_says_how_to_install_it(tmp_path):
+    code = ("import sys; sys.modules['pyarrow'] = None; from fastrnn.__main__ import main; "
+            f"sys.exit(main(['predict', 'm.npz', 'in', '-o', 'out', '--no-progress']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr == ("fastrnn predict: batch scoring reads and writes Arrow / Parquet "
+                             "data with pyarrow, which is not installed: pip install "
+                             "\"fastrnn[predict]\"\n")
