@@ -188,13 +188,12 @@ class ModelSource:
     """
 
     def __init__(self, model, *, name=None):
-        if isinstance(model, ModelSource):
-            self.files, self.path, self.name = model.files, model.path, model.name
-            self.digest = model.digest
-            return
         self.name = name
         self.path = None
-        if isinstance(model, (str, os.PathLike)):
+        if isinstance(model, ModelSource):  # the same file, perhaps another layer of it
+            self.files, self.path = model.files, model.path
+            self.name = model.name if name is None else name
+        elif isinstance(model, (str, os.PathLike)):
             path = os.fspath(model)
             if os.path.isfile(path):
                 with open(path, "rb") as f:
@@ -276,13 +275,17 @@ def load_model(model, *, name=None):
 
 
 _LOADED = {}  # digest -> Model: one load per process, however many tasks it runs
+_LOADED_KEPT = 8  # a long-lived worker scoring many models keeps the latest few
 
 
 def cached_model(source):
     """The `Model` of a `ModelSource`, loaded once per process (engines' workers call this)."""
-    model = _LOADED.get(source.digest)
+    model = _LOADED.pop(source.digest, None)
     if model is None:
-        model = _LOADED[source.digest] = source.load()
+        model = source.load()
+        while len(_LOADED) >= _LOADED_KEPT:
+            del _LOADED[next(iter(_LOADED))]  # the least recently used
+    _LOADED[source.digest] = model
     return model
 
 

@@ -249,9 +249,11 @@ def test_a_file_with_several_layers_runs_as_a_stack_or_one_by_name(tmp_path):
         out, _, _ = P.predict_table(model, table, batch_size=4)
         for got, s in zip(outputs_of(out), seqs):
             assert_bitwise(got, direct([encoder, decoder], s))
-    out, _, _ = P.predict_table(P.load_model(path, name="encoder"), table)
-    for got, s in zip(outputs_of(out), seqs):
-        assert_bitwise(got, direct([encoder], s))
+    for one in (P.load_model(path, name="encoder"), P.as_source(P.ModelSource(path),
+                                                                name="encoder").load()):
+        out, _, _ = P.predict_table(one, table)
+        for got, s in zip(outputs_of(out), seqs):
+            assert_bitwise(got, direct([encoder], s))
     with pytest.raises(ValueError, match="cannot run these layers as a stack.*name="):
         P.Model([decoder, encoder])
 
@@ -271,6 +273,17 @@ def test_model_source_of_layers_in_memory_loads_the_same_layers():
         P.Model([layers[0], "not a layer"])
     with pytest.raises(FileNotFoundError):
         P.ModelSource("/nonexistent/model.npz")
+
+
+@pytest.mark.parametrize("scheme", ["int8", "bf16"])
+def test_quantized_layers_score_as_they_run(scheme):
+    layer = fastrnn.LSTM(3, 16, seed=1).quantize(scheme)
+    rng = np.random.default_rng(2)
+    seqs, column = ragged(13, 3, rng)
+    for model in (layer, P.ModelSource(layer)):  # in memory, and through its .npz bytes
+        out, _, _ = P.predict_table(P.load_model(model), pa.table({"x": column}), batch_size=4)
+        for got, s in zip(outputs_of(out), seqs):
+            assert_bitwise(got, direct([layer], s))
 
 
 def test_missing_pyarrow_names_the_extra(monkeypatch):
