@@ -90,7 +90,17 @@ def get_contention():
 
 
 def reset_contention():
-    """Zero `get_contention()`'s counters and lift a cap on threads now in force."""
+    """Zero `get_contention()`'s counters and lift a cap on threads now in force, so that the
+    next call uses every thread (`set_num_threads`) again; for a benchmark that measures
+    blocks of calls apart, or after the busy neighbour has gone.
+
+    Returns:
+        None.
+
+    Example:
+        >>> fastrnn.reset_contention(); fastrnn.get_contention()["cap_threads"]
+        0
+    """
     _core.reset_contention()
 
 

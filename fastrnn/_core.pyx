@@ -18,7 +18,7 @@ cnp.import_array()
 __all__ = ["LayerEngine", "gate_stride", "recommended_ld", "workspace_size", "get_isa",
            "set_isa", "available_isas", "openmp_enabled", "openmp_max_threads", "openmp_version",
            "compiler", "c_version", "StreamModel", "frnn_validate", "contention",
-           "reset_contention", "debug_delay"]
+           "reset_contention", "debug_delay", "debug_patience"]
 
 cdef extern from *:
     """
@@ -116,6 +116,12 @@ def debug_delay(int thread, int unit, int usec, bint busy=False):
     """Testing only: thread `thread` of the next multi-threaded forward call sleeps `usec` us
     at unit `unit` (0: the prelude, then the steps), as if its core were taken."""
     fr_debug_delay(thread, unit, usec, busy)
+
+
+def debug_patience(int usec):
+    """Testing only: the least time (us) a thread may fall behind before its work is taken
+    over; 0 restores the default (250 us)."""
+    fr_debug_patience(usec)
 
 
 def openmp_max_threads():

@@ -15,6 +15,9 @@ after a call); this one measures exactly what they hide. For each case and threa
 Each sample is one neighbour call (untimed) then one fastrnn call (timed), so every fastrnn
 time is what a pipeline step gets; medians of the samples, ratios of medians, blocks of
 different neighbours separated by a pause. Neighbours are optional and skipped with a note.
+Each block starts with fastrnn's busy-core memory cleared (`fastrnn.reset_contention`) and
+reports how many of its fastrnn calls ran on fewer threads because earlier calls of the block
+had lost a thread to a busy core.
 """
 import datetime
 import importlib.metadata
@@ -186,7 +189,9 @@ def run_case(case, nthreads, *, samples=31, budget=5.0):
     time.sleep(SETTLE_S)
     with _Threads(nthreads):
         rnn()
+        fastrnn.reset_contention()
         res["fastrnn_alone"] = _median(_pairs(rnn, rnn, samples, budget))
+        res["fastrnn_alone_capped"] = fastrnn.get_contention()["capped"]
         for name, (front, note) in neighbours(case, nthreads).items():
             if front is None:
                 res["neighbours"][name] = {"note": note}
@@ -194,11 +199,17 @@ def run_case(case, nthreads, *, samples=31, budget=5.0):
             time.sleep(SETTLE_S)
             front()
             alone = _median(_pairs(front, front, samples, budget))
+            fastrnn.reset_contention()
             after_rnn = _median(_pairs(rnn, front, samples, budget))
-            rnn_after = _median(_pairs(front, rnn, samples, budget))
+            fastrnn.reset_contention()
+            rnn_after_samples = _pairs(front, rnn, samples, budget)
+            rnn_after = _median(rnn_after_samples)
             res["neighbours"][name] = {
                 "neighbour_alone": alone, "neighbour_after_fastrnn": after_rnn,
                 "fastrnn_after": rnn_after,
+                # calls that ran on fewer threads (fastrnn.get_contention) of those timed
+                "fastrnn_after_capped": fastrnn.get_contention()["capped"],
+                "fastrnn_after_calls": len(rnn_after_samples),
                 "vs_alone": rnn_after / res["fastrnn_alone"],
                 "vs_one_thread": rnn_after / res["fastrnn_1t"],
                 "neighbour_slowdown": after_rnn / alone,
@@ -268,20 +279,26 @@ def format_table(doc):
     lines = [f"## fastrnn after another runtime's op ({doc['cpu']}; OMP_WAIT_POLICY="
              f"{doc['settings']['OMP_WAIT_POLICY']})", "",
              "| case | threads | neighbour | fastrnn after it | vs fastrnn alone | "
-             "vs fastrnn 1 thread | neighbour alone | neighbour after fastrnn |",
-             "|---|---|---|---|---|---|---|---|"]
+             "vs fastrnn 1 thread | neighbour alone | neighbour after fastrnn | "
+             "fastrnn calls on fewer threads |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in doc["results"]:
+        capped = r.get("fastrnn_alone_capped")
         lines.append(f"| {r['case']} | {r['threads']} | (alone) | {_ms(r['fastrnn_alone'])} | "
-                     f"1.00x | {r['fastrnn_alone'] / r['fastrnn_1t']:.2f}x | - | - |")
+                     f"1.00x | {r['fastrnn_alone'] / r['fastrnn_1t']:.2f}x | - | - | "
+                     f"{'-' if capped is None or r['threads'] == 1 else capped} |")
         for name, n in r["neighbours"].items():
             if "fastrnn_after" not in n:
-                lines.append(f"| {r['case']} | {r['threads']} | {name} | {n['note']} | | | | |")
+                lines.append(f"| {r['case']} | {r['threads']} | {name} | {n['note']} "
+                             f"| | | | | |")
                 continue
+            fewer = ("-" if r["threads"] == 1 or "fastrnn_after_capped" not in n else
+                     f"{n['fastrnn_after_capped']} of {n['fastrnn_after_calls']}")
             lines.append(
                 f"| {r['case']} | {r['threads']} | {name} | {_ms(n['fastrnn_after'])} | "
                 f"{n['vs_alone']:.2f}x | {n['vs_one_thread']:.2f}x | "
                 f"{_ms(n['neighbour_alone'])} | {_ms(n['neighbour_after_fastrnn'])} "
-                f"({n['neighbour_slowdown']:.2f}x) |")
+                f"({n['neighbour_slowdown']:.2f}x) | {fewer} |")
     lines += ["", f"Targets at more than one thread: fastrnn after any neighbour <= "
               f"{TARGET_VS_ONE_THREAD}x its 1-thread time alone; after a non-spinning "
               f"neighbour <= {TARGET_VS_ALONE}x its time alone."]

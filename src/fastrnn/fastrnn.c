@@ -421,6 +421,21 @@ void fr_reset_contention(void)
     atomic_store(&g_last_taken, 0);
 }
 
+/* A member late by less than this is noise (an interrupt, a hypervisor tick), not a busy core:
+ * a core shared with a spinning thread is lost for slices of about a millisecond. */
+#define FR_TEAM_PATIENCE_NS 250000
+static _Atomic long long g_patience_ns = FR_TEAM_PATIENCE_NS;
+
+long long fr_team_patience_ns(void)
+{
+    return atomic_load_explicit(&g_patience_ns, memory_order_relaxed);
+}
+
+void fr_debug_patience(int usec)
+{
+    atomic_store(&g_patience_ns, usec > 0 ? (long long)usec * 1000 : FR_TEAM_PATIENCE_NS);
+}
+
 static _Atomic int g_delay_thread = -1, g_delay_unit, g_delay_usec, g_delay_busy;
 
 void fr_debug_delay(int thread, int unit, int usec, int busy)

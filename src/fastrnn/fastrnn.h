@@ -346,6 +346,10 @@ void fr_reset_contention(void);
  * (busy = 0: as if not running) or while running it (busy = 1: descheduled mid-work), once.
  * usec = 0 disarms. Not for concurrent calls. */
 void fr_debug_delay(int thread, int unit, int usec, int busy);
+/* Testing only: the least time (microseconds) a thread may fall behind before its work is
+ * taken over; usec <= 0 restores the default (250). Tests raise it so that a loaded machine's
+ * own hiccups are not mistaken for the delays they arm. */
+void fr_debug_patience(int usec);
 
 /* The machine's FP32 arithmetic limit, measured now: num_threads threads (ignored without
  * OpenMP) each run independent register-only fused multiply-add chains for about `seconds`

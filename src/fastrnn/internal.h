@@ -53,6 +53,9 @@
 #define FR_MAX_THREADS 64   /* threads of one call (team.h: one part each) */
 /* fr_debug_delay's armed delay for this thread and unit of a team (team.h), once; 0: none. */
 int fr_debug_delay_for(int thread, int unit, int busy);
+/* The least time a team member may fall behind before its work is taken over (team.h):
+ * FR_TEAM_PATIENCE_NS, or what fr_debug_patience set. */
+long long fr_team_patience_ns(void);
 #define FR_MR 6             /* rows per micro-tile */
 #define FR_CHUNK_ROWS (4 * FR_MR) /* rows per gate-outer chunk of a step (forward_impl.inc) */
 /* A batch of at most FR_ROWSTREAM_MAX_ROWS rows, at most FR_ROWSTREAM_MAX_STEPS long, whose

@@ -29,10 +29,8 @@
 
 #define FR_TEAM_MAX FR_MAX_THREADS /* parts (threads) of one call */
 #define FR_TEAM_NOBODY 127      /* owner of a part handed over and not yet taken */
-/* A member late by less than this is noise (an interrupt, a hypervisor tick), not a busy core:
- * a core shared with a spinning thread is lost for slices of about a millisecond. */
-#define FR_TEAM_PATIENCE_NS 250000
 #define FR_TEAM_YIELD_NS 50000  /* spin this long without work, then also yield the core */
+#define FR_TEAM_TIMED_UNITS 9   /* units timed for the expected unit time (the rest are alike) */
 
 typedef struct {
     _Alignas(64) _Atomic int64_t word; /* next unit << 8 | owner << 1 | busy */
@@ -40,7 +38,7 @@ typedef struct {
 } fr_team_part;
 
 typedef struct {
-    _Alignas(64) _Atomic int64_t finished; /* units finished, all parts */
+    _Alignas(64) _Atomic int64_t finished; /* units finished: all (lockstep) or preludes */
     _Alignas(64) _Atomic int taken;        /* parts that changed thread during the call */
     /* the shortest run of a prelude / step unit so far: the expected time of one (a unit whose
      * thread was descheduled takes longer, so the shortest is the one to trust) */
@@ -95,6 +93,16 @@ static inline void fr_team_init(fr_team *t, int nparts, int nunits, int lockstep
     }
 }
 
+/* Whether every part has run all its units. */
+static inline int fr_team_done(fr_team *t)
+{
+    for (int p = 0; p < t->nparts; p++)
+        if (fr_team_unit(atomic_load_explicit(&t->part[p].word, memory_order_acquire))
+            < t->nunits)
+            return 0;
+    return 1;
+}
+
 /* Whether every unit unit u depends on is finished. */
 static inline int fr_team_ready(fr_team *t, int u)
 {
@@ -112,7 +120,6 @@ static inline void fr_team_sleep_us(int us)
 /* Run the team's units on this thread until every part is finished. */
 static inline void fr_team_run(fr_team *t, int me, int nthreads, fr_team_unit_fn run, void *ctx)
 {
-    const int64_t total = (int64_t)t->nparts * t->nunits;
     uint64_t owned = 0;
     if (me < t->nparts) owned = (uint64_t)1 << me;
     /* Parts whose thread the runtime did not start (fewer threads than asked): free at once. */
@@ -149,20 +156,27 @@ static inline void fr_team_run(fr_team *t, int me, int nthreads, fr_team_unit_fn
                                                          memory_order_relaxed))
                 continue;
             if ((delay = fr_debug_delay_for(me, u, 1))) fr_team_sleep_us(delay);
-            const int64_t t0 = fr_team_now_ns();
-            run(ctx, me, p, u);
-            const int64_t took = fr_team_now_ns() - t0;
-            int64_t best = atomic_load_explicit(&t->unit_ns[u > 0], memory_order_relaxed);
-            while ((best == 0 || took < best)
-                   && !atomic_compare_exchange_weak_explicit(&t->unit_ns[u > 0], &best, took,
-                                                             memory_order_relaxed,
-                                                             memory_order_relaxed)) {}
+            if (u < FR_TEAM_TIMED_UNITS) {  /* the expected unit time: from the first units */
+                const int64_t t0 = fr_team_now_ns();
+                run(ctx, me, p, u);
+                const int64_t took = fr_team_now_ns() - t0;
+                int64_t best = atomic_load_explicit(&t->unit_ns[u > 0], memory_order_relaxed);
+                while ((best == 0 || took < best)
+                       && !atomic_compare_exchange_weak_explicit(&t->unit_ns[u > 0], &best,
+                                                                 took, memory_order_relaxed,
+                                                                 memory_order_relaxed)) {}
+            } else {
+                run(ctx, me, p, u);
+            }
             /* Hand the part over if another thread asked while this unit ran long. */
-            const int handover = atomic_exchange_explicit(&part->want, 0, memory_order_relaxed);
+            const int handover =
+                atomic_load_explicit(&part->want, memory_order_relaxed)
+                && atomic_exchange_explicit(&part->want, 0, memory_order_relaxed);
             atomic_store_explicit(&part->word,
                                   fr_team_word(u + 1, handover ? FR_TEAM_NOBODY : me, 0),
                                   memory_order_release);
-            atomic_fetch_add_explicit(&t->finished, 1, memory_order_acq_rel);
+            if (t->lockstep || u == 0)  /* what fr_team_ready counts */
+                atomic_fetch_add_explicit(&t->finished, 1, memory_order_acq_rel);
             if (handover) owned &= ~((uint64_t)1 << p);
             progressed = 1;
         }
@@ -170,11 +184,12 @@ static inline void fr_team_run(fr_team *t, int me, int nthreads, fr_team_unit_fn
             idle_since = -1;
             continue;
         }
-        if (atomic_load_explicit(&t->finished, memory_order_acquire) >= total) break;
+        if (fr_team_done(t)) break;
 
         /* Nothing of ours can run: look at the other parts. */
         const int64_t now = fr_team_now_ns();
         if (idle_since < 0) idle_since = now;
+        const int64_t floor_ns = fr_team_patience_ns();
         for (int q = 0; q < t->nparts; q++) {
             if (owned >> q & 1) continue;
             fr_team_part *part = &t->part[q];
@@ -191,7 +206,7 @@ static inline void fr_team_run(fr_team *t, int me, int nthreads, fr_team_unit_fn
              * no more than waiting longer), twice that for a running one. */
             int64_t patience = atomic_load_explicit(&t->unit_ns[u > 0], memory_order_relaxed);
             if (fr_team_busy(w)) patience *= 2;
-            if (patience < FR_TEAM_PATIENCE_NS) patience = FR_TEAM_PATIENCE_NS;
+            if (patience < floor_ns) patience = floor_ns;
             if (!orphan && now - seen_since[q] < patience) continue;
             if (fr_team_busy(w)) {
                 atomic_store_explicit(&part->want, 1, memory_order_relaxed);
