@@ -83,8 +83,13 @@ def test_taken_over_work_gives_the_same_bits(name, make, batch, time, masked, th
     out, state = layer(x, lengths=lengths)
     stats = fastrnn.get_contention()
     assert stats["last_threads"] == 2
-    # the stalled thread's part moved (in every direction the stall hit; one stall per call)
-    assert stats["last_taken"] >= 1, stats
+    # the stalled thread's part moved: always when it was not running, and in lockstep (a
+    # hidden-unit split) when it stalled mid-step too; in a row split the other thread does
+    # not wait for a part stalled mid-step whose remaining steps are too few to be worth it
+    # (test_row_split_slow_part_handed_over)
+    rows = batch >= 8
+    if not (busy and rows and unit > 0):
+        assert stats["last_taken"] >= 1, stats
     _assert_same(out, expected[0])
     _assert_same(state, expected[1])
 
@@ -99,10 +104,23 @@ def _assert_same(got, want):
         np.testing.assert_array_equal(got, want)
 
 
+def test_row_split_slow_part_handed_over():
+    """A long row-split call whose thread stalls mid-step: the other thread, done with its
+    rows, asks for the part and finishes it."""
+    layer = fastrnn.LSTM(32, 128, seed=14)
+    x, lengths = _inputs(layer, 8, 1500, True)
+    expected = _one_thread(lambda: layer(x, lengths=lengths))
+    _core.debug_patience(500)  # worth staying: more than 1 ms of steps left at its pace
+    _core.debug_delay(1, 20, DELAY_US, True)
+    got = layer(x, lengths=lengths)
+    assert fastrnn.get_contention()["last_taken"] >= 1
+    _assert_same(got, expected)
+
+
 def test_training_forward_with_dropout_taken_over_same_bits():
     def run():  # a fresh layer of the same seed draws the same dropout masks
         layer = fastrnn.LSTM(64, 128, dropout=0.3, recurrent_dropout=0.3, seed=9)
-        x, lengths = _inputs(layer, 8, 10, True)
+        x, lengths = _inputs(layer, 2, 10, True)
         return layer(x, lengths=lengths, training=True)[0]
     expected = _one_thread(run)
     _core.debug_delay(1, 3, DELAY_US, True)

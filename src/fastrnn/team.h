@@ -21,7 +21,6 @@
 #ifndef FASTRNN_TEAM_H
 #define FASTRNN_TEAM_H
 
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
@@ -29,7 +28,6 @@
 
 #define FR_TEAM_MAX FR_MAX_THREADS /* parts (threads) of one call */
 #define FR_TEAM_NOBODY 127      /* owner of a part handed over and not yet taken */
-#define FR_TEAM_YIELD_NS 50000  /* spin this long without work, then also yield the core */
 #define FR_TEAM_TIMED_UNITS 9   /* units timed for the expected unit time (the rest are alike) */
 
 typedef struct {
@@ -117,6 +115,43 @@ static inline void fr_team_sleep_us(int us)
     while (nanosleep(&ts, &ts) != 0) {}
 }
 
+/* Without lockstep (a row split) parts advance independently: one whose thread shares its
+ * core runs every step slower, without ever stopping long. Whether part q (at unit u) has
+ * advanced at under 2/3 of our own pace (`unit`: ns per step unit, from our own part's steps
+ * run back to back; parts are alike) over the last observation window (8 units and the
+ * patience); starts a new window when one ends. */
+static inline int fr_team_slow(int q, int u, int64_t now, int64_t floor_ns, int64_t unit,
+                               int *rate_unit, int64_t *rate_since)
+{
+    if (rate_unit[q] < 0 || u < rate_unit[q] || unit <= 0) {
+        rate_unit[q] = u;
+        rate_since[q] = now;
+        return 0;
+    }
+    const int64_t elapsed = now - rate_since[q];
+    if (elapsed < floor_ns || elapsed < 8 * unit) return 0;
+    const int slow = (int64_t)(u - rate_unit[q]) * unit * 3 < elapsed * 2;
+    rate_unit[q] = u;
+    rate_since[q] = now;
+    return slow;
+}
+
+/* For a thread with no part of its own: whether any part is orphaned (it must be picked up)
+ * or waits for its owner (who is not running: a running owner claims its next unit at once),
+ * or, in a row split, has enough left to be worth watching (at our pace, twice the patience;
+ * a part whose owner was descheduled mid-unit comes back only when the owner runs again). */
+static inline int fr_team_worth_staying(fr_team *t, int64_t pace_ns, int64_t floor_ns)
+{
+    for (int q = 0; q < t->nparts; q++) {
+        const int64_t w = atomic_load_explicit(&t->part[q].word, memory_order_acquire);
+        const int left = t->nunits - fr_team_unit(w);
+        if (left <= 0) continue;
+        if (fr_team_owner(w) == FR_TEAM_NOBODY || !fr_team_busy(w)) return 1;
+        if (!t->lockstep && pace_ns > 0 && (int64_t)left * pace_ns >= 2 * floor_ns) return 1;
+    }
+    return 0;
+}
+
 /* Run the team's units on this thread until every part is finished. */
 static inline void fr_team_run(fr_team *t, int me, int nthreads, fr_team_unit_fn run, void *ctx)
 {
@@ -131,8 +166,12 @@ static inline void fr_team_run(fr_team *t, int me, int nthreads, fr_team_unit_fn
                                                     memory_order_relaxed, memory_order_relaxed);
         }
     int64_t seen_word[FR_TEAM_MAX], seen_since[FR_TEAM_MAX];
-    for (int p = 0; p < t->nparts; p++) seen_word[p] = -1, seen_since[p] = 0;
+    int64_t rate_since[FR_TEAM_MAX];
+    int rate_unit[FR_TEAM_MAX];
+    for (int p = 0; p < t->nparts; p++) seen_word[p] = -1, seen_since[p] = 0, rate_unit[p] = -1;
     int64_t idle_since = -1;
+    int64_t steps_start = 0, pace_ns = -1; /* our own pace: ns per step unit (rows) */
+    int steps_run = 0, asked = 0;          /* asked: we wait for a part to be handed over */
 
     for (;;) {
         int progressed = 0;
@@ -158,6 +197,7 @@ static inline void fr_team_run(fr_team *t, int me, int nthreads, fr_team_unit_fn
             if ((delay = fr_debug_delay_for(me, u, 1))) fr_team_sleep_us(delay);
             if (u < FR_TEAM_TIMED_UNITS) {  /* the expected unit time: from the first units */
                 const int64_t t0 = fr_team_now_ns();
+                if (u == 1 && steps_run == 0) steps_start = t0;
                 run(ctx, me, p, u);
                 const int64_t took = fr_team_now_ns() - t0;
                 int64_t best = atomic_load_explicit(&t->unit_ns[u > 0], memory_order_relaxed);
@@ -175,6 +215,7 @@ static inline void fr_team_run(fr_team *t, int me, int nthreads, fr_team_unit_fn
             atomic_store_explicit(&part->word,
                                   fr_team_word(u + 1, handover ? FR_TEAM_NOBODY : me, 0),
                                   memory_order_release);
+            if (u > 0 && pace_ns < 0) steps_run++;
             if (t->lockstep || u == 0)  /* what fr_team_ready counts */
                 atomic_fetch_add_explicit(&t->finished, 1, memory_order_acq_rel);
             if (handover) owned &= ~((uint64_t)1 << p);
@@ -189,7 +230,12 @@ static inline void fr_team_run(fr_team *t, int me, int nthreads, fr_team_unit_fn
         /* Nothing of ours can run: look at the other parts. */
         const int64_t now = fr_team_now_ns();
         if (idle_since < 0) idle_since = now;
+        if (pace_ns < 0 && steps_run > 0)  /* idle for the first time since our steps began */
+            pace_ns = (now - steps_start) / steps_run;
         const int64_t floor_ns = fr_team_patience_ns();
+        /* With no part left, stay only to pick up or watch work worth taking over: a thread
+         * that lingers may be descheduled, and the call's end waits until it runs again. */
+        if (!owned && !asked && !fr_team_worth_staying(t, pace_ns, floor_ns)) break;
         for (int q = 0; q < t->nparts; q++) {
             if (owned >> q & 1) continue;
             fr_team_part *part = &t->part[q];
@@ -197,6 +243,22 @@ static inline void fr_team_run(fr_team *t, int me, int nthreads, fr_team_unit_fn
             const int u = fr_team_unit(w);
             if (u >= t->nunits) continue;
             const int orphan = fr_team_owner(w) == FR_TEAM_NOBODY;
+            if (!orphan && !t->lockstep && u > 0 && fr_team_slow(q, u, now, floor_ns, pace_ns,
+                                                               rate_unit, rate_since)) {
+                /* rows: a part that advances at under 2/3 of our pace is ours to finish */
+                if (fr_team_busy(w)) {
+                    atomic_store_explicit(&part->want, 1, memory_order_relaxed);
+                    asked = 1;
+                } else if (atomic_compare_exchange_strong_explicit(&part->word, &w,
+                                                                 fr_team_word(u, me, 0),
+                                                                 memory_order_acquire,
+                                                                 memory_order_relaxed)) {
+                    owned |= (uint64_t)1 << q;
+                    atomic_store_explicit(&part->want, 0, memory_order_relaxed);
+                    atomic_fetch_add_explicit(&t->taken, 1, memory_order_relaxed);
+                }
+                continue;
+            }
             if (!orphan && w != seen_word[q]) {
                 seen_word[q] = w;
                 seen_since[q] = now;
@@ -210,6 +272,7 @@ static inline void fr_team_run(fr_team *t, int me, int nthreads, fr_team_unit_fn
             if (!orphan && now - seen_since[q] < patience) continue;
             if (fr_team_busy(w)) {
                 atomic_store_explicit(&part->want, 1, memory_order_relaxed);
+                asked = 1;
             } else if (orphan || fr_team_ready(t, u)) {
                 if (atomic_compare_exchange_strong_explicit(&part->word, &w,
                                                             fr_team_word(u, me, 0),
@@ -221,8 +284,9 @@ static inline void fr_team_run(fr_team *t, int me, int nthreads, fr_team_unit_fn
                 }
             }
         }
-        if (now - idle_since > FR_TEAM_YIELD_NS) sched_yield();  /* we may share a core */
-        else fr_team_relax();
+        /* Spin: yielding would hand a shared core to the other runtime's thread for a whole
+         * scheduler tick (4 ms measured), and the call cannot end without this thread. */
+        fr_team_relax();
     }
 }
 
