@@ -4,8 +4,8 @@ losing a thread make the next calls use fewer threads for a while, then try agai
 
 A busy core is simulated with the C core's test hook (fr_debug_delay): thread k of the next
 call sleeps at a given unit (0 = the prelude, then one per step, two for a hidden-unit split of
-the reset-before GRU), before claiming it (as if not running) or in the middle of it (as if
-descheduled mid-work). Nothing here measures time.
+the reset-before GRU; -1 = before it starts), before claiming it (as if not running) or in the
+middle of it (as if descheduled mid-work). Nothing here measures time.
 """
 import numpy as np
 import pytest
@@ -68,8 +68,12 @@ def _inputs(layer, batch, time, masked):
     return x, lengths
 
 
-@pytest.mark.parametrize("busy", [False, True], ids=["absent", "descheduled"])
-@pytest.mark.parametrize("unit", [0, 1, 5])
+# (unit, busy): -1 = the thread starts late; busy = it stalls in the middle of the unit
+STALLS = [(-1, False), (0, False), (0, True), (1, False), (1, True), (5, False), (5, True)]
+
+
+@pytest.mark.parametrize("unit,busy", STALLS,
+                         ids=[f"unit{u}-{'descheduled' if b else 'absent'}" for u, b in STALLS])
 @pytest.mark.parametrize("thread", [1, 0])
 @pytest.mark.parametrize("masked", [False, True], ids=["full", "lengths"])
 @pytest.mark.parametrize("name,make,batch,time", CASES, ids=[c[0] for c in CASES])
@@ -83,8 +87,9 @@ def test_taken_over_work_gives_the_same_bits(name, make, batch, time, masked, th
     out, state = layer(x, lengths=lengths)
     stats = fastrnn.get_contention()
     assert stats["last_threads"] == 2
-    # the stalled thread's part moved: always when it was not running, and in lockstep (a
-    # hidden-unit split) when it stalled mid-step too; in a row split the other thread does
+    # the stalled thread's part moved: always when it was not running (a thread that starts
+    # 40 ms late has all its units run for it, which counts as a part lost), and in lockstep
+    # (a hidden-unit split) when it stalled mid-step too; in a row split the other thread does
     # not wait for a part stalled mid-step whose remaining steps are too few to be worth it
     # (test_row_split_slow_part_handed_over)
     rows = batch >= 8

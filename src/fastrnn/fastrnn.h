@@ -342,7 +342,8 @@ void fr_get_contention(fr_contention *out);
 /* Forget the cap and zero the counters. */
 void fr_reset_contention(void);
 /* Testing only: make thread `thread` of the next multi-threaded forward call sleep `usec`
- * microseconds at unit `unit` (0: the prelude, then one per step), before claiming it
+ * microseconds at unit `unit` (-1: before it starts; 0: the prelude, then one per step),
+ * before claiming it
  * (busy = 0: as if not running) or while running it (busy = 1: descheduled mid-work), once.
  * usec = 0 disarms. Not for concurrent calls. */
 void fr_debug_delay(int thread, int unit, int usec, int busy);

@@ -9,11 +9,13 @@
  * part into units (the prelude, then the steps), run in order. A part's state is one atomic
  * word: its next unit, its owner and whether that unit is being run. The owner claims a unit
  * (busy), runs it and releases it (next unit). A thread with nothing to run watches the other
- * parts: one whose next unit could run but has not been claimed for longer than the patience
- * (its owner is not running) is taken over; one whose unit has been running that long is asked
- * to hand itself over when that unit ends. A part's units compute the same bits whichever thread
+ * parts: a part whose thread has not started yet gets its units run for it, one at a time,
+ * until the thread arrives; one whose next unit could run but has not been claimed for longer
+ * than the patience (its owner is not running) is taken over; one whose unit has been running
+ * that long is asked to hand itself over when that unit ends; in a row split, one advancing
+ * much slower than we do is asked too. A part's units compute the same bits whichever thread
  * runs them, so outputs do not depend on who ran what. The caller learns how many parts moved
- * (fr_team.taken) and uses fewer threads for the next calls (fastrnn.c, plan_threads).
+ * (fr_team.taken, and lent units) and uses fewer threads for the next calls (fastrnn.c).
  *
  * Memory order: a unit's writes are published by the release store (or RMW) that ends it and
  * read after the acquire that starts the next unit of the part (claim) or of any part (the
@@ -33,11 +35,13 @@
 typedef struct {
     _Alignas(64) _Atomic int64_t word; /* next unit << 8 | owner << 1 | busy */
     _Atomic int want;                  /* another thread waits on this part: hand it over */
+    _Atomic int arrived;               /* its first owner has started (fr_team_run) */
 } fr_team_part;
 
 typedef struct {
     _Alignas(64) _Atomic int64_t finished; /* units finished: all (lockstep) or preludes */
     _Alignas(64) _Atomic int taken;        /* parts that changed thread during the call */
+    _Atomic int lent;                      /* units run for an owner not started yet */
     /* the shortest run of a prelude / step unit so far: the expected time of one (a unit whose
      * thread was descheduled takes longer, so the shortest is the one to trust) */
     _Atomic int64_t unit_ns[2];
@@ -79,6 +83,7 @@ static inline void fr_team_init(fr_team *t, int nparts, int nunits, int lockstep
 {
     atomic_init(&t->finished, 0);
     atomic_init(&t->taken, 0);
+    atomic_init(&t->lent, 0);
     atomic_init(&t->unit_ns[0], 0);
     atomic_init(&t->unit_ns[1], 0);
     t->nparts = nparts;
@@ -88,6 +93,7 @@ static inline void fr_team_init(fr_team *t, int nparts, int nunits, int lockstep
     for (int p = 0; p < nparts; p++) {
         atomic_init(&t->part[p].word, fr_team_word(0, p, 0));
         atomic_init(&t->part[p].want, 0);
+        atomic_init(&t->part[p].arrived, 0);
     }
 }
 
@@ -155,8 +161,13 @@ static inline int fr_team_worth_staying(fr_team *t, int64_t pace_ns, int64_t flo
 /* Run the team's units on this thread until every part is finished. */
 static inline void fr_team_run(fr_team *t, int me, int nthreads, fr_team_unit_fn run, void *ctx)
 {
-    uint64_t owned = 0;
-    if (me < t->nparts) owned = (uint64_t)1 << me;
+    int delay = fr_debug_delay_for(me, -1, 0);
+    if (delay) fr_team_sleep_us(delay);  /* started late */
+    uint64_t owned = 0, lending = 0;
+    if (me < t->nparts) {
+        owned = (uint64_t)1 << me;
+        atomic_store_explicit(&t->part[me].arrived, 1, memory_order_relaxed);
+    }
     /* Parts whose thread the runtime did not start (fewer threads than asked): free at once. */
     if (me == 0)
         for (int p = nthreads; p < t->nparts; p++) {
@@ -184,8 +195,9 @@ static inline void fr_team_run(fr_team *t, int me, int nthreads, fr_team_unit_fn
                 owned &= ~((uint64_t)1 << p);
                 continue;
             }
-            if (!fr_team_ready(t, u)) continue;
-            int delay = fr_debug_delay_for(me, u, 0);
+            /* busy: another thread runs a unit of it for us (we had not started) */
+            if (fr_team_busy(w) || !fr_team_ready(t, u)) continue;
+            delay = fr_debug_delay_for(me, u, 0);
             if (delay) {
                 fr_team_sleep_us(delay);
                 continue;  /* look again: the part may have been taken meanwhile */
@@ -243,6 +255,28 @@ static inline void fr_team_run(fr_team *t, int me, int nthreads, fr_team_unit_fn
             const int u = fr_team_unit(w);
             if (u >= t->nunits) continue;
             const int orphan = fr_team_owner(w) == FR_TEAM_NOBODY;
+            if (!orphan && !fr_team_busy(w) && fr_team_ready(t, u)
+                && !atomic_load_explicit(&part->arrived, memory_order_relaxed)) {
+                /* Its thread has not started (woken late, or its core busy): run its units
+                 * for it, one at a time, until it arrives; the part stays its own. */
+                if (!(lending >> q & 1) && (w != seen_word[q] || now - seen_since[q] < floor_ns)) {
+                    if (w != seen_word[q]) seen_word[q] = w, seen_since[q] = now;
+                    continue;
+                }
+                if (!atomic_compare_exchange_strong_explicit(&part->word, &w, w | 1,
+                                                             memory_order_acquire,
+                                                             memory_order_relaxed))
+                    continue;
+                lending |= (uint64_t)1 << q;
+                run(ctx, me, q, u);
+                atomic_store_explicit(&part->word, fr_team_word(u + 1, fr_team_owner(w), 0),
+                                      memory_order_release);
+                if (t->lockstep || u == 0)
+                    atomic_fetch_add_explicit(&t->finished, 1, memory_order_acq_rel);
+                atomic_fetch_add_explicit(&t->lent, 1, memory_order_relaxed);
+                idle_since = -1;
+                break;  /* our own parts may be ready now */
+            }
             if (!orphan && !t->lockstep && u > 0 && fr_team_slow(q, u, now, floor_ns, pace_ns,
                                                                rate_unit, rate_since)) {
                 /* rows: a part that advances at under 2/3 of our pace is ours to finish */

@@ -1,9 +1,9 @@
 /* The team protocol of team.h on its own, with POSIX threads: every unit runs exactly once,
  * never before the units it depends on (its part's previous unit; with lockstep, every part's
  * previous unit; with sync_prelude, every prelude before any unit 1), whichever thread runs
- * it, while threads are delayed as if descheduled (before a unit, so that it is taken over,
- * or in the middle of one, so that it is handed over), and when fewer threads start than
- * there are parts. Built with -fsanitize=thread by tools/sanitize.sh: the unit bodies' plain
+ * it, while threads are delayed as if descheduled (before they start, so that their units are
+ * run for them; in the middle of a unit, so that the part is handed over), and when fewer
+ * threads start than there are parts. Built with -fsanitize=thread by tools/sanitize.sh: the unit bodies' plain
  * reads and writes are ordered only by the team's atomics, so a missing acquire or release is
  * a reported data race. */
 #include <pthread.h>
@@ -120,11 +120,13 @@ static void run_case(int nparts, int nthreads, int nunits, int lockstep, int syn
     check(once, what);
     check(w->order_ok, what);
     check(sums, what);
-    const int taken = atomic_load(&w->team.taken);
-    /* work can only have moved to another thread through a take-over the team counted */
-    check(moved == 0 || taken > 0, what);
-    /* a thread that never started, or started after the others were done, lost its part */
-    if (nthreads < nparts || late_us >= 20000) check(taken > 0 && moved > 0, what);
+    const int taken = atomic_load(&w->team.taken), lent = atomic_load(&w->team.lent);
+    /* work can only have moved to another thread through a take-over or a lent unit, counted */
+    check(moved == 0 || taken > 0 || lent > 0, what);
+    check(lent <= moved, what);
+    /* a thread that never started lost its part; one that started late had units run for it */
+    if (nthreads < nparts) check(taken > 0 && moved > 0, what);
+    if (late_us >= 20000) check(lent > 0 && moved > 0, what);
     pthread_mutex_destroy(&w->lock);
     free(w);
 }
