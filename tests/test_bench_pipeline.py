@@ -9,7 +9,9 @@ import fastrnn
 from fastrnn.bench import pipeline, record, suites
 from fastrnn.bench.cli import main as bench_main
 
-TINY = pipeline.PipelineCase("lstm", 2, 5, 16, 16, quick=True)
+# small, but enough work per step for 2 threads (a case run on one thread has no target row)
+TINY = pipeline.PipelineCase("lstm", 8, 5, 64, 128, quick=True)
+ONE_THREAD = pipeline.PipelineCase("lstm", 2, 5, 16, 16, quick=True)
 
 
 def test_run_case_times_fastrnn_after_every_available_neighbour():
@@ -77,3 +79,11 @@ def test_cli_runs_the_suite_and_refuses_plot(monkeypatch, tmp_path, capsys):
     assert bench_main(["--suite", "pipeline", "--dtype", "float64"]) == 2  # float32 layers only
     with pytest.raises(ValueError, match="own cases"):
         suites.select("pipeline")
+
+
+def test_case_too_small_to_split_has_no_target_row(monkeypatch):
+    monkeypatch.setattr(pipeline, "CASES", (ONE_THREAD,))
+    doc = pipeline.run_pipeline([2], quick=True, repeats=1, budget=1.0)
+    assert doc["results"][0]["threads_used"] == 1
+    assert doc["summary"] == []
+    assert "| 2 (1 used) | (alone) |" in pipeline.format_table(doc)

@@ -191,7 +191,10 @@ def run_case(case, nthreads, *, samples=31, budget=5.0):
         rnn()
         fastrnn.reset_contention()
         res["fastrnn_alone"] = _median(_pairs(rnn, rnn, samples, budget))
-        res["fastrnn_alone_capped"] = fastrnn.get_contention()["capped"]
+        busy = fastrnn.get_contention()
+        res["fastrnn_alone_capped"] = busy["capped"]
+        # threads the call actually runs on (fewer when a step has too little work for them)
+        res["threads_used"] = busy["last_threads"] if busy["capped"] == 0 else None
         for name, (front, note) in neighbours(case, nthreads).items():
             if front is None:
                 res["neighbours"][name] = {"note": note}
@@ -256,10 +259,11 @@ def run_pipeline(threads, *, quick=False, repeats=7, min_time=None, budget=5.0, 
 
 def summarize(results):
     """The targets' status per row: fastrnn at > 1 thread after any neighbour vs its 1-thread
-    time alone, and after non-spinning neighbours vs its time alone."""
+    time alone, and after non-spinning neighbours vs its time alone. Rows whose calls run on
+    one thread whatever the count (too little work per step to split) are not counted."""
     rows = []
     for r in results:
-        if r["threads"] < 2:
+        if r["threads"] < 2 or r.get("threads_used") == 1:
             continue
         for name, n in r["neighbours"].items():
             if "fastrnn_after" not in n:
@@ -284,18 +288,21 @@ def format_table(doc):
              "|---|---|---|---|---|---|---|---|---|"]
     for r in doc["results"]:
         capped = r.get("fastrnn_alone_capped")
-        lines.append(f"| {r['case']} | {r['threads']} | (alone) | {_ms(r['fastrnn_alone'])} | "
+        used = r.get("threads_used")
+        threads = (f"{r['threads']} ({used} used)" if used and used < r["threads"]
+                   else r["threads"])
+        lines.append(f"| {r['case']} | {threads} | (alone) | {_ms(r['fastrnn_alone'])} | "
                      f"1.00x | {r['fastrnn_alone'] / r['fastrnn_1t']:.2f}x | - | - | "
                      f"{'-' if capped is None or r['threads'] == 1 else capped} |")
         for name, n in r["neighbours"].items():
             if "fastrnn_after" not in n:
-                lines.append(f"| {r['case']} | {r['threads']} | {name} | {n['note']} "
+                lines.append(f"| {r['case']} | {threads} | {name} | {n['note']} "
                              f"| | | | | |")
                 continue
             fewer = ("-" if r["threads"] == 1 or "fastrnn_after_capped" not in n else
                      f"{n['fastrnn_after_capped']} of {n['fastrnn_after_calls']}")
             lines.append(
-                f"| {r['case']} | {r['threads']} | {name} | {_ms(n['fastrnn_after'])} | "
+                f"| {r['case']} | {threads} | {name} | {_ms(n['fastrnn_after'])} | "
                 f"{n['vs_alone']:.2f}x | {n['vs_one_thread']:.2f}x | "
                 f"{_ms(n['neighbour_alone'])} | {_ms(n['neighbour_after_fastrnn'])} "
                 f"({n['neighbour_slowdown']:.2f}x) | {fewer} |")
