@@ -158,6 +158,25 @@ static inline int fr_team_worth_staying(fr_team *t, int64_t pace_ns, int64_t flo
     return 0;
 }
 
+/* End unit u of a part: publish its writes, with the part's next owner. */
+static inline void fr_team_release(fr_team *t, fr_team_part *part, int u, int owner)
+{
+    atomic_store_explicit(&part->word, fr_team_word(u + 1, owner, 0), memory_order_release);
+    if (t->lockstep || u == 0)  /* what fr_team_ready counts */
+        atomic_fetch_add_explicit(&t->finished, 1, memory_order_acq_rel);
+}
+
+/* Make an idle part (word w, next unit u) ours; 0 if its word changed meanwhile. */
+static inline int fr_team_take(fr_team *t, fr_team_part *part, int64_t w, int u, int me)
+{
+    if (!atomic_compare_exchange_strong_explicit(&part->word, &w, fr_team_word(u, me, 0),
+                                                 memory_order_acquire, memory_order_relaxed))
+        return 0;
+    atomic_store_explicit(&part->want, 0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&t->taken, 1, memory_order_relaxed);
+    return 1;
+}
+
 /* Run the team's units on this thread until every part is finished. */
 static inline void fr_team_run(fr_team *t, int me, int nthreads, fr_team_unit_fn run, void *ctx)
 {
@@ -168,19 +187,10 @@ static inline void fr_team_run(fr_team *t, int me, int nthreads, fr_team_unit_fn
         owned = (uint64_t)1 << me;
         atomic_store_explicit(&t->part[me].arrived, 1, memory_order_relaxed);
     }
-    /* Parts whose thread the runtime did not start (fewer threads than asked): free at once. */
-    if (me == 0)
-        for (int p = nthreads; p < t->nparts; p++) {
-            int64_t w = fr_team_word(0, p, 0);
-            atomic_compare_exchange_strong_explicit(&t->part[p].word, &w,
-                                                    fr_team_word(0, FR_TEAM_NOBODY, 0),
-                                                    memory_order_relaxed, memory_order_relaxed);
-        }
     int64_t seen_word[FR_TEAM_MAX], seen_since[FR_TEAM_MAX];
     int64_t rate_since[FR_TEAM_MAX];
     int rate_unit[FR_TEAM_MAX];
     for (int p = 0; p < t->nparts; p++) seen_word[p] = -1, seen_since[p] = 0, rate_unit[p] = -1;
-    int64_t idle_since = -1;
     int64_t steps_start = 0, pace_ns = -1; /* our own pace: ns per step unit (rows) */
     int steps_run = 0, asked = 0;          /* asked: we wait for a part to be handed over */
 
@@ -224,24 +234,16 @@ static inline void fr_team_run(fr_team *t, int me, int nthreads, fr_team_unit_fn
             const int handover =
                 atomic_load_explicit(&part->want, memory_order_relaxed)
                 && atomic_exchange_explicit(&part->want, 0, memory_order_relaxed);
-            atomic_store_explicit(&part->word,
-                                  fr_team_word(u + 1, handover ? FR_TEAM_NOBODY : me, 0),
-                                  memory_order_release);
+            fr_team_release(t, part, u, handover ? FR_TEAM_NOBODY : me);
             if (u > 0 && pace_ns < 0) steps_run++;
-            if (t->lockstep || u == 0)  /* what fr_team_ready counts */
-                atomic_fetch_add_explicit(&t->finished, 1, memory_order_acq_rel);
             if (handover) owned &= ~((uint64_t)1 << p);
             progressed = 1;
         }
-        if (progressed) {
-            idle_since = -1;
-            continue;
-        }
+        if (progressed) continue;
         if (fr_team_done(t)) break;
 
         /* Nothing of ours can run: look at the other parts. */
         const int64_t now = fr_team_now_ns();
-        if (idle_since < 0) idle_since = now;
         if (pace_ns < 0 && steps_run > 0)  /* idle for the first time since our steps began */
             pace_ns = (now - steps_start) / steps_run;
         const int64_t floor_ns = fr_team_patience_ns();
@@ -254,7 +256,9 @@ static inline void fr_team_run(fr_team *t, int me, int nthreads, fr_team_unit_fn
             int64_t w = atomic_load_explicit(&part->word, memory_order_acquire);
             const int u = fr_team_unit(w);
             if (u >= t->nunits) continue;
-            const int orphan = fr_team_owner(w) == FR_TEAM_NOBODY;
+            /* handed over, or its thread was never started (the runtime gave fewer) */
+            const int orphan =
+                fr_team_owner(w) == FR_TEAM_NOBODY || fr_team_owner(w) >= nthreads;
             if (!orphan && !fr_team_busy(w) && fr_team_ready(t, u)
                 && !atomic_load_explicit(&part->arrived, memory_order_relaxed)) {
                 /* Its thread has not started (woken late, or its core busy): run its units
@@ -269,12 +273,8 @@ static inline void fr_team_run(fr_team *t, int me, int nthreads, fr_team_unit_fn
                     continue;
                 lending |= (uint64_t)1 << q;
                 run(ctx, me, q, u);
-                atomic_store_explicit(&part->word, fr_team_word(u + 1, fr_team_owner(w), 0),
-                                      memory_order_release);
-                if (t->lockstep || u == 0)
-                    atomic_fetch_add_explicit(&t->finished, 1, memory_order_acq_rel);
+                fr_team_release(t, part, u, fr_team_owner(w));
                 atomic_fetch_add_explicit(&t->lent, 1, memory_order_relaxed);
-                idle_since = -1;
                 break;  /* our own parts may be ready now */
             }
             if (!orphan && !t->lockstep && u > 0 && fr_team_slow(q, u, now, floor_ns, pace_ns,
@@ -283,13 +283,8 @@ static inline void fr_team_run(fr_team *t, int me, int nthreads, fr_team_unit_fn
                 if (fr_team_busy(w)) {
                     atomic_store_explicit(&part->want, 1, memory_order_relaxed);
                     asked = 1;
-                } else if (atomic_compare_exchange_strong_explicit(&part->word, &w,
-                                                                 fr_team_word(u, me, 0),
-                                                                 memory_order_acquire,
-                                                                 memory_order_relaxed)) {
+                } else if (fr_team_take(t, part, w, u, me)) {
                     owned |= (uint64_t)1 << q;
-                    atomic_store_explicit(&part->want, 0, memory_order_relaxed);
-                    atomic_fetch_add_explicit(&t->taken, 1, memory_order_relaxed);
                 }
                 continue;
             }
@@ -307,15 +302,8 @@ static inline void fr_team_run(fr_team *t, int me, int nthreads, fr_team_unit_fn
             if (fr_team_busy(w)) {
                 atomic_store_explicit(&part->want, 1, memory_order_relaxed);
                 asked = 1;
-            } else if (orphan || fr_team_ready(t, u)) {
-                if (atomic_compare_exchange_strong_explicit(&part->word, &w,
-                                                            fr_team_word(u, me, 0),
-                                                            memory_order_acquire,
-                                                            memory_order_relaxed)) {
-                    owned |= (uint64_t)1 << q;
-                    atomic_store_explicit(&part->want, 0, memory_order_relaxed);
-                    atomic_fetch_add_explicit(&t->taken, 1, memory_order_relaxed);
-                }
+            } else if ((orphan || fr_team_ready(t, u)) && fr_team_take(t, part, w, u, me)) {
+                owned |= (uint64_t)1 << q;
             }
         }
         /* Spin: yielding would hand a shared core to the other runtime's thread for a whole

@@ -3,9 +3,9 @@
  * previous unit; with sync_prelude, every prelude before any unit 1), whichever thread runs
  * it, while threads are delayed as if descheduled (before they start, so that their units are
  * run for them; in the middle of a unit, so that the part is handed over), and when fewer
- * threads start than there are parts. Built with -fsanitize=thread by tools/sanitize.sh: the unit bodies' plain
- * reads and writes are ordered only by the team's atomics, so a missing acquire or release is
- * a reported data race. */
+ * threads start than there are parts. Built with -fsanitize=thread by tools/sanitize.sh: the
+ * unit bodies' plain reads and writes are ordered only by the team's atomics, so a missing
+ * acquire or release is a reported data race. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
