@@ -132,9 +132,15 @@ def run_native(engine, workers, implementation, model_path, data, warm, out_root
 
         import fastrnn.ray
 
+        # the actors leave 1 CPU of the cluster to Ray Data's read and write tasks (1 CPU
+        # each): on 2 CPUs, 2 actors reserve half a CPU each and still run 1 fastrnn thread
+        cpus = ray.cluster_resources()["CPU"]
+        num_cpus = min(1.0, (cpus - 1) / workers)
+
         def job(src, dst):
             ds = ray.data.read_parquet(src)
-            fastrnn.ray.predict(ds, source, id_column="id", concurrency=workers, num_cpus=1,
+            fastrnn.ray.predict(ds, source, id_column="id", concurrency=workers,
+                                num_cpus=num_cpus, threads=1,
                                 rows_per_batch=chunk_rows).write_parquet(dst)
         job(warm, out + "-warm")
         began = time.perf_counter()

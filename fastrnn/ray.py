@@ -9,10 +9,10 @@
 Each actor loads the model once (from the model file's bytes, sent with the actor's
 constructor, not with every batch) and runs fastrnn with as many threads as the CPUs Ray
 gives it. The batching, checks and outputs are `fastrnn.predict.predict_table`'s: the same
-bits as one local call per row; a bad row gets its reason in the "error" column.
+bits as one local call per row; a bad row gets its reason in the "error" column. `predict`
+refuses (ValueError) actors that would leave the cluster no CPU for the Dataset's reading and
+writing tasks: such a job would wait forever.
 """
-import numpy as np
-
 from .predict import as_source, cached_model, predict_table
 
 INSTALL_HINT = 'pip install "fastrnn[ray]"'
@@ -43,8 +43,8 @@ class Predictor:
 
     Example:
         >>> ds.map_batches(Predictor, fn_constructor_kwargs={"model": "model.npz",
-        ...     "id_column": "id", "threads": 2}, batch_format="pyarrow", concurrency=4,
-        ...     num_cpus=2)
+        ...     "id_column": "id", "threads": 2}, batch_format="pyarrow",
+        ...     compute=ray.data.ActorPoolStrategy(size=4), num_cpus=2)
     """
 
     def __init__(self, model, *, column=None, id_column=None, reduce="last", batch_size=64,
@@ -63,9 +63,45 @@ class Predictor:
         return table
 
 
+def _actor_pool(ray, concurrency, num_cpus, leave_cpus):
+    """The `ActorPoolStrategy` of `predict` and the fewest actors it keeps; raises ValueError
+    when those actors would leave the running cluster less than `leave_cpus` CPUs."""
+    cpus = None
+    if ray.is_initialized():
+        cpus = float(ray.cluster_resources().get("CPU", 0))
+    room = 0.0 if leave_cpus is None else float(leave_cpus)
+    if concurrency is None:
+        fit = int((cpus - room) // num_cpus + 1e-9) if cpus is not None else 1
+        concurrency = max(1, fit)
+    if isinstance(concurrency, (tuple, list)):
+        if len(concurrency) != 2 or not all(isinstance(c, int) for c in concurrency):
+            raise ValueError(f"concurrency must be an int or (min, max), not {concurrency!r}")
+        fewest, most = concurrency
+        compute = ray.data.ActorPoolStrategy(min_size=fewest, max_size=most)
+    else:
+        fewest = int(concurrency)
+        compute = ray.data.ActorPoolStrategy(size=fewest)
+    if fewest < 1:
+        raise ValueError(f"concurrency must be at least 1 actor, not {concurrency!r}")
+    if cpus is not None and leave_cpus is not None \
+            and fewest * num_cpus + room > cpus + 1e-9:
+        raise ValueError(
+            f"fastrnn.ray.predict: {fewest} actor(s) x num_cpus={num_cpus:g} and "
+            f"leave_cpus={room:g} for the Dataset's own tasks need "
+            f"{fewest * num_cpus + room:g} CPUs; the Ray cluster has {cpus:g}. The actors "
+            "start first and keep their CPUs, so the Dataset's reading and writing tasks (1 "
+            "CPU each unless given fewer) would never be scheduled and the job would wait "
+            "forever. Use fewer actors (concurrency), a fraction of a CPU per actor "
+            "(num_cpus=0.5 still runs one fastrnn thread), or, when the Dataset's tasks "
+            "ask for less (read_parquet(..., num_cpus=0.25)) or there are none "
+            "(from_arrow blocks taken with to_arrow_refs), a smaller leave_cpus; "
+            "leave_cpus=None skips this check (an autoscaling cluster that adds CPUs).")
+    return compute
+
+
 def predict(dataset, model, *, column=None, id_column=None, reduce="last", batch_size=64,
-            group=True, strict=False, concurrency=None, num_cpus=1, rows_per_batch=4096,
-            name=None, predictor=None):
+            group=True, strict=False, concurrency=None, num_cpus=1, threads=None,
+            leave_cpus=1, rows_per_batch=4096, name=None, predictor=None):
     """Score a Ray Dataset of sequences: a lazy Dataset with the id column, "output" and
     "error" (null unless the row is bad) for each row.
 
@@ -73,20 +109,30 @@ def predict(dataset, model, *, column=None, id_column=None, reduce="last", batch
         dataset: a `ray.data.Dataset` with a sequence column and an id column.
         model: as for `Predictor`; a path is read once here and its bytes go to each actor.
         column, id_column, reduce, batch_size, group, strict: as for `Predictor`.
-        concurrency: actors (an int, or (min, max) to autoscale); None: the CPUs Ray has
-            divided by num_cpus.
-        num_cpus: CPUs per actor; fastrnn runs that many threads in each.
+        concurrency: actors (an int, or (min, max) to autoscale), run as
+            `compute=ray.data.ActorPoolStrategy(...)`; None: as many as fit in the running
+            cluster's CPUs after `leave_cpus` (at least 1).
+        num_cpus: CPUs Ray reserves per actor (may be a fraction: 0.5 lets two actors share
+            a core's reservation with the Dataset's reading and writing tasks).
+        threads: fastrnn threads per actor; None: num_cpus rounded down, at least 1.
+        leave_cpus: CPUs the actors must leave free for the Dataset's own tasks (Ray Data's
+            reads and writes ask for 1 CPU each by default): when the running cluster has
+            fewer than (minimum actors x num_cpus + leave_cpus) CPUs this raises ValueError
+            instead of returning a Dataset that would wait forever. 0 for a Dataset whose
+            tasks need no CPU (from_arrow blocks collected with to_arrow_refs); None skips
+            the check (an autoscaling cluster). Checked only when Ray is initialized.
         rows_per_batch: rows per `map_batches` batch (the window of length grouping).
         name: the layer of a model file with several to run alone.
         predictor: the callable class to run: `Predictor` (default) or a subclass of it
             (that post-processes its tables, say).
 
-    A dead actor is restarted and its batches rerun (max_restarts and max_task_retries
-    unlimited), so a lost worker costs time, not rows.
+    A dead actor is restarted and its batches rerun (Ray Data's actor pools default to
+    max_restarts=-1 and max_task_retries=-1), so a lost worker costs time, not rows.
 
     Raises:
         ImportError: Ray Data is not installed.
-        ValueError: no id_column.
+        ValueError: no id_column; the actors would leave the cluster no CPU for the
+            Dataset's other tasks (see leave_cpus).
 
     Example:
         >>> fastrnn.ray.predict(ray.data.read_parquet("seqs/"), "model.npz", id_column="id")
@@ -94,16 +140,17 @@ def predict(dataset, model, *, column=None, id_column=None, reduce="last", batch
     ray = _ray()
     if id_column is None:
         raise ValueError("id_column is required on Ray: its batches carry no row numbers")
+    if not num_cpus > 0:
+        raise ValueError(f"num_cpus must be positive, not {num_cpus!r}")
     source = as_source(model, name=name)
-    if concurrency is None:
-        cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else 1
-        concurrency = max(1, cpus // max(1, int(np.ceil(num_cpus))))
+    compute = _actor_pool(ray, concurrency, num_cpus, leave_cpus)
+    threads = max(1, int(num_cpus)) if threads is None else int(threads)
     return dataset.map_batches(
         predictor or Predictor, batch_format="pyarrow", batch_size=rows_per_batch,
         fn_constructor_kwargs=dict(model=source, column=column, id_column=id_column,
                                    reduce=reduce, batch_size=batch_size, group=group,
-                                   strict=strict, threads=max(1, int(num_cpus))),
-        concurrency=concurrency, num_cpus=num_cpus, max_restarts=-1, max_task_retries=-1)
+                                   strict=strict, threads=threads),
+        compute=compute, num_cpus=num_cpus)
 
 
 class _ChunkWorker:

@@ -1,9 +1,13 @@
 """fastrnn.ray on a real local Ray cluster (ray.init(num_cpus=2), started once for the file):
 rows bitwise equal to the layer called on each row alone, the model loaded once per actor, a
-killed worker still giving every row exactly once, bad rows reported with their ids."""
+killed worker still giving every row exactly once, bad rows reported with their ids, and a
+job whose actors would take every CPU refused at once instead of waiting forever."""
+import logging
 import os
 import signal
 import sys
+import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -94,7 +98,8 @@ def test_ray_data_rows_are_bitwise_the_rows_scored_alone(cluster, model_file, tm
     log = tmp_path / "loads"
     ds = ray.data.from_arrow(blocks)
     scored = fastrnn.ray.predict(ds, CountingSource(path, log), id_column="id", reduce=reduce,
-                                 concurrency=2, num_cpus=1, rows_per_batch=10, batch_size=4)
+                                 concurrency=2, num_cpus=1, rows_per_batch=10, batch_size=4,
+                                 leave_cpus=0)  # from_arrow + to_arrow_refs: no tasks
     check(pa.concat_tables(ray.get(scored.to_arrow_refs())), seqs, ids, layer, reduce=reduce)
     pids = log.read_text().split()
     assert 1 <= len(pids) <= 2 and len(set(pids)) == len(pids)  # once per actor, 20 batches
@@ -126,11 +131,88 @@ def test_bad_rows_are_reported_with_ids_and_do_not_stop_the_job(cluster, model_f
     table = pa.table({"id": ids, "steps": pa.array(nested, pa.list_(pa.list_(pa.float32())))})
     blocks = [table.slice(i, 15) for i in range(0, 60, 15)]
     scored = fastrnn.ray.predict(ray.data.from_arrow(blocks), str(path), id_column="id",
-                                 concurrency=2, rows_per_batch=16)
+                                 concurrency=2, rows_per_batch=16, leave_cpus=0)
     errors = check(pa.concat_tables(ray.get(scored.to_arrow_refs())), seqs, ids, layer,
                    bad={1007, 1021, 1040})
     assert errors[1007] == "step 0 has 3 features, the model expects input_size=4"
     assert "NaN" in errors[1021] and errors[1040] == "empty sequence"
+
+
+def within(seconds, job):
+    """Run job() in a thread; fail (instead of hanging the test run) past `seconds`."""
+    failure = []
+
+    def run():
+        try:
+            job()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failure.append(exc)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"the Ray Data job still runs after {seconds} s: a hang"
+    if failure:
+        raise failure[0]
+
+
+def parquet_dir(path, seqs, ids, files=4):
+    os.makedirs(path)
+    step = -(-len(seqs) // files)
+    for f, i in enumerate(range(0, len(seqs), step)):
+        pq.write_table(table_of(seqs[i:i + step], ids[i:i + step]), os.path.join(path, f"{f}.parquet"))
+
+
+# Ray Data warns that 2 actors get fewer input blocks than that (a small data set)
+@pytest.mark.filterwarnings("ignore:The minimum number of concurrent actors:UserWarning")
+def test_actors_taking_every_cpu_raise_instead_of_hanging(cluster, model_file, tmp_path):
+    """read_parquet -> predict -> write_parquet on ray.init(num_cpus=2): 2 actors x 1 CPU
+    would leave the read and write tasks no CPU and wait forever (Ray Data's "does not have
+    any available CPUs. The Dataset job will hang"): refused at once; with num_cpus=0.5 (one
+    fastrnn thread each) or the default concurrency the job finishes."""
+    path, layer = model_file
+    rng = np.random.default_rng(5)
+    seqs = rows(160, rng)
+    ids = [f"p{i}" for i in range(160)]
+    parquet_dir(str(tmp_path / "in"), seqs, ids)
+    ds = ray.data.read_parquet(str(tmp_path / "in"))
+    with pytest.raises(ValueError, match=r"2 actor\(s\) x num_cpus=1 .* need 3 CPUs; the Ray "
+                       r"cluster has 2\..*wait forever"):
+        fastrnn.ray.predict(ds, path, id_column="id", concurrency=2, num_cpus=1)
+    with pytest.raises(ValueError, match="wait forever"):
+        fastrnn.ray.predict(ds, path, id_column="id", concurrency=(2, 2))
+    with pytest.raises(ValueError, match=r"need 2\.5 CPUs; the Ray cluster has 2"):
+        fastrnn.ray.predict(ds, path, id_column="id", num_cpus=2, leave_cpus=0.5)  # 1 actor
+    fastrnn.ray.predict(ds, path, id_column="id", concurrency=2, leave_cpus=None)  # unchecked
+
+    for n, kwargs in enumerate([dict(concurrency=2, num_cpus=0.5), dict()]):
+        out = str(tmp_path / f"out{n}")
+        scored = fastrnn.ray.predict(ray.data.read_parquet(str(tmp_path / "in")), path,
+                                     id_column="id", rows_per_batch=16, **kwargs)
+        within(180, lambda: scored.write_parquet(out))
+        check(pq.read_table(out), seqs, ids, layer)
+
+
+def test_predict_uses_no_deprecated_ray_arguments(cluster, model_file):
+    """No `ray_remote_args` (named remote parameters) and no `concurrency` (compute=
+    ActorPoolStrategy) deprecation from Ray Data for what fastrnn.ray.predict passes."""
+    path, _ = model_file
+    seen = []
+
+    class Note(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+    handler = Note(level=logging.WARNING)
+    logging.getLogger("ray.data").addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for concurrency in (2, (1, 2)):
+                fastrnn.ray.predict(ray.data.from_arrow([table_of([], [])]), path,
+                                    id_column="id", concurrency=concurrency, num_cpus=0.5)
+    finally:
+        logging.getLogger("ray.data").removeHandler(handler)
+    said = [str(w.message) for w in caught] + seen
+    assert not [m for m in said if "deprecat" in m.lower()], said
 
 
 class KillOnce(fastrnn.ray.Predictor):
@@ -153,7 +235,7 @@ def test_ray_data_survives_a_killed_worker(cluster, model_file, tmp_path):
     ids = [f"k{i}" for i in range(120)]
     ds = ray.data.from_arrow([table_of(seqs[i:i + 20], ids[i:i + 20]) for i in range(0, 120, 20)])
     scored = fastrnn.ray.predict(ds, str(path), id_column="id", concurrency=2,
-                                 rows_per_batch=10, predictor=KillOnce)
+                                 rows_per_batch=10, predictor=KillOnce, leave_cpus=0)
     check(pa.concat_tables(ray.get(scored.to_arrow_refs())), seqs, ids, layer)
     assert os.path.exists(KillOnce.marker)
 
