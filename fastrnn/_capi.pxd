@@ -147,6 +147,7 @@ cdef extern from "fastrnn.h" nogil:
     void fr_reset_contention()
     void fr_debug_delay(int thread, int unit, int usec, int busy)
     void fr_debug_patience(int usec)
+    int fr_debug_delay_pending()
     double fr_fma_peak_gflops(int num_threads, double seconds)
     size_t fr_qmatrix_data_size(int rows, int cols)
     int fr_quantize_int8(const float *w, int rows, int cols, Py_ssize_t ld, signed char *q,

@@ -18,7 +18,7 @@ cnp.import_array()
 __all__ = ["LayerEngine", "gate_stride", "recommended_ld", "workspace_size", "get_isa",
            "set_isa", "available_isas", "openmp_enabled", "openmp_max_threads", "openmp_version",
            "compiler", "c_version", "StreamModel", "frnn_validate", "contention",
-           "reset_contention", "debug_delay", "debug_patience"]
+           "reset_contention", "debug_delay", "debug_patience", "debug_delay_pending"]
 
 cdef extern from *:
     """
@@ -116,6 +116,11 @@ def debug_delay(int thread, int unit, int usec, bint busy=False):
     """Testing only: thread `thread` of the next multi-threaded forward call sleeps `usec` us
     at unit `unit` (0: the prelude, then the steps), as if its core were taken."""
     fr_debug_delay(thread, unit, usec, busy)
+
+
+def debug_delay_pending():
+    """Testing only: whether the delay armed by debug_delay has not happened yet."""
+    return bool(fr_debug_delay_pending())
 
 
 def debug_patience(int usec):

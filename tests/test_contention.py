@@ -82,21 +82,28 @@ def test_taken_over_work_gives_the_same_bits(name, make, batch, time, masked, th
     layer = make()
     x, lengths = _inputs(layer, batch, time, masked)
     expected = _one_thread(lambda: layer(x, lengths=lengths))
-    fastrnn.reset_contention()
-    _core.debug_delay(thread, unit, DELAY_US, busy)
-    out, state = layer(x, lengths=lengths)
-    stats = fastrnn.get_contention()
-    assert stats["last_threads"] == 2
-    # the stalled thread's part moved: always when it was not running (a thread that starts
+    # The stalled thread's part moves: always when it was not running (a thread that starts
     # 40 ms late has all its units run for it, which counts as a part lost), and in lockstep
     # (a hidden-unit split) when it stalled mid-step too; in a row split the other thread does
     # not wait for a part stalled mid-step whose remaining steps are too few to be worth it
-    # (test_row_split_slow_part_handed_over)
-    rows = batch >= 8
-    if not (busy and rows and unit > 0):
-        assert stats["last_taken"] >= 1, stats
-    _assert_same(out, expected[0])
-    _assert_same(state, expected[1])
+    # (test_row_split_slow_part_handed_over).
+    must_move = not (busy and batch >= 8 and unit > 0)
+    moved = False
+    for _attempt in range(3):  # a heavily loaded machine may not run the other thread in time
+        fastrnn.reset_contention()
+        _core.debug_delay(thread, unit, DELAY_US, busy)
+        out, state = layer(x, lengths=lengths)
+        stats = fastrnn.get_contention()
+        # on a loaded machine the other thread may have run that unit first: nothing stalled
+        stalled = not _core.debug_delay_pending()
+        _core.debug_delay(0, 0, 0)
+        assert stats["last_threads"] == 2
+        _assert_same(out, expected[0])
+        _assert_same(state, expected[1])
+        moved = stalled and stats["last_taken"] >= 1
+        if moved or not must_move:
+            break
+    assert moved or not must_move, stats
 
 
 def _assert_same(got, want):

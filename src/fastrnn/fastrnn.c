@@ -446,6 +446,11 @@ void fr_debug_delay(int thread, int unit, int usec, int busy)
     atomic_store(&g_delay_thread, usec > 0 ? thread : -1);
 }
 
+int fr_debug_delay_pending(void)
+{
+    return atomic_load(&g_delay_thread) >= 0;
+}
+
 /* team.h: the armed delay for this thread and unit, once (0: none). */
 int fr_debug_delay_for(int thread, int unit, int busy)
 {

@@ -347,6 +347,9 @@ void fr_reset_contention(void);
  * (busy = 0: as if not running) or while running it (busy = 1: descheduled mid-work), once.
  * usec = 0 disarms. Not for concurrent calls. */
 void fr_debug_delay(int thread, int unit, int usec, int busy);
+/* Testing only: 1 while the delay armed by fr_debug_delay has not happened (on a loaded machine
+ * another thread may have run that unit first). */
+int fr_debug_delay_pending(void);
 /* Testing only: the least time (microseconds) a thread may fall behind before its work is
  * taken over; usec <= 0 restores the default (250). Tests raise it so that a loaded machine's
  * own hiccups are not mistaken for the delays they arm. */
