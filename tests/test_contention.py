@@ -207,12 +207,18 @@ def test_capped_calls_same_bits_as_uncapped():
     np.testing.assert_array_equal(got, expected)
 
 
-@pytest.mark.usefixtures("patient")
-def test_reset_contention_lifts_the_cap():
-    layer = fastrnn.LSTM(64, 128, seed=12)
+def _capped_lstm(seed):
+    """An LSTM whose last two calls lost a thread: a cap is in force; the layer and its input."""
+    layer = fastrnn.LSTM(64, 128, seed=seed)
     x, _ = _inputs(layer, 1, 8, False)
     _stalled_call(layer, x)
     _stalled_call(layer, x)
+    return layer, x
+
+
+@pytest.mark.usefixtures("patient")
+def test_reset_contention_lifts_the_cap():
+    layer, x = _capped_lstm(12)
     assert fastrnn.get_contention()["cap_threads"] == 1
     fastrnn.reset_contention()
     assert fastrnn.get_contention() == {"calls": 0, "contended": 0, "capped": 0,
@@ -225,10 +231,7 @@ def test_reset_contention_lifts_the_cap():
 @pytest.mark.usefixtures("patient")
 def test_show_config_reports_busy_cores():
     import io
-    layer = fastrnn.LSTM(64, 128, seed=13)
-    x, _ = _inputs(layer, 1, 8, False)
-    _stalled_call(layer, x)
-    _stalled_call(layer, x)
+    _capped_lstm(13)
     buf = io.StringIO()
     fastrnn.show_config(file=buf)
     assert "busy cores:" in buf.getvalue()

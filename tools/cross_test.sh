@@ -137,7 +137,7 @@ for a in "${ARCHES[@]}"; do
         echo "== $a ($t, $omp): build"
         if ! make -s -C "$b" -j2 CC="$t-gcc" OPENMP="$ompflag" CFLAGS="$CFLAGS_OPT $flags" \
                 all build/test_core build/test_backward build/test_stream build/test_qgemm \
-                build/frnn_fuzz \
+                build/test_team build/frnn_fuzz \
                 > "$b/build.log" 2>&1; then
             tail -30 "$b/build.log"
             failed+=("$a-$omp build")
@@ -148,7 +148,7 @@ for a in "${ARCHES[@]}"; do
                 "$b/build/libfastrnn.a" $ompflag -lm -o "$b/${prog%%:*}"
         done
         echo "== $a ($t, $omp): C tests under $(basename "$q")"
-        for prog in test_core test_backward test_stream test_qgemm frnn_fuzz; do
+        for prog in test_core test_backward test_stream test_qgemm test_team frnn_fuzz; do
             # test_stream writes build/test_stream.frnn relative to the working directory
             run_case "$a $omp $prog" bash -c "cd '$b' && '$q' -L '$sysroot' ./build/$prog"
         done
