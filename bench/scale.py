@@ -11,10 +11,14 @@ process, scored in the workers); ray-data and dask-df read and write in the work
 (`fastrnn.ray.predict` on `ray.data.read_parquet`, `fastrnn.dask.predict` on
 `dd.read_parquet`), as a multi-node job does. The data set is examples/make_sequences.py's
 (16 features, 1-200 steps, log-uniform lengths) and the model its 2-layer LSTM (16 -> 64).
-Each configuration scores the whole data set once into a fresh directory after a warm-up run
-on a slice (clusters and workers already started, models loaded), so the time is the steady
-cost of reading, scoring and writing. Targets: 2 workers >= 1.7x 1 worker per engine; engine
+Each configuration scores the whole data set into a fresh directory (`--repeat` times: the
+median and range are reported) after a warm-up run on a slice (clusters and workers already
+started, models loaded), so the time is the steady cost of reading, scoring and writing; but
+a ray-data run is a whole Ray Data job, which starts its actors (and loads the model in them)
+again each time, as a real job does. Targets: 2 workers >= 1.7x 1 worker per engine; engine
 overhead <= 15% vs local at 1 worker; fastrnn >= 1.5x the torch pipeline.
+bench/scale_phases.py shows where the time goes (the scoring's own 2-process ceiling, the
+read / score / write split, the drivers' CPU, the fixed cost of a Ray Data or Dask job).
 """
 import argparse
 import importlib.util
@@ -90,8 +94,9 @@ def torch_source_class():
 
 # ---------------------------------------------------------------------------------------------
 
-def run_config(engine, workers, implementation, model_path, data, warm, out_root, chunk_rows):
-    """Rows/s of one configuration: (seconds, PredictReport)."""
+def run_config(engine, workers, implementation, model_path, data, warm, out_root, chunk_rows,
+               repeat=1):
+    """One configuration, timed `repeat` times: (list of seconds, last PredictReport)."""
     from fastrnn import predict as P
     source = (torch_source_class()(model_path, 1) if implementation == "torch"
               else P.ModelSource(model_path))
@@ -108,19 +113,23 @@ def run_config(engine, workers, implementation, model_path, data, warm, out_root
         common = dict(id_column="id", chunk_rows=chunk_rows, engine=run_engine,
                       threads=1 if pool is None else None)
         P.predict_parquet(source, warm, out + "-warm", **common)
-        began = time.perf_counter()
-        report = P.predict_parquet(source, data, out, **common)
-        seconds = time.perf_counter() - began
+        seconds = []
+        for i in range(repeat):
+            began = time.perf_counter()
+            report = P.predict_parquet(source, data, f"{out}-{i}", **common)
+            seconds.append(time.perf_counter() - began)
     finally:
         if pool is not None:
             pool.close()
     return seconds, report
 
 
-def run_native(engine, workers, implementation, model_path, data, warm, out_root, chunk_rows):
+def run_native(engine, workers, implementation, model_path, data, warm, out_root, chunk_rows,
+               repeat=1):
     """The engine's own reading and writing (what a multi-node job runs): Ray Data
     read_parquet -> fastrnn.ray.predict -> write_parquet, or dd.read_parquet ->
-    fastrnn.dask.predict -> to_parquet. Returns (seconds, rows)."""
+    fastrnn.dask.predict -> to_parquet; each a whole job (a fresh Dataset or graph: Ray Data
+    starts its actors per job). Returns (list of seconds, rows)."""
     import pyarrow.parquet as pq
 
     from fastrnn import predict as P
@@ -143,9 +152,11 @@ def run_native(engine, workers, implementation, model_path, data, warm, out_root
                                 num_cpus=num_cpus, threads=1,
                                 rows_per_batch=chunk_rows).write_parquet(dst)
         job(warm, out + "-warm")
-        began = time.perf_counter()
-        job(data, out)
-        seconds = time.perf_counter() - began
+        seconds = []
+        for i in range(repeat):
+            began = time.perf_counter()
+            job(data, f"{out}-{i}")
+            seconds.append(time.perf_counter() - began)
     else:
         import dask.dataframe as dd
         import distributed
@@ -158,10 +169,12 @@ def run_native(engine, workers, implementation, model_path, data, warm, out_root
                 ddf = dd.read_parquet(src, split_row_groups=True)
                 fastrnn.dask.predict(ddf, source, id_column="id", client=client).to_parquet(dst)
             job(warm, out + "-warm")
-            began = time.perf_counter()
-            job(data, out)
-            seconds = time.perf_counter() - began
-    return seconds, pq.read_table(out, columns=["id"]).num_rows
+            seconds = []
+            for i in range(repeat):
+                began = time.perf_counter()
+                job(data, f"{out}-{i}")
+                seconds.append(time.perf_counter() - began)
+    return seconds, pq.read_table(f"{out}-0", columns=["id"]).num_rows
 
 
 def main(argv=None):
@@ -174,6 +187,9 @@ def main(argv=None):
     parser.add_argument("--no-torch", action="store_true", help="skip the torch pipeline")
     parser.add_argument("--chunk-rows", type=int, default=1024,
                         help="rows per chunk (default 1024)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="timed runs per configuration (default 1); rows/s is the median, "
+                        "the range is reported too (a busy machine: use 3 or more)")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
     args = parser.parse_args(argv)
 
@@ -202,22 +218,30 @@ def main(argv=None):
                     continue  # the local engine is one process (its threads: `--threads`)
                 for implementation in implementations:
                     if engine in ("ray-data", "dask-df"):
-                        seconds, rows = run_native(engine, workers, implementation, model,
-                                                   data, warm, tmp, args.chunk_rows)
+                        load = os.getloadavg()[0]
+                        times, rows = run_native(engine, workers, implementation, model,
+                                                 data, warm, tmp, args.chunk_rows, args.repeat)
                         stats = {}
                     else:
-                        seconds, report = run_config(engine, workers, implementation, model,
-                                                     data, warm, tmp, args.chunk_rows)
+                        load = os.getloadavg()[0]
+                        times, report = run_config(engine, workers, implementation, model,
+                                                   data, warm, tmp, args.chunk_rows,
+                                                   args.repeat)
                         rows = report.stats.rows
                         stats = dict(padding=report.stats.padding_ratio,
                                      padding_ungrouped=report.stats.ungrouped_padding_ratio,
                                      steps=report.stats.steps)
+                    seconds = float(np.median(times))
                     rate = rows / seconds
                     results.append(dict(engine=engine, workers=workers,
                                         implementation=implementation, rows=rows,
-                                        seconds=seconds, rows_per_s=rate, **stats))
+                                        seconds=seconds, rows_per_s=rate,
+                                        rows_per_s_range=[rows / max(times), rows / min(times)],
+                                        times=times, loadavg_before=load, **stats))
                     print(f"{engine:5s} {workers} worker(s) {implementation:7s} "
-                          f"{rate:9,.0f} rows/s ({seconds:.2f} s)", flush=True)
+                          f"{rate:9,.0f} rows/s ({seconds:.2f} s; {rows / max(times):,.0f}-"
+                          f"{rows / min(times):,.0f} in {len(times)} runs; load average "
+                          f"{load:.1f} before)", flush=True)
         if "ray" in engines or "ray-data" in engines:
             ray.shutdown()
         check_torch_agrees(model, data)
@@ -230,7 +254,8 @@ def main(argv=None):
             json.dump({"machine": platform.processor() or platform.machine(),
                        "cpus": os.cpu_count(), "fastrnn": fastrnn.__version__,
                        "python": sys.version.split()[0], "rows": args.rows,
-                       "chunk_rows": args.chunk_rows, "results": results}, f, indent=1)
+                       "chunk_rows": args.chunk_rows, "repeat": args.repeat,
+                       "results": results}, f, indent=1)
 
 
 def check_torch_agrees(model_path, data):
@@ -259,8 +284,11 @@ def table(results):
             continue
         one = by.get((r["engine"], 1, "fastrnn"))
         torch_r = by.get((r["engine"], r["workers"], "torch"))
-        lines.append("| {} | {} | {:,.0f} | {:.0f} | {} | {} | {} | {} |".format(
-            r["engine"], r["workers"], r["rows_per_s"], 1e6 * r["workers"] / r["rows_per_s"],
+        low, high = r.get("rows_per_s_range", (r["rows_per_s"],) * 2)
+        spread = f" ({low:,.0f}-{high:,.0f})" if len(r.get("times", ())) > 1 else ""
+        lines.append("| {} | {} | {:,.0f}{} | {:.0f} | {} | {} | {} | {} |".format(
+            r["engine"], r["workers"], r["rows_per_s"], spread,
+            1e6 * r["workers"] / r["rows_per_s"],
             f"{r['rows_per_s'] / one['rows_per_s']:.2f}x" if one and r["workers"] > 1 else "",
             f"{r['rows_per_s'] / local['rows_per_s']:.2f}x" if local else "",
             f"{torch_r['rows_per_s']:,.0f}" if torch_r else "",
