@@ -181,6 +181,10 @@ class ChunkPool:
         threads: CPUs and fastrnn threads per actor.
         address: the Ray cluster (None: the one this process is connected to, or a new local
             one with workers * threads CPUs).
+
+    Raises:
+        ValueError: the cluster has fewer CPUs than workers * threads: the actors that do
+            not fit would never start and the chunks sent to them would wait forever.
     """
 
     def __init__(self, source, *, workers=2, threads=1, address=None):
@@ -191,6 +195,14 @@ class ChunkPool:
             ray.init(address=address, num_cpus=None if address else workers * threads,
                      include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
+        cpus = float(ray.cluster_resources().get("CPU", 0))
+        if workers * threads > cpus + 1e-9:
+            if self.started:
+                ray.shutdown()
+            raise ValueError(
+                f"{workers} Ray worker(s) x {threads} thread(s) need {workers * threads} CPUs; "
+                f"the Ray cluster has {cpus:g}: the actors that do not fit would never start "
+                "and their chunks would wait forever. Use fewer workers or threads.")
         actor = ray.remote(num_cpus=threads, max_restarts=-1, max_task_retries=-1)(
             _ChunkWorker)
         # the model's bytes go with each actor's constructor: a restarted actor loads them

@@ -192,6 +192,21 @@ def test_actors_taking_every_cpu_raise_instead_of_hanging(cluster, model_file, t
         check(pq.read_table(out), seqs, ids, layer)
 
 
+def test_command_engine_with_more_workers_than_cpus_raises(cluster, model_file, tmp_path):
+    """predict_parquet(engine="ray") on the 2-CPU cluster with 3 workers: the third actor
+    would never start and its chunks would wait forever; refused at once."""
+    path, _ = model_file
+    pq.write_table(table_of(rows(10, np.random.default_rng(6)), list(range(10))),
+                   tmp_path / "in.parquet")
+    with pytest.raises(ValueError, match=r"3 Ray worker\(s\) x 1 thread\(s\) need 3 CPUs; "
+                       r"the Ray cluster has 2.*wait forever"):
+        P.predict_parquet(path, tmp_path / "in.parquet", tmp_path / "out", id_column="id",
+                          engine="ray", workers=3)
+    with pytest.raises(ValueError, match="need 4 CPUs"):
+        fastrnn.ray.ChunkPool(P.ModelSource(path), workers=2, threads=2)
+    assert ray.is_initialized()  # the cluster it did not start is left running
+
+
 def test_predict_uses_no_deprecated_ray_arguments(cluster, model_file):
     """No `ray_remote_args` (named remote parameters) and no `concurrency` (compute=
     ActorPoolStrategy) deprecation from Ray Data for what fastrnn.ray.predict passes."""
