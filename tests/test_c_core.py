@@ -21,14 +21,15 @@ def test_c_core_standalone(tmp_path, openmp):
                           capture_output=True, text=True, timeout=600)
     print(proc.stdout[-3000:], proc.stderr[-3000:])
     assert proc.returncode == 0
-    # One "N passed, M failed" line per C test program (test_core, test_backward, test_stream,
-    # test_qgemm, frnn_fuzz).
+    # One "N passed, M failed" line per C test program, with at least this many checks.
+    least = {"test_core": 1000, "test_backward": 1000, "test_stream": 1000, "test_qgemm": 1000,
+             "test_team": 100, "frnn_fuzz": 1000}
     summaries = [line for line in proc.stdout.splitlines()
                  if line.endswith(" failed") and ", " in line]
-    assert len(summaries) == 5, summaries
-    for line in summaries:
+    assert len(summaries) == len(least), summaries
+    for (program, minimum), line in zip(least.items(), summaries):
         passed, failed = (int(part.split()[0]) for part in line.split(","))
-        assert failed == 0 and passed > 1000, line
+        assert failed == 0 and passed >= minimum, (program, line)
     # The core never includes Python.h.
     for root, _, files in os.walk(src):
         for name in files:
