@@ -220,8 +220,9 @@ static void bad_input_cases(void)
 static void fma_peak_cases(void)
 {
     double g = fr_fma_peak_gflops(1, 0.01);
-    /* any CPU this runs on does between 0.1 and 10000 GFLOP/s per thread */
-    check(g > 0.1 && g < 1e4, "fma peak plausible");
+    /* any CPU this runs on does between 0.001 and 10000 GFLOP/s per thread: an emulator too
+     * (QEMU's s390x on a busy host measured under 0.1) */
+    check(g > 1e-3 && g < 1e4, "fma peak plausible");
     check(fr_fma_peak_gflops(0, 0.01) < 0, "fma peak rejects 0 threads");
     check(fr_fma_peak_gflops(1, 0.0) < 0, "fma peak rejects 0 seconds");
 }
