@@ -124,6 +124,18 @@ def run_config(engine, workers, implementation, model_path, data, warm, out_root
     return seconds, report
 
 
+def _timed_jobs(job, warm, data, out, repeat):
+    """job(src, dst) once untimed on the warm-up slice, then `repeat` timed runs on the whole
+    data set into out-0, out-1, ...; the seconds of each."""
+    job(warm, out + "-warm")
+    seconds = []
+    for i in range(repeat):
+        began = time.perf_counter()
+        job(data, f"{out}-{i}")
+        seconds.append(time.perf_counter() - began)
+    return seconds
+
+
 def run_native(engine, workers, implementation, model_path, data, warm, out_root, chunk_rows,
                repeat=1):
     """The engine's own reading and writing (what a multi-node job runs): Ray Data
@@ -151,12 +163,7 @@ def run_native(engine, workers, implementation, model_path, data, warm, out_root
             fastrnn.ray.predict(ds, source, id_column="id", concurrency=workers,
                                 num_cpus=num_cpus, threads=1,
                                 rows_per_batch=chunk_rows).write_parquet(dst)
-        job(warm, out + "-warm")
-        seconds = []
-        for i in range(repeat):
-            began = time.perf_counter()
-            job(data, f"{out}-{i}")
-            seconds.append(time.perf_counter() - began)
+        seconds = _timed_jobs(job, warm, data, out, repeat)
     else:
         import dask.dataframe as dd
         import distributed
@@ -168,12 +175,7 @@ def run_native(engine, workers, implementation, model_path, data, warm, out_root
             def job(src, dst):
                 ddf = dd.read_parquet(src, split_row_groups=True)
                 fastrnn.dask.predict(ddf, source, id_column="id", client=client).to_parquet(dst)
-            job(warm, out + "-warm")
-            seconds = []
-            for i in range(repeat):
-                began = time.perf_counter()
-                job(data, f"{out}-{i}")
-                seconds.append(time.perf_counter() - began)
+            seconds = _timed_jobs(job, warm, data, out, repeat)
     return seconds, pq.read_table(f"{out}-0", columns=["id"]).num_rows
 
 
