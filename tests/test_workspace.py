@@ -1,0 +1,80 @@
+"""Scratch memory kept between inference calls (per thread and layer): calls of changing
+shapes that reuse it give the numpy reference's results, and a repeated call allocates only
+its outputs."""
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import fastrnn
+from conftest import TOL
+from reference import rnn_forward
+from test_forward import make_layer, randomize
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("num_layers,bidirectional", [(2, False), (3, True), (4, False)])
+def test_reused_scratch_matches_reference_across_shapes(cell, num_layers, bidirectional):
+    """Growing, shrinking and growing again: the inner layers' outputs live in the kept
+    block (two alternating in a stack of 3 or more); each call matches the reference."""
+    rng = np.random.default_rng(7)
+    layer = make_layer(cell, 5, 6, num_layers=num_layers, bidirectional=bidirectional)
+    params = randomize(layer, rng)
+    for B, T in [(3, 4), (9, 40), (2, 3), (5, 17), (9, 41)]:
+        x = rng.standard_normal((B, T, 5)).astype(np.float32)
+        out, _ = layer(x)
+        ref, _ = rnn_forward(cell, params, x.astype(np.float64), hidden_size=6,
+                             num_layers=num_layers, bidirectional=bidirectional)
+        np.testing.assert_allclose(out, ref, rtol=TOL[np.dtype(np.float32)], atol=TOL[np.dtype(np.float32)])
+
+
+def _peak_growth(call):
+    """The most memory traced during call() beyond what was traced before it."""
+    before = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
+    call()
+    return tracemalloc.get_traced_memory()[1] - before
+
+
+def test_repeated_call_allocates_only_its_outputs():
+    """The second call of the same shape takes its workspace and the inner layer's output
+    from the kept block: it allocates the returned arrays and not much more (the first call
+    allocates the block, several times the output)."""
+    layer = fastrnn.LSTM(16, 64, num_layers=2)
+    x = np.random.default_rng(0).standard_normal((64, 100, 16)).astype(np.float32)
+    out_bytes = 64 * 100 * 64 * 4
+    tracemalloc.start()
+    try:
+        first, again = (_peak_growth(lambda: layer(x)) for _ in range(2))
+    finally:
+        tracemalloc.stop()
+    assert first > 3 * out_bytes  # the kept block is allocated by the first call
+    assert again < out_bytes + (256 << 10), (first, again)
+
+
+def test_scratch_is_per_thread():
+    """Two threads calling one layer at once never share the kept block (bitwise equal to
+    the same calls made one at a time)."""
+    import threading
+    rng = np.random.default_rng(3)
+    layer = fastrnn.GRU(8, 32, num_layers=3)
+    randomize(layer, rng)
+    xs = [rng.standard_normal((16, 50 + 7 * i, 8)).astype(np.float32) for i in range(4)]
+    alone = [layer(x)[0] for x in xs]
+    results = {}
+
+    def run(k):
+        for _ in range(20):
+            for i, x in enumerate(xs[k::2]):
+                out = layer(x)[0]
+                if not np.array_equal(out, alone[k + 2 * i]):
+                    results[k] = False
+                    return
+        results[k] = True
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {0: True, 1: True}
