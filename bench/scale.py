@@ -170,7 +170,7 @@ def run_native(engine, workers, implementation, model_path, data, warm, out_root
 
         import fastrnn.dask
         with distributed.LocalCluster(n_workers=workers, threads_per_worker=1,
-                                      dashboard_address=None) as cluster, \
+                                      dashboard_address=":0") as cluster, \
                 distributed.Client(cluster) as client:
             def job(src, dst):
                 ddf = dd.read_parquet(src, split_row_groups=True)

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning",
 @pytest.fixture(scope="module")
 def client():
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
+                                       dashboard_address=":0")
     with distributed.Client(cluster) as c:
         yield c
     cluster.close()
@@ -188,9 +188,11 @@ def test_dataframe_survives_a_killed_worker(client, model_file, tmp_path):
     client.wait_for_workers(2, timeout=60)
 
 
-def test_command_engine_dask_survives_a_killed_worker(client, model_file, tmp_path):
-    """predict_parquet(engine="dask") on this cluster, one worker SIGKILLed after the first
-    chunk: its chunks are scored again; every id once, bitwise the direct calls."""
+@pytest.mark.parametrize("cluster", ["address", "own"])
+def test_command_engine_dask_survives_a_killed_worker(client, model_file, tmp_path, cluster):
+    """predict_parquet(engine="dask") on this cluster (chunks through its scheduler) or on a
+    pool's own LocalCluster (chunks sent straight to the workers), one worker SIGKILLed after
+    the first chunk: its chunks are scored again; every id once, bitwise the direct calls."""
     path, layer = model_file
     rng = np.random.default_rng(6)
     seqs = rows(300, rng)
@@ -198,18 +200,28 @@ def test_command_engine_dask_survives_a_killed_worker(client, model_file, tmp_pa
     table = pa.table({"id": ids, "steps": pa.array([s.tolist() for s in seqs],
                                                    pa.list_(pa.list_(pa.float32())))})
     pq.write_table(table, tmp_path / "in.parquet", row_group_size=50)
-    client.wait_for_workers(2, timeout=60)
+    pool = None
+    if cluster == "own":
+        pool = fastrnn.dask.ChunkPool(P.ModelSource(path), workers=2)
+        assert pool.direct
+        target, engine, address = pool.client, pool, None
+    else:
+        target, engine, address = client, "dask", client.scheduler.address
+    target.wait_for_workers(2, timeout=60)
     killed = []
 
     def kill_a_worker(chunk):
         if not killed:
-            pid = next(iter(client.run(os.getpid).values()))
+            pid = next(iter(target.run(os.getpid).values()))
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
-    address = client.scheduler.address
-    report = P.predict_parquet(path, tmp_path / "in.parquet", tmp_path / "out", id_column="id",
-                               chunk_rows=20, engine="dask", address=address,
-                               _after_chunk=kill_a_worker)
+    try:
+        report = P.predict_parquet(path, tmp_path / "in.parquet", tmp_path / "out",
+                                   id_column="id", chunk_rows=20, engine=engine,
+                                   address=address, _after_chunk=kill_a_worker)
+    finally:
+        if pool is not None:
+            pool.close()
     assert killed and report.stats.rows == 300 and len(report.parts) == 15
     back = pq.read_table(tmp_path / "out")
     check(back.column("id").to_pylist(), back.column("output").to_pylist(),
