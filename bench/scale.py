@@ -62,7 +62,7 @@ def torch_model_class():
             self.input_size, self.output_size = layer.input_size, layer.hidden_size
             self.dtype = np.dtype(np.float32)
 
-        def __call__(self, x, lengths):
+        def __call__(self, x, lengths, out=None):  # out: not used, torch allocates its own
             torch = self.torch
             pack = torch.nn.utils.rnn.pack_padded_sequence
             with torch.inference_mode():

@@ -535,7 +535,8 @@ class _Recurrent:
                 masks.append(keep.astype(self.dtype) / self.dtype.type(1.0 - p))
         return masks
 
-    def __call__(self, x, *, mask=None, lengths=None, initial_state=None, training=None):
+    def __call__(self, x, *, mask=None, lengths=None, initial_state=None, training=None,
+                 out=None):
         """Run the layer over a batch of sequences.
 
         Args:
@@ -549,6 +550,9 @@ class _Recurrent:
                 num_directions, batch, units), c0 (..., batch, hidden_size); None = zeros.
             training: True records the call for `backward()` and applies dropout; None
                 uses the learning phase (fastrnn.learning_phase, default inference).
+            out: inference only: a C-contiguous, writeable array of the layer's dtype
+                and the output's shape to write the outputs into and return, instead of a
+                new one (a loop of calls then allocates nothing large).
 
         Returns:
             (out, state): out (batch, time, num_directions * units), the last stacked
@@ -559,7 +563,8 @@ class _Recurrent:
 
         Raises:
             ValueError: wrong shapes (the message gives the expected one), both mask and
-                lengths, lengths out of range, mask values other than 0/1.
+                lengths, lengths out of range, mask values other than 0/1; an `out` of
+                the wrong shape, dtype or layout, sharing memory with x, or with training.
             TypeError: non-numeric x or state, a float mask or float lengths.
 
         Example:
@@ -573,7 +578,7 @@ class _Recurrent:
         if training and self.quantization:
             raise RuntimeError(self._inference_only_message())
         if (not training and mask is None and lengths is None and initial_state is None
-                and type(x) is np.ndarray and x.dtype == self.dtype and x.ndim == 3
+                and out is None and type(x) is np.ndarray and x.dtype == self.dtype and x.ndim == 3
                 and x.shape[2] == self.input_size and x.flags.c_contiguous and x.size):
             return self._infer(x)  # nothing to convert: ~1.5 us less per call
         given = x
@@ -584,8 +589,10 @@ class _Recurrent:
         m = self._mask(mask, lengths, B, T)
         h0, *rest = self._state(initial_state, B)
         c0 = rest[0] if rest else None
+        if out is not None:
+            self._check_out(out, x, training)
         if not training:
-            return self._infer(x, m, h0, c0)
+            return self._infer(x, m, h0, c0, out)
         # A training call records what backward() needs. The caller's state arrays may change
         # before backward(), so it keeps copies.
         h0, c0 = (None if a is None else a.copy() for a in (h0, c0))
@@ -639,15 +646,32 @@ class _Recurrent:
             c_n = np.zeros((n, B, self.hidden_size), self.dtype) if c0 is None else c0.copy()
         return h_n, c_n
 
-    def _infer(self, x, m=None, h0=None, c0=None):
+    def _check_out(self, out, x, training):
+        B, T = x.shape[0], x.shape[1]
+        shape = (B, T, self.num_directions * self._h_size)
+        if training:
+            raise ValueError("out= is for inference calls (training=False)")
+        if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != self.dtype \
+                or not out.flags.c_contiguous or not out.flags.writeable:
+            got = (f"{out.shape} {out.dtype}" if isinstance(out, np.ndarray)
+                   else type(out).__name__)
+            raise ValueError(f"out must be a C-contiguous, writeable {self.dtype} array of "
+                             f"shape {shape}, got {got}")
+        if np.may_share_memory(out, x):
+            raise ValueError("out must not share memory with x")
+
+    def _infer(self, x, m=None, h0=None, c0=None, out=None):
         """An inference call on a validated input (C-contiguous, layer dtype, (B, T, I)), mask
-        and initial state. It releases this thread's last training record."""
+        and initial state, into `out` (checked) or a new array. It releases this thread's last
+        training record."""
         B, T = x.shape[0], x.shape[1]
         D, H = self.num_directions, self._h_size
         h_n, c_n = self._final_state(B, h0, c0)
         self._local.tape = None
         if B == 0 or T == 0:
-            return np.zeros((B, T, D * H), self.dtype), self._pack_state(h_n, c_n)
+            if out is None:
+                out = np.zeros((B, T, D * H), self.dtype)
+            return out, self._pack_state(h_n, c_n)
         nt = get_num_threads()
         # one scratch block per call: the kernels' workspace, then (stacks) the outputs of
         # the inner layers, two alternating; only the last layer's output is new memory
@@ -661,7 +685,7 @@ class _Recurrent:
         for layer, engine in enumerate(self._engines):
             s = slice(layer * D, (layer + 1) * D)
             if layer == len(self._engines) - 1:
-                y = np.empty((B, T, D * H), self.dtype)
+                y = np.empty((B, T, D * H), self.dtype) if out is None else out
             else:
                 at = work + (layer % 2) * y_bytes
                 y = scratch[at:at + y_bytes].view(self.dtype)[:B * T * D * H].reshape(

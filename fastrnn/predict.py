@@ -156,11 +156,13 @@ class Model:
         self.output_size = _output_size(layers[-1])
         self.dtype = np.dtype(layers[-1].dtype)
 
-    def __call__(self, x, lengths):
+    def __call__(self, x, lengths, out=None):
         """Outputs (batch, time, output_size) of the last layer for padded x (batch, time,
-        input_size) whose row b has lengths[b] valid steps."""
-        for layer in self.layers:
-            x, _ = layer(x, lengths=lengths)
+        input_size) whose row b has lengths[b] valid steps; written into `out` when given (an
+        array of that shape and the model's dtype)."""
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x, _ = layer(x, lengths=lengths, out=out if i == last else None)
         return x
 
     def __repr__(self):
@@ -465,15 +467,20 @@ def padded_steps(lengths, batches):
     return int(sum(len(b) * int(lengths[b].max()) for b in batches if len(b)))
 
 
-def pad_batch(seqs, batch, dtype):
+def pad_batch(seqs, batch, dtype, buffer=None):
     """x (batch, longest, input_size) zero-padded, the row lengths, and each step's (row in
-    batch, time) position for gathering outputs back."""
+    batch, time) position for gathering outputs back. x is a view of `buffer` (a flat array
+    of `dtype`, long enough) when given, else a new array."""
     lengths = seqs.lengths[batch]
     T, F = int(lengths.max()), seqs.values.shape[1]
     total = int(lengths.sum())
     in_batch = np.repeat(np.arange(len(batch)), lengths)
     t = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    x = np.zeros((len(batch), T, F), dtype)
+    if buffer is None:
+        x = np.zeros((len(batch), T, F), dtype)
+    else:
+        x = buffer[:len(batch) * T * F].reshape(len(batch), T, F)
+        x.fill(0)
     x.reshape(-1, F)[in_batch * T + t] = seqs.values[np.repeat(seqs.starts[batch], lengths) + t]
     return x, lengths, in_batch, t
 
@@ -560,9 +567,15 @@ def predict_table(model, table, *, column=None, id_column=None, reduce="last", b
     else:
         out_starts = np.cumsum(seqs.lengths) - seqs.lengths
         result = np.zeros((int(seqs.lengths.sum()), F), model.dtype)
+    # one input and one output block for the chunk, reused by every batch: allocating them
+    # per batch costs fresh pages where the allocator returns freed memory at once
+    largest = max((len(b) * int(seqs.lengths[b].max()) for b in batches), default=0)
+    x_block = np.empty(largest * model.input_size, model.dtype)
+    out_block = np.empty(largest * F, model.dtype)
     for batch in batches:
-        x, lengths, in_batch, t = pad_batch(seqs, batch, model.dtype)
-        out = model(x, lengths)
+        x, lengths, in_batch, t = pad_batch(seqs, batch, model.dtype, x_block)
+        out = model(x, lengths, out=out_block[:x.shape[0] * x.shape[1] * F].reshape(
+            x.shape[0], x.shape[1], F))
         if reduce == "last":
             result[batch] = out[np.arange(len(batch)), lengths - 1]
         else:
@@ -683,6 +696,69 @@ def _file_chunks(path, wanted, columns, chunk_rows):
         yield wanted[index], pa.Table.from_batches(buffer)
 
 
+@dataclass(frozen=True)
+class ChunkRead:
+    """A chunk's rows as a worker that sees the input files reads them itself: rows [skip,
+    skip + rows) of row groups `row_groups` of the Parquet file `path`. The ray and dask
+    engines send this instead of the rows when their workers run on this machine: the
+    driver then neither reads nor copies the sequences."""
+    path: str
+    row_groups: tuple
+    skip: int
+    rows: int
+    columns: tuple
+
+    def read(self):
+        pq = require_pyarrow().parquet
+        table = pq.ParquetFile(self.path).read_row_groups(list(self.row_groups),
+                                                          columns=list(self.columns))
+        return table.slice(self.skip, self.rows)
+
+
+def chunk_table(rows):
+    """A worker's chunk as a table: `rows` a table, or a `ChunkRead` to read here."""
+    return rows.read() if isinstance(rows, ChunkRead) else rows
+
+
+def plan_reads(path, chunks, columns, limit=2.0):
+    """A `ChunkRead` for each of `chunks` (chunks of the file `path`), or None when reading
+    them by whole row groups would decode more than `limit` times their rows (row groups much
+    longer than the chunks: reading the file front to back once is cheaper then)."""
+    md = require_pyarrow().parquet.ParquetFile(path).metadata
+    starts = np.cumsum([0] + [md.row_group(g).num_rows for g in range(md.num_row_groups)])
+    reads, decoded = [], 0
+    for chunk in chunks:
+        first = int(np.searchsorted(starts, chunk.start, side="right")) - 1
+        last = int(np.searchsorted(starts, chunk.stop - 1, side="right")) - 1
+        decoded += int(starts[last + 1] - starts[first])
+        reads.append(ChunkRead(os.path.abspath(path), tuple(range(first, last + 1)),
+                               chunk.start - int(starts[first]), chunk.stop - chunk.start,
+                               tuple(columns)))
+    if decoded > limit * sum(c.stop - c.start for c in chunks):
+        return None
+    return reads
+
+
+def _chunk_rows(files, chunks, columns, chunk_rows, in_workers, counter):
+    """(chunk, rows) for the given chunks in order: rows a table read here, or, with
+    `in_workers`, a `ChunkRead` for each file whose row groups suit it (counted in
+    counter[0])."""
+    if not in_workers:
+        yield from read_chunks(files, chunks, columns, chunk_rows)
+        return
+    by_file = {}
+    for chunk in chunks:
+        by_file.setdefault(chunk.file, []).append(chunk)
+    for i in sorted(by_file):
+        reads = plan_reads(files[i], by_file[i], columns)
+        if reads is None:
+            yield from read_chunks(files, by_file[i], columns, chunk_rows)
+            continue
+        for chunk, read in zip(by_file[i], reads):
+            counter[0] += 1
+            yield chunk, read
+
+
 def read_ahead(items, depth=2):
     """Iterate `items` from a background thread, up to `depth` items ahead: reading and
     decompressing Parquet (which releases the GIL) overlaps with scoring. Errors are raised
@@ -792,7 +868,8 @@ class PredictReport:
     """What `predict_parquet` did: `stats` (`ScoreStats`, this run and resumed parts
     together), `bad_rows` (every `BadRow`), `parts` (part files written by this run),
     `resumed_chunks` (chunks found finished), `new_rows` (rows this run scored), `seconds`
-    (this run's time), `output` (the directory)."""
+    (this run's time), `output` (the directory), `read_in_workers` (chunks whose rows the
+    engine's workers read from the input files themselves)."""
     stats: ScoreStats
     bad_rows: list
     parts: list
@@ -800,6 +877,7 @@ class PredictReport:
     new_rows: int
     seconds: float
     output: str
+    read_in_workers: int = 0
 
 
 def predict_parquet(model, input, output, *, column=None, id_column=None, reduce="last",
@@ -882,9 +960,10 @@ def predict_parquet(model, input, output, *, column=None, id_column=None, reduce
                    group=group, strict=strict)
     columns = [column] + ([id_column] if id_column not in (None, column) else [])
     parts = []
-    with _executor(engine, source, workers, threads, address) as run:
-        for chunk, (table, chunk_bad, chunk_stats) in run(
-                read_ahead(read_chunks(files, todo, columns, chunk_rows)), options):
+    in_workers = [0]
+    with _executor(engine, source, workers, threads, address) as pool:
+        items = _chunk_rows(files, todo, columns, chunk_rows, pool.reads_files, in_workers)
+        for chunk, (table, chunk_bad, chunk_stats) in pool.run(read_ahead(items), options):
             for bad in chunk_bad:
                 if on_bad_row is not None:
                     on_bad_row(bad)
@@ -897,7 +976,7 @@ def predict_parquet(model, input, output, *, column=None, id_column=None, reduce
             if _after_chunk is not None:
                 _after_chunk(chunk)  # tests: an interruption between chunks
     return PredictReport(stats, bad_rows, parts, len(done), done_rows - first_rows,
-                         time.perf_counter() - began, output)
+                         time.perf_counter() - began, output, in_workers[0])
 
 
 def _prepare_output(output, manifest, resume):
@@ -921,26 +1000,30 @@ def _prepare_output(output, manifest, resume):
 
 
 class _executor:
-    """A context manager giving run(chunks, options) -> iterator of (chunk, predict_table's
-    result), for the chosen engine."""
+    """A context manager giving the chosen engine: `run(items, options)` -> iterator of (chunk,
+    predict_table's result), and `reads_files` (whether its workers can read the input
+    files themselves, given `ChunkRead`s)."""
 
     def __init__(self, engine, source, workers, threads, address):
         self.engine, self.source = engine, source
         self.workers, self.threads, self.address = workers, threads, address
         self.pool = None
+        self.run, self.reads_files = self._local, False
 
     def __enter__(self):
         if not isinstance(self.engine, str):
-            return self.engine.run  # an open pool: the caller's to close
-        if self.engine == "local":
-            return self._local
-        if self.engine == "ray":
-            from .ray import ChunkPool
-        else:
-            from .dask import ChunkPool
-        self.pool = ChunkPool(self.source, workers=self.workers or 2, threads=self.threads or 1,
-                              address=self.address)
-        return self.pool.run
+            self.pool = self.engine  # an open pool: the caller's to close
+        elif self.engine != "local":
+            if self.engine == "ray":
+                from .ray import ChunkPool
+            else:
+                from .dask import ChunkPool
+            self.pool = ChunkPool(self.source, workers=self.workers or 2,
+                                  threads=self.threads or 1, address=self.address)
+        if self.pool is not None:
+            self.run = self.pool.run
+            self.reads_files = bool(getattr(self.pool, "reads_files", False))
+        return self
 
     def _local(self, chunks, options):
         from . import get_num_threads, set_num_threads
@@ -955,7 +1038,7 @@ class _executor:
             set_num_threads(before)
 
     def __exit__(self, *exc):
-        if self.pool is not None:
+        if self.pool is not None and self.pool is not self.engine:
             self.pool.close()
 
 
@@ -1026,5 +1109,6 @@ __all__ = ["Model", "ModelSource", "BadRow", "BadRowError", "ScoreStats", "Predi
            "Progress", "Chunk", "Sequences", "as_source", "load_model", "cached_model",
            "predict_table", "predict_parquet", "decode_sequences", "choose_column",
            "sequence_columns", "plan_batches", "plan_chunks", "read_chunks", "read_ahead",
+           "ChunkRead", "chunk_table", "plan_reads",
            "padded_steps", "pad_batch", "parquet_files", "output_type", "output_schema",
            "require_pyarrow"]

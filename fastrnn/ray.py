@@ -13,7 +13,7 @@ bits as one local call per row; a bad row gets its reason in the "error" column.
 refuses (ValueError) actors that would leave the cluster no CPU for the Dataset's reading and
 writing tasks: such a job would wait forever.
 """
-from .predict import as_source, cached_model, predict_table
+from .predict import as_source, cached_model, chunk_table, predict_table
 
 INSTALL_HINT = 'pip install "fastrnn[ray]"'
 
@@ -161,8 +161,8 @@ class _ChunkWorker:
         set_num_threads(threads)
         self.model = cached_model(source)
 
-    def score(self, table, first_row, options):
-        return predict_table(self.model, table, first_row=first_row, **options)
+    def score(self, rows, first_row, options):
+        return predict_table(self.model, chunk_table(rows), first_row=first_row, **options)
 
     def pid(self):
         import os
@@ -181,13 +181,17 @@ class ChunkPool:
         threads: CPUs and fastrnn threads per actor.
         address: the Ray cluster (None: the one this process is connected to, or a new local
             one with workers * threads CPUs).
+        read_in_workers: let the actors read their chunks' rows from the input files
+            (`fastrnn.predict.ChunkRead`) instead of receiving them from this process; None:
+            when the cluster is this machine alone. Needs the input at the same path on
+            every node.
 
     Raises:
         ValueError: the cluster has fewer CPUs than workers * threads: the actors that do
             not fit would never start and the chunks sent to them would wait forever.
     """
 
-    def __init__(self, source, *, workers=2, threads=1, address=None):
+    def __init__(self, source, *, workers=2, threads=1, address=None, read_in_workers=None):
         ray = _ray()
         self.ray = ray
         self.started = not ray.is_initialized()
@@ -203,6 +207,10 @@ class ChunkPool:
                 f"{workers} Ray worker(s) x {threads} thread(s) need {workers * threads} CPUs; "
                 f"the Ray cluster has {cpus:g}: the actors that do not fit would never start "
                 "and their chunks would wait forever. Use fewer workers or threads.")
+        if read_in_workers is None:
+            here = ray.get_runtime_context().get_node_id()
+            read_in_workers = [n["NodeID"] for n in ray.nodes() if n.get("Alive")] == [here]
+        self.reads_files = bool(read_in_workers)
         actor = ray.remote(num_cpus=threads, max_restarts=-1, max_task_retries=-1)(
             _ChunkWorker)
         # the model's bytes go with each actor's constructor: a restarted actor loads them

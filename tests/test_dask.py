@@ -229,6 +229,39 @@ def test_command_engine_dask_survives_a_killed_worker(client, model_file, tmp_pa
     client.wait_for_workers(2, timeout=60)
 
 
+@pytest.mark.parametrize("row_group_size,read_in_workers,expect_read",
+                         [(20, None, 15), (20, False, 0), (300, None, 0)])
+def test_command_engine_workers_read_the_input_when_they_can(
+        client, model_file, tmp_path, row_group_size, read_in_workers, expect_read):
+    """Workers on this machine read their chunks from the files themselves (ChunkRead) when
+    the row groups suit the chunks; row groups over twice a chunk, or read_in_workers=False,
+    send the rows from here. The same bits and every id once either way."""
+    path, layer = model_file
+    seqs = rows(300, np.random.default_rng(12))
+    ids = [f"w{i}" for i in range(300)]
+    table = pa.table({"id": ids, "steps": pa.array([s.tolist() for s in seqs],
+                                                   pa.list_(pa.list_(pa.float32())))})
+    pq.write_table(table, tmp_path / "in.parquet", row_group_size=row_group_size)
+    pool = fastrnn.dask.ChunkPool(P.ModelSource(path), address=client.scheduler.address,
+                                  read_in_workers=read_in_workers)
+    try:
+        assert pool.reads_files is (read_in_workers is not False)  # loopback workers
+        report = P.predict_parquet(path, tmp_path / "in.parquet", tmp_path / "out",
+                                   id_column="id", chunk_rows=20, engine=pool)
+    finally:
+        pool.close()
+    assert report.read_in_workers == expect_read and report.stats.rows == 300
+    back = pq.read_table(tmp_path / "out")
+    check(back.column("id").to_pylist(), back.column("output").to_pylist(),
+          back.column("error").to_pylist(), seqs, ids, layer)
+
+
+def test_workers_on_other_machines_get_the_rows():
+    assert fastrnn.dask._on_this_machine(["tcp://127.0.0.1:4000", "tcp://localhost:4001"])
+    assert not fastrnn.dask._on_this_machine(["tcp://127.0.0.1:4000", "tcp://10.1.2.3:4001"])
+    assert not fastrnn.dask._on_this_machine([])
+
+
 def test_lists_turned_into_strings_are_refused_with_the_way_out(client, model_file):
     path, _ = model_file
     ddf = dd.from_pandas(pd.DataFrame({"id": [1, 2], "steps": [[[1.0] * 3], [[2.0] * 3]]}),

@@ -617,3 +617,36 @@ def test_command_without_pyarrow_says_how_to_install_it(tmp_path):
     assert result.stderr == ("fastrnn predict: batch scoring reads and writes Arrow / Parquet "
                              "data with pyarrow, which is not installed: pip install "
                              "\"fastrnn[predict]\"\n")
+
+
+@pytest.mark.parametrize("row_group_size", [1, 7, 20, 23, 50, 1000])
+@pytest.mark.parametrize("chunk_rows", [1, 20, 23])
+def test_chunk_reads_give_the_rows_read_chunks_gives(tmp_path, row_group_size, chunk_rows):
+    """What a worker reads for a chunk (ChunkRead: whole row groups, then a slice) is the
+    table the driver cuts out of the file front to back, for aligned and straddling row
+    groups; plan_reads declines (None) when that would decode over twice the rows."""
+    rng = np.random.default_rng(8)
+    seqs, _ = ragged(130, 4, rng, max_length=6)
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": [f"r{i}" for i in range(130)], "steps": pa.array(
+        [s.tolist() for s in seqs], pa.list_(pa.list_(pa.float32())))}), path,
+        row_group_size=row_group_size)
+    files = [str(path)]
+    chunks = P.plan_chunks(files, chunk_rows)
+    reads = P.plan_reads(files[0], chunks, ["steps", "id"])
+    groups = -(-130 // row_group_size)
+    decoded = 0
+    for c in chunks:  # rows of the row groups each chunk overlaps, counted independently
+        first, last = c.start // row_group_size, (c.stop - 1) // row_group_size
+        decoded += min(130, (last + 1) * row_group_size) - first * row_group_size
+    if decoded > 2 * 130:
+        assert reads is None
+        return
+    assert reads is not None and len(reads) == len(chunks)
+    for (chunk, table), read in zip(P.read_chunks(files, chunks, ["steps", "id"], chunk_rows),
+                                    reads):
+        assert read.path == os.path.abspath(path) and max(read.row_groups) < groups
+        got = P.chunk_table(read)
+        assert got.num_rows == chunk.stop - chunk.start
+        assert got.equals(table)
+    assert P.chunk_table(table) is table  # a table passes through

@@ -282,6 +282,27 @@ def test_command_engine_ray_survives_a_killed_actor(cluster, model_file, tmp_pat
     check(pq.read_table(tmp_path / "out"), seqs, ids, layer)
 
 
+@pytest.mark.parametrize("read_in_workers,expect_read", [(None, 15), (False, 0)])
+def test_command_engine_actors_read_the_input_when_they_can(
+        cluster, model_file, tmp_path, read_in_workers, expect_read):
+    """On a one-machine cluster the actors read their chunks from the files themselves
+    (ChunkRead); read_in_workers=False sends the rows. The same bits either way."""
+    path, layer = model_file
+    seqs = rows(300, np.random.default_rng(13))
+    ids = [f"a{i}" for i in range(300)]
+    pq.write_table(table_of(seqs, ids), tmp_path / "in.parquet", row_group_size=20)
+    pool = fastrnn.ray.ChunkPool(P.ModelSource(path), workers=2,
+                                 read_in_workers=read_in_workers)
+    try:
+        assert pool.reads_files is (read_in_workers is None)
+        report = P.predict_parquet(path, tmp_path / "in.parquet", tmp_path / "out",
+                                   id_column="id", chunk_rows=20, engine=pool)
+    finally:
+        pool.close()
+    assert report.read_in_workers == expect_read and report.stats.rows == 300
+    check(pq.read_table(tmp_path / "out"), seqs, ids, layer)
+
+
 def test_missing_ray_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ImportError, match=r'pip install "fastrnn\[ray\]"'):

@@ -78,3 +78,46 @@ def test_scratch_is_per_thread():
     for t in threads:
         t.join()
     assert results == {0: True, 1: True}
+
+
+@pytest.mark.parametrize("kind", ["lstm-lengths", "gru-bidirectional-mask", "lstm-proj-state"])
+def test_out_gets_the_same_bits_and_is_returned(kind):
+    rng = np.random.default_rng(11)
+    B, T = 5, 9
+    if kind == "lstm-lengths":
+        layer, kw = fastrnn.LSTM(4, 8, num_layers=2), {"lengths": [9, 3, 0, 7, 1]}
+    elif kind == "gru-bidirectional-mask":
+        layer, kw = fastrnn.GRU(4, 8, bidirectional=True), {"mask": rng.random((B, T)) < 0.7}
+    else:
+        layer = fastrnn.LSTM(4, 8, proj_size=3, dtype="float64")
+        kw = {"initial_state": (rng.standard_normal((1, B, 3)), rng.standard_normal((1, B, 8)))}
+    randomize(layer, rng)
+    x = rng.standard_normal((B, T, 4))
+    want, want_state = layer(x, **kw)
+    out = np.full(want.shape, np.nan, layer.dtype)
+    got, got_state = layer(x, out=out, **kw)
+    assert got is out
+    np.testing.assert_array_equal(out, want)
+    as_tuple = (lambda s: s if isinstance(s, tuple) else (s,))
+    for a, b in zip(as_tuple(got_state), as_tuple(want_state), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bad_out_is_refused():
+    layer = fastrnn.LSTM(4, 8)
+    x = np.ones((2, 3, 4), np.float32)
+    good = np.empty((2, 3, 8), np.float32)
+    bad = {"shape": np.empty((2, 3, 7), np.float32), "dtype": np.empty((2, 3, 8)),
+           "layout": np.empty((2, 8, 3), np.float32).transpose(0, 2, 1),
+           "list": [[0.0] * 8] * 6}
+    readonly = good.copy()
+    readonly.flags.writeable = False
+    bad["read-only"] = readonly
+    for what, out in bad.items():
+        with pytest.raises(ValueError, match="out must be"):
+            layer(x, out=out)
+    wide = np.ones((2, 3, 8), np.float32)
+    with pytest.raises(ValueError, match="share memory"):
+        fastrnn.LSTM(8, 8)(wide, out=wide)
+    with pytest.raises(ValueError, match="inference"):
+        layer(x, out=good, training=True)
