@@ -3,22 +3,26 @@ local engine and on Ray and Dask with 1 and 2 workers (1 fastrnn thread each), a
 pipeline with `torch.nn.LSTM` (packed sequences) in the workers; the padding ratio with and
 without length grouping.
 
-    python bench/scale.py                       # 20,000 rows, a few minutes on 2 cores
+    python bench/scale.py --repeat 3            # 60,000 rows, ~10 minutes on 2 cores
     python bench/scale.py --rows 4000 --engines local,ray --json scale.json
 
-Engines: local, ray and dask are `fastrnn predict --engine` (chunks read and written in this
-process, scored in the workers); ray-data and dask-df read and write in the workers
+Engines: local, ray and dask are `fastrnn predict --engine` (the chunks planned and the part
+files and manifest written in this process; the local engine reads and scores here too, the
+ray and dask workers, on this machine, read their chunks' rows from the files themselves and
+score them); ray-data and dask-df are the engines' own Parquet reading and writing
 (`fastrnn.ray.predict` on `ray.data.read_parquet`, `fastrnn.dask.predict` on
-`dd.read_parquet`), as a multi-node job does. The data set is examples/make_sequences.py's
-(16 features, 1-200 steps, log-uniform lengths) and the model its 2-layer LSTM (16 -> 64).
-Each configuration scores the whole data set into a fresh directory (`--repeat` times: the
-median and range are reported) after a warm-up run on a slice (clusters and workers already
-started, models loaded), so the time is the steady cost of reading, scoring and writing; but
-a ray-data run is a whole Ray Data job, which starts its actors (and loads the model in them)
-again each time, as a real job does. Targets: 2 workers >= 1.7x 1 worker per engine; engine
-overhead <= 15% vs local at 1 worker; fastrnn >= 1.5x the torch pipeline.
-bench/scale_phases.py shows where the time goes (the scoring's own 2-process ceiling, the
-read / score / write split, the drivers' CPU, the fixed cost of a Ray Data or Dask job).
+`dd.read_parquet`), as a multi-node job runs. The data set is examples/make_sequences.py's
+(16 features, 1-200 steps, log-uniform lengths, 4,096-row row groups) and the model its 2-layer
+LSTM (16 -> 64). Each configuration scores the whole data set into a fresh directory
+(`--repeat` times: the median and range are reported) after a warm-up job on a 2-chunk slice
+(clusters and workers started, models loaded) and one timed job on that slice (the "small
+job": mostly per-job cost). A ray-data job starts its actors (and loads the model in them)
+again each time, as a real job does. The marginal rate, (rows - small job's rows) / (time -
+small job's time), is what a job large enough for its fixed cost not to count would see.
+Targets: 2 workers >= 1.7x 1 worker per engine; engine overhead <= 15% vs local at 1 worker;
+fastrnn >= 1.5x the torch pipeline. bench/scale_phases.py shows where the time goes (the
+scoring's own 2-process ceiling, the read / score / write split, the drivers' CPU, the fixed
+cost of a Ray Data or Dask job).
 """
 import argparse
 import importlib.util
@@ -96,7 +100,8 @@ def torch_source_class():
 
 def run_config(engine, workers, implementation, model_path, data, warm, out_root, chunk_rows,
                repeat=1):
-    """One configuration, timed `repeat` times: (list of seconds, last PredictReport)."""
+    """One configuration of the command's engines, timed `repeat` times: (list of seconds,
+    seconds of a job on the warm-up slice, last PredictReport)."""
     from fastrnn import predict as P
     source = (torch_source_class()(model_path, 1) if implementation == "torch"
               else P.ModelSource(model_path))
@@ -107,33 +112,37 @@ def run_config(engine, workers, implementation, model_path, data, warm, out_root
     elif engine == "dask":
         from fastrnn.dask import ChunkPool
         pool = ChunkPool(source, workers=workers, threads=1)
+    reports = []
     try:
-        run_engine = pool if pool is not None else "local"
-        out = os.path.join(out_root, f"{engine}-{workers}-{implementation}")
-        common = dict(id_column="id", chunk_rows=chunk_rows, engine=run_engine,
+        common = dict(id_column="id", chunk_rows=chunk_rows,
+                      engine=pool if pool is not None else "local",
                       threads=1 if pool is None else None)
-        P.predict_parquet(source, warm, out + "-warm", **common)
-        seconds = []
-        for i in range(repeat):
-            began = time.perf_counter()
-            report = P.predict_parquet(source, data, f"{out}-{i}", **common)
-            seconds.append(time.perf_counter() - began)
+
+        def job(src, dst):
+            reports.append(P.predict_parquet(source, src, dst, **common))
+        seconds, small = _timed_jobs(job, warm, data,
+                                     os.path.join(out_root, f"{engine}-{workers}-{implementation}"),
+                                     repeat)
     finally:
         if pool is not None:
             pool.close()
-    return seconds, report
+    return seconds, small, reports[-1]
 
 
 def _timed_jobs(job, warm, data, out, repeat):
-    """job(src, dst) once untimed on the warm-up slice, then `repeat` timed runs on the whole
-    data set into out-0, out-1, ...; the seconds of each."""
+    """job(src, dst) once untimed on the warm-up slice, once timed on it (a small job: its
+    time is mostly the per-job cost), then `repeat` timed runs on the whole data set into
+    out-0, out-1, ...: (the seconds of each, the small job's seconds)."""
     job(warm, out + "-warm")
+    began = time.perf_counter()
+    job(warm, out + "-small")
+    small = time.perf_counter() - began
     seconds = []
     for i in range(repeat):
         began = time.perf_counter()
         job(data, f"{out}-{i}")
         seconds.append(time.perf_counter() - began)
-    return seconds
+    return seconds, small
 
 
 def run_native(engine, workers, implementation, model_path, data, warm, out_root, chunk_rows,
@@ -141,7 +150,7 @@ def run_native(engine, workers, implementation, model_path, data, warm, out_root
     """The engine's own reading and writing (what a multi-node job runs): Ray Data
     read_parquet -> fastrnn.ray.predict -> write_parquet, or dd.read_parquet ->
     fastrnn.dask.predict -> to_parquet; each a whole job (a fresh Dataset or graph: Ray Data
-    starts its actors per job). Returns (list of seconds, rows)."""
+    starts its actors per job). Returns (list of seconds, the small job's seconds, rows)."""
     import pyarrow.parquet as pq
 
     from fastrnn import predict as P
@@ -163,7 +172,7 @@ def run_native(engine, workers, implementation, model_path, data, warm, out_root
             fastrnn.ray.predict(ds, source, id_column="id", concurrency=workers,
                                 num_cpus=num_cpus, threads=1,
                                 rows_per_batch=chunk_rows).write_parquet(dst)
-        seconds = _timed_jobs(job, warm, data, out, repeat)
+        seconds, small = _timed_jobs(job, warm, data, out, repeat)
     else:
         import dask.dataframe as dd
         import distributed
@@ -175,20 +184,21 @@ def run_native(engine, workers, implementation, model_path, data, warm, out_root
             def job(src, dst):
                 ddf = dd.read_parquet(src, split_row_groups=True)
                 fastrnn.dask.predict(ddf, source, id_column="id", client=client).to_parquet(dst)
-            seconds = _timed_jobs(job, warm, data, out, repeat)
-    return seconds, pq.read_table(f"{out}-0", columns=["id"]).num_rows
+            seconds, small = _timed_jobs(job, warm, data, out, repeat)
+    return seconds, small, pq.read_table(f"{out}-0", columns=["id"]).num_rows
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=20_000, help="rows (default 20000)")
+    parser.add_argument("--rows", type=int, default=60_000, help="rows (default 60000)")
     parser.add_argument("--engines", default="local,ray,dask,ray-data,dask-df",
                         help="comma-separated: local, ray, dask (the command's engines), "
                         "ray-data, dask-df (the engines' own Parquet reading and writing); "
                         "default all")
     parser.add_argument("--no-torch", action="store_true", help="skip the torch pipeline")
-    parser.add_argument("--chunk-rows", type=int, default=1024,
-                        help="rows per chunk (default 1024)")
+    parser.add_argument("--chunk-rows", type=int, default=4096,
+                        help="rows per chunk, Ray Data batch and row group of the data "
+                        "(default 4096, the command's)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="timed runs per configuration (default 1); rows/s is the median, "
                         "the range is reported too (a busy machine: use 3 or more)")
@@ -208,7 +218,8 @@ def main(argv=None):
         data, model = os.path.join(tmp, "sequences"), os.path.join(tmp, "model.npz")
         warm = os.path.join(tmp, "warm.parquet")
         first = pq.read_table(P.parquet_files(data)[0])
-        pq.write_table(first.slice(0, min(first.num_rows, 2 * args.chunk_rows)), warm)
+        warm_rows = min(first.num_rows, 2 * args.chunk_rows)
+        pq.write_table(first.slice(0, warm_rows), warm, row_group_size=args.chunk_rows)
         if "ray" in engines or "ray-data" in engines:
             import ray
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
@@ -221,29 +232,36 @@ def main(argv=None):
                 for implementation in implementations:
                     if engine in ("ray-data", "dask-df"):
                         load = os.getloadavg()[0]
-                        times, rows = run_native(engine, workers, implementation, model,
-                                                 data, warm, tmp, args.chunk_rows, args.repeat)
+                        times, small, rows = run_native(engine, workers, implementation,
+                                                        model, data, warm, tmp,
+                                                        args.chunk_rows, args.repeat)
                         stats = {}
                     else:
                         load = os.getloadavg()[0]
-                        times, report = run_config(engine, workers, implementation, model,
-                                                   data, warm, tmp, args.chunk_rows,
-                                                   args.repeat)
+                        times, small, report = run_config(engine, workers, implementation,
+                                                          model, data, warm, tmp,
+                                                          args.chunk_rows, args.repeat)
                         rows = report.stats.rows
                         stats = dict(padding=report.stats.padding_ratio,
                                      padding_ungrouped=report.stats.ungrouped_padding_ratio,
-                                     steps=report.stats.steps)
+                                     steps=report.stats.steps,
+                                     chunks_read_in_workers=report.read_in_workers)
                     seconds = float(np.median(times))
                     rate = rows / seconds
+                    # the rows beyond the small job's, in the time beyond it: the rate of a
+                    # job large enough that its fixed cost does not count
+                    marginal = (rows - warm_rows) / max(seconds - small, 1e-9)
                     results.append(dict(engine=engine, workers=workers,
                                         implementation=implementation, rows=rows,
                                         seconds=seconds, rows_per_s=rate,
+                                        small_job_rows=warm_rows, small_job_seconds=small,
+                                        marginal_rows_per_s=marginal,
                                         rows_per_s_range=[rows / max(times), rows / min(times)],
                                         times=times, loadavg_before=load, **stats))
                     print(f"{engine:5s} {workers} worker(s) {implementation:7s} "
                           f"{rate:9,.0f} rows/s ({seconds:.2f} s; {rows / max(times):,.0f}-"
-                          f"{rows / min(times):,.0f} in {len(times)} runs; load average "
-                          f"{load:.1f} before)", flush=True)
+                          f"{rows / min(times):,.0f} in {len(times)} runs; {warm_rows:,} rows "
+                          f"in {small:.2f} s; load average {load:.1f} before)", flush=True)
         if "ray" in engines or "ray-data" in engines:
             ray.shutdown()
         check_torch_agrees(model, data)
@@ -276,11 +294,14 @@ def check_torch_agrees(model_path, data):
 
 
 def table(results):
-    """The results as a markdown table with the issue's ratios."""
+    """The results as a markdown table with the issue's ratios, and each configuration's
+    small-job time and marginal rate (its rows/s once a job is large enough that the fixed
+    per-job cost does not count)."""
     by = {(r["engine"], r["workers"], r["implementation"]): r for r in results}
     local = by.get(("local", 1, "fastrnn"))
     lines = ["| engine | workers | fastrnn rows/s | us/row/worker | vs 1 worker | vs local | "
-             "torch rows/s | fastrnn / torch |", "|---|---|---|---|---|---|---|---|"]
+             "torch rows/s | fastrnn / torch | small job (s) | marginal rows/s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if r["implementation"] != "fastrnn":
             continue
@@ -288,13 +309,16 @@ def table(results):
         torch_r = by.get((r["engine"], r["workers"], "torch"))
         low, high = r.get("rows_per_s_range", (r["rows_per_s"],) * 2)
         spread = f" ({low:,.0f}-{high:,.0f})" if len(r.get("times", ())) > 1 else ""
-        lines.append("| {} | {} | {:,.0f}{} | {:.0f} | {} | {} | {} | {} |".format(
+        small = r.get("small_job_seconds")
+        lines.append("| {} | {} | {:,.0f}{} | {:.0f} | {} | {} | {} | {} | {} | {} |".format(
             r["engine"], r["workers"], r["rows_per_s"], spread,
             1e6 * r["workers"] / r["rows_per_s"],
             f"{r['rows_per_s'] / one['rows_per_s']:.2f}x" if one and r["workers"] > 1 else "",
             f"{r['rows_per_s'] / local['rows_per_s']:.2f}x" if local else "",
             f"{torch_r['rows_per_s']:,.0f}" if torch_r else "",
-            f"{r['rows_per_s'] / torch_r['rows_per_s']:.2f}x" if torch_r else ""))
+            f"{r['rows_per_s'] / torch_r['rows_per_s']:.2f}x" if torch_r else "",
+            f"{small:.2f}" if small is not None else "",
+            f"{r['marginal_rows_per_s']:,.0f}" if small is not None else ""))
     r = next((r for r in results if "padding" in r), None)
     if r is None:
         return "\n".join(lines)

@@ -220,10 +220,13 @@ def _predict_summary(report):
     s = report.stats
     rate = report.new_rows / report.seconds if report.seconds else 0.0
     resumed = f", {report.resumed_chunks} chunks from before kept" if report.resumed_chunks else ""
+    read = (f" ({report.read_in_workers} read by the workers themselves)"
+            if report.read_in_workers else "")
     return (f"wrote {report.output}: {s.rows:,} rows ({s.rows - s.bad_rows:,} scored, "
             f"{s.bad_rows:,} bad){resumed}; padding {s.padding_ratio:.1%} of the steps computed "
             f"({s.ungrouped_padding_ratio:.1%} without length grouping); "
-            f"{len(report.parts)} part files in {report.seconds:.1f} s ({rate:,.0f} rows/s)")
+            f"{len(report.parts)} part files{read} in {report.seconds:.1f} s "
+            f"({rate:,.0f} rows/s)")
 
 
 def _io_command(args):

@@ -886,8 +886,9 @@ def predict_parquet(model, input, output, *, column=None, id_column=None, reduce
                     progress=None, on_bad_row=None, _after_chunk=None):
     """Score a Parquet file or directory into a directory of Parquet part files.
 
-    The input is read in chunks of `chunk_rows` rows (in this process); each chunk is scored
-    by the engine (`predict_table`: rows grouped by length within the chunk) and written as
+    The input is cut into chunks of `chunk_rows` rows, read in this process (or, by ray / dask
+    workers on this machine, in the workers: `ChunkRead`); each chunk is scored by the engine
+    (`predict_table`: rows grouped by length within the chunk) and written as
     `part-FFFFF-CCCCCC.parquet` (a temporary name renamed when complete), then recorded in
     the directory's manifest (`_fastrnn_predict.json`). With `resume=True` the chunks the
     manifest lists are skipped, so an interrupted run finishes without duplicating or losing
