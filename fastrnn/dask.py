@@ -4,7 +4,7 @@
     from distributed import Client
     import dask.dataframe as dd, fastrnn.dask
     client = Client("scheduler:8786")
-    ddf = dd.read_parquet("s3://bucket/sequences/")
+    ddf = dd.read_parquet("s3://bucket/sequences/", dtype_backend="pyarrow")
     scores = fastrnn.dask.predict(ddf, "model.npz", id_column="id")
     scores.to_parquet("s3://bucket/scores/")
 
@@ -119,7 +119,8 @@ def predict(data, model, *, column=None, id_column=None, reduce="last", batch_si
         ValueError: no id_column, or something other than a DataFrame or Bag.
 
     Example:
-        >>> fastrnn.dask.predict(dd.read_parquet("seqs/"), "model.npz", id_column="id")
+        >>> ddf = dd.read_parquet("seqs/", dtype_backend="pyarrow")  # Arrow lists, no copies
+        >>> fastrnn.dask.predict(ddf, "model.npz", id_column="id")
     """
     distributed = _distributed()
     if id_column is None:
