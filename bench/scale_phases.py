@@ -1,8 +1,9 @@
 """Where the time of bench/scale.py goes on a small machine: the 2-process ceiling of the
-scoring itself, the local pipeline's read / score / write split, the CPU the driver of the
-ray and dask engines spends, and the fixed cost of one Ray Data / Dask DataFrame job.
+scoring itself, the local pipeline's read / score / write split, and the CPU the driver of the
+ray and dask engines spends. (The fixed cost of a Ray Data or Dask DataFrame job is
+bench/scale.py's "small job" column.)
 
-    python bench/scale_phases.py                 # 20,000 rows, about a minute on 2 cores
+    python bench/scale_phases.py                 # 60,000 rows, about a minute on 2 cores
     python bench/scale_phases.py --only ceiling,local
 
 Same data and model as bench/scale.py (examples/make_sequences.py).
@@ -103,25 +104,11 @@ def driver_cpu(engine, model_path, data, warm, out_root, chunk_rows):
         pool.close()
 
 
-def job_cost(engine, model_path, data, warm, out_root, chunk_rows):
-    """Seconds of whole jobs (a fresh Dataset / graph each: actors, plan, reading, writing)
-    on the 2,048-row warm-up slice and on all rows, for 1 and 2 workers: the first is
-    mostly the fixed cost of a job."""
-    out = {}
-    for workers in (1, 2):
-        small, _ = scale.run_native(engine, workers, "fastrnn", model_path, warm, warm,
-                                    os.path.join(out_root, f"s{engine}{workers}"), chunk_rows)
-        full, _ = scale.run_native(engine, workers, "fastrnn", model_path, data, warm,
-                                   os.path.join(out_root, f"f{engine}{workers}"), chunk_rows)
-        out[workers] = (small[0], full[0])
-    return out
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=20_000)
-    parser.add_argument("--chunk-rows", type=int, default=1024)
-    parser.add_argument("--only", default="ceiling,local,driver,jobs")
+    parser.add_argument("--rows", type=int, default=60_000)
+    parser.add_argument("--chunk-rows", type=int, default=4096)
+    parser.add_argument("--only", default="ceiling,local,driver")
     args = parser.parse_args(argv)
     only = args.only.split(",")
     import pyarrow.parquet as pq
@@ -154,13 +141,6 @@ def main(argv=None):
                     wall, cpu = driver_cpu(engine, model, data, warm, tmp, args.chunk_rows)
                     print(f"{engine} engine, 2 workers: {wall:.2f} s wall, the driver process "
                           f"used {cpu:.2f} s of CPU ({cpu / wall:.0%} of a core)", flush=True)
-                if "jobs" in only:
-                    for engine in ("ray-data", "dask-df"):
-                        for workers, (small, full) in job_cost(
-                                engine, model, data, warm, tmp, args.chunk_rows).items():
-                            print(f"{engine} {workers} worker(s): a job on 2,048 rows "
-                                  f"{small:.2f} s, on {args.rows:,} rows {full:.2f} s",
-                                  flush=True)
             finally:
                 ray.shutdown()
     finally:

@@ -282,11 +282,11 @@ def test_command_engine_ray_survives_a_killed_actor(cluster, model_file, tmp_pat
     check(pq.read_table(tmp_path / "out"), seqs, ids, layer)
 
 
-@pytest.mark.parametrize("read_in_workers,expect_read", [(None, 15), (False, 0)])
-def test_command_engine_actors_read_the_input_when_they_can(
+@pytest.mark.parametrize("read_in_workers,expect_read", [(True, 15), (False, 0)])
+def test_command_engine_actors_read_the_input_when_asked(
         cluster, model_file, tmp_path, read_in_workers, expect_read):
-    """On a one-machine cluster the actors read their chunks from the files themselves
-    (ChunkRead); read_in_workers=False sends the rows. The same bits either way."""
+    """read_in_workers=True: the actors read their chunks from the files themselves
+    (ChunkRead); by default the rows are sent. The same bits either way."""
     path, layer = model_file
     seqs = rows(300, np.random.default_rng(13))
     ids = [f"a{i}" for i in range(300)]
@@ -294,7 +294,7 @@ def test_command_engine_actors_read_the_input_when_they_can(
     pool = fastrnn.ray.ChunkPool(P.ModelSource(path), workers=2,
                                  read_in_workers=read_in_workers)
     try:
-        assert pool.reads_files is (read_in_workers is None)
+        assert pool.reads_files is read_in_workers
         report = P.predict_parquet(path, tmp_path / "in.parquet", tmp_path / "out",
                                    id_column="id", chunk_rows=20, engine=pool)
     finally:
