@@ -699,9 +699,9 @@ def _file_chunks(path, wanted, columns, chunk_rows):
 @dataclass(frozen=True)
 class ChunkRead:
     """A chunk's rows as a worker that sees the input files reads them itself: rows [skip,
-    skip + rows) of row groups `row_groups` of the Parquet file `path`. The ray and dask
-    engines send this instead of the rows when their workers run on this machine: the
-    driver then neither reads nor copies the sequences."""
+    skip + rows) of row groups `row_groups` of the Parquet file `path`. A ray or dask pool
+    made with read_in_workers=True (Dask's default on a cluster on this machine) is sent
+    this instead of the rows: the driver then neither reads nor copies the sequences."""
     path: str
     row_groups: tuple
     skip: int
