@@ -225,8 +225,8 @@ def _predict_summary(report):
     return (f"wrote {report.output}: {s.rows:,} rows ({s.rows - s.bad_rows:,} scored, "
             f"{s.bad_rows:,} bad){resumed}; padding {s.padding_ratio:.1%} of the steps computed "
             f"({s.ungrouped_padding_ratio:.1%} without length grouping); "
-            f"{len(report.parts)} part files{read} in {report.seconds:.1f} s "
-            f"({rate:,.0f} rows/s)")
+            f"{len(report.parts)} part file{'' if len(report.parts) == 1 else 's'}{read} in "
+            f"{report.seconds:.1f} s ({rate:,.0f} rows/s)")
 
 
 def _io_command(args):

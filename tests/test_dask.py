@@ -288,7 +288,7 @@ def test_command_with_engine_dask_reports_bad_rows(client, model_file, tmp_path,
     assert err == ("fastrnn predict: bad row 1 (id b): step 0 has 2 features, the model "
                    "expects input_size=3\n")
     assert "3 rows (2 scored, 1 bad)" in out
-    assert "1 part files (1 read by the workers themselves)" in out  # loopback workers
+    assert "1 part file (1 read by the workers themselves)" in out  # loopback workers
     assert main(argv + ["-o", str(tmp_path / "strict"), "--strict"]) == 1
     assert capsys.readouterr().err == ("fastrnn predict: row 1 (id 'b'): step 0 has 2 "
                                        "features, the model expects input_size=3\n")
