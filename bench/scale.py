@@ -11,7 +11,8 @@ files and manifest written in this process; the local engine reads and scores he
 ray and dask workers, on this machine, read their chunks' rows from the files themselves and
 score them); ray-data and dask-df are the engines' own Parquet reading and writing
 (`fastrnn.ray.predict` on `ray.data.read_parquet`, `fastrnn.dask.predict` on
-`dd.read_parquet(..., dtype_backend="pyarrow")`), as a multi-node job runs. The data set is examples/make_sequences.py's
+`dd.read_parquet(..., dtype_backend="pyarrow")`), as a multi-node job runs. The data set is
+examples/make_sequences.py's
 (16 features, 1-200 steps, log-uniform lengths, 4,096-row row groups) and the model its 2-layer
 LSTM (16 -> 64). Each configuration scores the whole data set into a fresh directory
 (`--repeat` times: the median and range are reported) after a warm-up job on a 2-chunk slice

@@ -701,7 +701,21 @@ class ChunkRead:
     """A chunk's rows as a worker that sees the input files reads them itself: rows [skip,
     skip + rows) of row groups `row_groups` of the Parquet file `path`. A ray or dask pool
     made with read_in_workers=True (Dask's default on a cluster on this machine) is sent
-    this instead of the rows: the driver then neither reads nor copies the sequences."""
+    this instead of the rows: the driver then neither reads nor copies the sequences.
+    `plan_reads` makes them.
+
+    Args:
+        path: the Parquet file (absolute: the worker's working directory may differ).
+        row_groups: the consecutive row groups that hold the chunk.
+        skip: rows of the first of them before the chunk.
+        rows: the chunk's rows.
+        columns: the columns to read (the sequence column, the id column).
+
+    Example:
+        >>> read = ChunkRead("/data/in.parquet", (0, 1), 100, 4096, ("steps", "id"))
+        >>> read.read().num_rows  # rows 100-4195 of row groups 0 and 1 (4,096 rows each)
+        4096
+    """
     path: str
     row_groups: tuple
     skip: int
@@ -709,6 +723,7 @@ class ChunkRead:
     columns: tuple
 
     def read(self):
+        """The chunk's rows: a `pyarrow.Table` of `columns`."""
         pq = require_pyarrow().parquet
         table = pq.ParquetFile(self.path).read_row_groups(list(self.row_groups),
                                                           columns=list(self.columns))
@@ -716,14 +731,32 @@ class ChunkRead:
 
 
 def chunk_table(rows):
-    """A worker's chunk as a table: `rows` a table, or a `ChunkRead` to read here."""
+    """A worker's chunk as a table: `rows` a table (returned as it is), or a `ChunkRead` to
+    read here.
+
+    Example:
+        >>> chunk_table(table) is table and chunk_table(read).num_rows == read.rows
+        True
+    """
     return rows.read() if isinstance(rows, ChunkRead) else rows
 
 
 def plan_reads(path, chunks, columns, limit=2.0):
     """A `ChunkRead` for each of `chunks` (chunks of the file `path`), or None when reading
     them by whole row groups would decode more than `limit` times their rows (row groups much
-    longer than the chunks: reading the file front to back once is cheaper then)."""
+    longer than the chunks: reading the file front to back once is cheaper then).
+
+    Args:
+        path: a Parquet file.
+        chunks: `Chunk`s of that file (from `plan_chunks`), in order.
+        columns: the columns a worker reads.
+        limit: the most rows decoded per chunk row, in total.
+
+    Example:
+        >>> files = ["/data/in.parquet"]  # 10,000 rows in row groups of 4,096
+        >>> [r.row_groups for r in plan_reads(files[0], plan_chunks(files, 4096), ["steps"])]
+        [(0,), (1,), (2,)]
+    """
     md = require_pyarrow().parquet.ParquetFile(path).metadata
     starts = np.cumsum([0] + [md.row_group(g).num_rows for g in range(md.num_row_groups)])
     reads, decoded = [], 0

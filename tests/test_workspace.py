@@ -25,7 +25,8 @@ def test_reused_scratch_matches_reference_across_shapes(cell, num_layers, bidire
         out, _ = layer(x)
         ref, _ = rnn_forward(cell, params, x.astype(np.float64), hidden_size=6,
                              num_layers=num_layers, bidirectional=bidirectional)
-        np.testing.assert_allclose(out, ref, rtol=TOL[np.dtype(np.float32)], atol=TOL[np.dtype(np.float32)])
+        tol = TOL[np.dtype(np.float32)]
+        np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)
 
 
 def _peak_growth(call):
@@ -119,5 +120,9 @@ def test_bad_out_is_refused():
     wide = np.ones((2, 3, 8), np.float32)
     with pytest.raises(ValueError, match="share memory"):
         fastrnn.LSTM(8, 8)(wide, out=wide)
+    state = np.zeros((2 * 3 * 8,), np.float32)  # h0 a view of the output's memory
+    with pytest.raises(ValueError, match="initial state"):
+        layer(x, initial_state=(state[:16].reshape(1, 2, 8), np.zeros((1, 2, 8))),
+              out=state.reshape(2, 3, 8))
     with pytest.raises(ValueError, match="inference"):
         layer(x, out=good, training=True)
